@@ -1,0 +1,415 @@
+"""Typed, validated experiment configuration.
+
+A config is built from YAML, a dict, or Python, then overridden with
+``--set key=value`` pairs, then validated. Every error is a :class:`ConfigError`
+whose message names the dotted key, what was expected and what was received,
+e.g. ``unknown key 'clients.nmu', did you mean 'clients.num'?``.
+
+Plug-in sections (``attack``, ``defense``, ``audit``) have a few common keys;
+every other key in them belongs to the chosen plug-in and is validated against
+the plug-in's own parameter model from its registry entry. So ``attack.scale``
+is accepted for ``attack.name: scaling`` and rejected for ``attack.name: none``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fedpoison.errors import ConfigError
+from fedpoison.registry import suggest
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DatasetConfig(_Strict):
+    """Which dataset to load (``fedpoison list datasets``)."""
+
+    name: str = "digits"
+    #: Folder of the dataset's files; each dataset has its own default.
+    path: str | None = None
+    #: digits only: share of the 1,797 images held out as the seeded test split.
+    test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+    #: synthetic only: training samples, test samples, classes and dimensions.
+    samples: int = Field(6000, ge=10)
+    test_samples: int = Field(1000, ge=10)
+    classes: int = Field(10, ge=2)
+    dims: int = Field(20, ge=1)
+    #: synthetic only: standard deviation of each class around its mean.
+    noise: float = Field(1.0, gt=0.0)
+    #: Use only the first ``limit`` training samples (quick experiments).
+    limit: int | None = Field(None, ge=10)
+
+
+class PartitionConfig(_Strict):
+    """How training data is split among clients (``fedpoison list partitions``)."""
+
+    name: str = "iid"
+    #: dirichlet: concentration; small is skewed, large is near-uniform.
+    alpha: float = Field(0.5, gt=0.0)
+    #: shards: distinct classes per client.
+    classes_per_client: int = Field(2, ge=1)
+    #: fang: probability that a sample of label l goes to group l.
+    bias: float = Field(0.5, ge=0.0, le=1.0)
+    #: quantity_skew: client-size distribution and its spread.
+    distribution: Literal["lognormal", "powerlaw"] = "lognormal"
+    sigma: float = Field(1.0, gt=0.0)
+    power: float = Field(1.5, gt=0.0)
+    #: Every client gets at least this many samples.
+    min_samples: int = Field(10, ge=1)
+
+
+class ClientsConfig(_Strict):
+    """Federation size and per-round participation."""
+
+    num: int = Field(20, ge=1)
+    #: Participants per round (count). Wins over ``fraction`` when both are set.
+    per_round: int | None = Field(None, ge=1)
+    #: Participants per round as a share of ``num``.
+    fraction: float = Field(1.0, gt=0.0, le=1.0)
+
+
+class ModelConfig(_Strict):
+    """Which model to train (``fedpoison list models``); ``auto`` picks by dataset."""
+
+    name: str = "auto"
+    #: mlp only: hidden width.
+    hidden: int = Field(64, ge=1)
+
+
+class LocalConfig(_Strict):
+    """Local training of each client: plain SGD over in-memory tensors."""
+
+    #: Local epochs; ignored when ``steps`` is set.
+    epochs: int = Field(1, ge=1)
+    #: Local SGD steps; ``steps: 1`` with the whole batch is FedSGD.
+    steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(0.05, gt=0.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    #: Client-side clipping: honest clients clip their update to this L2 norm.
+    clip_norm: float | None = Field(None, gt=0.0)
+    #: How clients are trained: one by one, in a batched (vmap) pass, or whichever is faster.
+    engine: Literal["sequential", "batched", "auto"] = "auto"
+
+
+class ServerConfig(_Strict):
+    """The server step: ``global += lr * aggregate``."""
+
+    lr: float = Field(1.0, gt=0.0)
+
+
+class EvalConfig(_Strict):
+    """When and how the global model is evaluated on the test set."""
+
+    every: int = Field(1, ge=1)
+    batch_size: int = Field(2048, ge=1)
+
+
+class _PluginSection(BaseModel):
+    """A section with common keys plus the chosen plug-in's own keys."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    name: str
+
+    #: Set by subclasses: the section's name in configs.
+    section: ClassVar[str] = "plugin"
+
+    def plugin_param_models(self) -> list[type[BaseModel]]:
+        """Parameter models the extra keys are validated against."""
+        raise NotImplementedError
+
+    @model_validator(mode="after")
+    def _check_plugin_keys(self) -> _PluginSection:
+        models = self.plugin_param_models()
+        extra = dict(self.model_extra or {})
+        allowed = set(type(self).model_fields) | {k for m in models for k in m.model_fields}
+        for key in extra:
+            if key not in allowed:
+                raise ConfigError(
+                    f"unknown key '{self.section}.{key}'{suggest(key, sorted(allowed))} "
+                    f"(for {self.section}.name '{self.name}')"
+                )
+        for model in models:
+            mine = {k: v for k, v in extra.items() if k in model.model_fields}
+            try:
+                validated = model.model_validate(mine)
+            except ValidationError as exc:
+                raise _to_config_error(exc, prefix=(self.section,)) from None
+            for key in mine:
+                (self.model_extra or {})[key] = getattr(validated, key)
+        return self
+
+    def params(self, model: type[BaseModel]) -> Any:
+        """The plug-in's validated parameters as an instance of ``model``."""
+        extra = self.model_extra or {}
+        return model.model_validate({k: v for k, v in extra.items() if k in model.model_fields})
+
+
+class AttackSection(_PluginSection):
+    """Threat model and attack (``fedpoison list attacks``)."""
+
+    section: ClassVar[str] = "attack"
+    name: str = "none"
+    #: Share of all clients that are malicious (rounded to the nearest count).
+    fraction: float = Field(0.0, ge=0.0, le=1.0)
+    #: Number of malicious clients; wins over ``fraction`` when set.
+    count: int | None = Field(None, ge=0)
+    knowledge: Literal["local", "omniscient", "defense_aware"] = "local"
+    #: Malicious clients take part in every round, whatever the sampling.
+    always_participate: bool = False
+    #: Colluding attackers send one jointly crafted row (identical rows where the attack allows).
+    collude: bool = False
+    start_round: int = Field(0, ge=0)
+    end_round: int | None = Field(None, ge=0)
+    every: int = Field(1, ge=1)
+    probability: float = Field(1.0, ge=0.0, le=1.0)
+
+    def plugin_param_models(self) -> list[type[BaseModel]]:
+        from fedpoison.attacks import ATTACKS
+
+        if self.name == "none":
+            return []
+        return [ATTACKS.get(self.name, key="attack.name").params]
+
+
+class DefenseSection(_PluginSection):
+    """Server-side defense: pre-aggregators then a rule (``fedpoison list defenses``)."""
+
+    section: ClassVar[str] = "defense"
+    name: str = "mean"
+    pre: list[str] = Field(default_factory=list)
+    #: Number of Byzantine rows the rule assumes; by default the expected number
+    #: of malicious participants (the configured threat model, never who they are).
+    f: int | None = Field(None, ge=0)
+    #: What to do with non-finite rows before anything else.
+    nonfinite: Literal["drop", "zero", "keep"] = "drop"
+
+    def plugin_param_models(self) -> list[type[BaseModel]]:
+        from fedpoison.defenses import PRE_AGGREGATORS, RULES
+
+        models = [RULES.get(self.name, key="defense.name").params]
+        for i, pre in enumerate(self.pre):
+            models.append(PRE_AGGREGATORS.get(pre, key=f"defense.pre[{i}]").params)
+        return models
+
+
+class AuditSection(_PluginSection):
+    """Client auditing (``fedpoison list auditors``)."""
+
+    section: ClassVar[str] = "audit"
+    name: str = "none"
+
+    def plugin_param_models(self) -> list[type[BaseModel]]:
+        if self.name == "none":
+            return []
+        from fedpoison.audit import AUDITORS
+
+        return [AUDITORS.get(self.name, key="audit.name").params]
+
+
+class ExperimentConfig(_Strict):
+    """One run: every knob, with defaults that make a quick FedAvg run on digits."""
+
+    seed: int = Field(0, ge=0)
+    rounds: int = Field(20, ge=1)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    #: Ask torch for deterministic kernels (bit-exact reruns on GPU; slower).
+    deterministic: bool = False
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    partition: PartitionConfig = Field(default_factory=PartitionConfig)
+    clients: ClientsConfig = Field(default_factory=ClientsConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    local: LocalConfig = Field(default_factory=LocalConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    attack: AttackSection = Field(default_factory=AttackSection)
+    defense: DefenseSection = Field(default_factory=DefenseSection)
+    audit: AuditSection = Field(default_factory=AuditSection)
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> ExperimentConfig:
+        from fedpoison.data import DATASETS, PARTITIONERS
+        from fedpoison.models import MODELS
+
+        DATASETS.get(self.dataset.name, key="dataset.name")
+        PARTITIONERS.get(self.partition.name, key="partition.name")
+        if self.model.name != "auto":
+            MODELS.get(self.model.name, key="model.name")
+        if self.clients.per_round is not None and self.clients.per_round > self.clients.num:
+            raise ConfigError(
+                f"clients.per_round: expected at most clients.num={self.clients.num}, "
+                f"got {self.clients.per_round}"
+            )
+        if self.attack.count is not None and self.attack.count > self.clients.num:
+            raise ConfigError(
+                f"attack.count: expected at most clients.num={self.clients.num} attackers, "
+                f"got {self.attack.count}"
+            )
+        if self.attack.end_round is not None and self.attack.end_round < self.attack.start_round:
+            raise ConfigError(
+                f"attack.end_round: expected >= attack.start_round={self.attack.start_round}, "
+                f"got {self.attack.end_round}"
+            )
+        for hook in _COMBINATION_CHECKS:
+            hook(self)
+        return self
+
+    # ---- derived quantities -------------------------------------------------
+    @property
+    def participants_per_round(self) -> int:
+        """Clients sampled per round, from ``per_round`` or ``fraction``."""
+        if self.clients.per_round is not None:
+            return self.clients.per_round
+        return max(1, round(self.clients.fraction * self.clients.num))
+
+    @property
+    def num_malicious(self) -> int:
+        """Number of malicious clients in the federation."""
+        if self.attack.name == "none":
+            return 0
+        if self.attack.count is not None:
+            return self.attack.count
+        return int(round(self.attack.fraction * self.clients.num))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain JSON-able data (plug-in keys included)."""
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML, loadable by :func:`load_config`."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def key(self) -> str:
+        """A stable hash of the resolved config (grid run identity)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+#: Extra whole-config checks registered by plug-in families (e.g. a rule's
+#: requirement on n and f when the participants are known at validation time).
+_COMBINATION_CHECKS: list[Any] = []
+
+
+def register_check(fn: Any) -> Any:
+    """Register ``fn(config)`` to run at the end of config validation."""
+    _COMBINATION_CHECKS.append(fn)
+    return fn
+
+
+# ---- errors ------------------------------------------------------------------
+def _model_at(loc: Iterable[Any]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = ExperimentConfig
+    for part in loc:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return None
+        ann = model.model_fields[part].annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return model
+
+
+def _to_config_error(exc: ValidationError, prefix: tuple[str, ...] = ()) -> ConfigError:
+    """Turn pydantic's first error into one clear sentence naming the key."""
+    err = exc.errors()[0]
+    loc = prefix + tuple(str(p) for p in err["loc"])
+    key = ".".join(loc) if loc else "config"
+    if err["type"] == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        known = sorted(parent.model_fields) if parent else []
+        return ConfigError(f"unknown key '{key}'{suggest(loc[-1], known)}")
+    ctx_err = (err.get("ctx") or {}).get("error")
+    if isinstance(ctx_err, ConfigError):
+        return ctx_err
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    return ConfigError(f"{key}: {msg[0].lower() + msg[1:]}, got {err.get('input')!r}")
+
+
+# ---- loading -----------------------------------------------------------------
+def parse_override(item: str) -> tuple[str, Any]:
+    """Parse ``key=value``; the value is read as YAML (``0.3``, ``[clip]``, ``null``)."""
+    if "=" not in item:
+        raise ConfigError(f"--set: expected key=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set: expected a key before '=', got {item!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``data['a']['b'] = value`` for ``key='a.b'``, creating sections."""
+    parts = key.split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(
+                f"--set {key}: '{'.'.join(parts[: i + 1])}' is a value, not a section"
+            )
+        node = child
+    node[parts[-1]] = value
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping from ``path`` with a clear error for bad files."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"config file {p}: cannot read it ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p}: not valid YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p}: expected a mapping at top level, got {type(data).__name__}")
+    return data
+
+
+def load_config(
+    source: str | Path | Mapping[str, Any] | ExperimentConfig | None = None,
+    overrides: Iterable[str] | Mapping[str, Any] = (),
+) -> ExperimentConfig:
+    """Build a validated config from a YAML path, a dict or a config, plus overrides.
+
+    ``overrides`` are ``"key=value"`` strings (as from ``--set``) or a mapping of
+    dotted keys to values.
+    """
+    if source is None:
+        data: dict[str, Any] = {}
+    elif isinstance(source, ExperimentConfig):
+        data = source.to_dict()
+    elif isinstance(source, Mapping):
+        data = json.loads(json.dumps(dict(source)))  # deep copy, JSON-able only
+    else:
+        data = read_yaml(source)
+    items = overrides.items() if isinstance(overrides, Mapping) else map(parse_override, overrides)
+    for key, value in items:
+        set_dotted(data, key, value)
+    return validate_config(data)
+
+
+def validate_config(data: Mapping[str, Any]) -> ExperimentConfig:
+    """Validate a plain mapping into an :class:`ExperimentConfig`."""
+    try:
+        return ExperimentConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        raise _to_config_error(exc) from None

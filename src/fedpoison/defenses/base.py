@@ -1,0 +1,120 @@
+"""The server-side defense contract: pre-aggregators and aggregation rules.
+
+Everything here speaks the update matrix: ``updates`` is a float32 tensor of
+shape ``(n, d)``, one row per participating client (its new minus old
+parameters), on the run's device. ``weights`` is a float32 tensor ``(n,)`` of
+sample counts (FedAvg's weights); rules that ignore weights say so.
+
+Rules and pre-aggregators never mutate their inputs and never loop in Python
+over coordinates or pairs of clients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ParamSlice:
+    """Where one named parameter tensor lives in the flat vector."""
+
+    name: str
+    start: int
+    end: int
+    shape: tuple[int, ...]
+
+
+@dataclass
+class RoundContext:
+    """What the server knows in a round. Never holds ground truth.
+
+    Attributes
+    ----------
+    round:
+        Zero-based round index.
+    client_ids:
+        ``(n,)`` int64 ids of the clients whose rows are in ``updates``.
+    generator:
+        Seeded generator for the defense's own randomness (noise, bucketing).
+    global_params:
+        ``(d,)`` flat global model before this round's step.
+    slices:
+        Parameter layout, for per-layer operations.
+    root_update:
+        For FLTrust: computes the server's own update on its root dataset from
+        ``global_params``; ``None`` when the run provides no root data.
+    """
+
+    round: int
+    client_ids: Tensor
+    generator: torch.Generator
+    global_params: Tensor
+    slices: tuple[ParamSlice, ...] = ()
+    root_update: object | None = None
+
+
+@dataclass(frozen=True)
+class AggregationResult:
+    """An aggregate and what the rule did to get it.
+
+    Attributes
+    ----------
+    aggregate:
+        ``(d,)`` float32 aggregate update.
+    weights:
+        ``(n,)`` effective weight of each input row in the aggregate, summing to
+        1 for averaging rules (0 for a dropped row). Coordinate-wise rules that
+        mix rows per coordinate (median, trimmed mean) report ``1/n`` each.
+    selected:
+        ``(n,)`` bool, rows the rule kept. A filtering rule (Krum, FLAME, DnC)
+        drops rows; this is what detection metrics read.
+    scores:
+        ``(n,)`` per-row score where the rule computes one (Krum score, FLTrust
+        trust, ...), else ``None``. Higher means more suspicious unless the
+        rule's docstring says otherwise.
+    clipped:
+        How many rows were clipped (by the rule and its pre-aggregators).
+    info:
+        Extra scalar measurements to record per round (the clip bound used, the
+        number of clusters, ...).
+    """
+
+    aggregate: Tensor
+    weights: Tensor
+    selected: Tensor
+    scores: Tensor | None = None
+    clipped: int = 0
+    info: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PreResult:
+    """Output of a pre-aggregator.
+
+    ``updates`` may have fewer or more rows than the input (bucketing makes
+    buckets); ``groups`` then maps each output row to the input rows it came
+    from as a ``(n_out, n_in)`` float32 mixing matrix, so selection can be
+    traced back to clients. ``None`` means the identity.
+    """
+
+    updates: Tensor
+    weights: Tensor
+    clipped: int = 0
+    groups: Tensor | None = None
+    info: dict[str, float] = field(default_factory=dict)
+
+
+class AggregationRule(Protocol):
+    """An aggregation rule: ``rule(updates, weights, ctx) -> AggregationResult``."""
+
+    def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult: ...
+
+
+class PreAggregator(Protocol):
+    """A pre-aggregation step: ``pre(updates, weights, ctx) -> PreResult``."""
+
+    def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> PreResult: ...

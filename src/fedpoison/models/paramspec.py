@@ -1,0 +1,66 @@
+"""One mapping between a model's parameters and a flat float32 vector."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from fedpoison.defenses.base import ParamSlice
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """The layout of a model's trainable parameters in a flat vector.
+
+    Buffers are not part of the vector: the zoo's models have none (the ResNet
+    uses GroupNorm, not BatchNorm, for that reason).
+
+    Example
+    -------
+    >>> m = nn.Linear(3, 2)
+    >>> spec = ParamSpec.of(m)
+    >>> spec.dim
+    8
+    >>> torch.equal(spec.unflatten(spec.flatten(m))["weight"], m.weight)
+    True
+    """
+
+    slices: tuple[ParamSlice, ...]
+
+    @classmethod
+    def of(cls, module: nn.Module) -> ParamSpec:
+        """Read the layout of ``module``'s named parameters, in registration order."""
+        out, start = [], 0
+        for name, p in module.named_parameters():
+            out.append(ParamSlice(name, start, start + p.numel(), tuple(p.shape)))
+            start += p.numel()
+        return cls(tuple(out))
+
+    @property
+    def dim(self) -> int:
+        """Length of the flat vector."""
+        return self.slices[-1].end if self.slices else 0
+
+    def flatten(self, module: nn.Module) -> Tensor:
+        """A new flat float32 vector of ``module``'s parameters."""
+        return torch.cat([p.detach().reshape(-1) for p in module.parameters()]).float()
+
+    def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
+        """Views of ``flat`` shaped as the named parameters (for ``functional_call``).
+
+        ``flat`` may carry leading batch axes: ``(..., dim)`` gives ``(..., *shape)``.
+        """
+        lead = flat.shape[:-1]
+        return {s.name: flat[..., s.start : s.end].reshape(*lead, *s.shape) for s in self.slices}
+
+    def bind(self, module: nn.Module, flat: Tensor) -> None:
+        """Make ``module``'s parameters views into ``flat`` (shared storage).
+
+        After binding, writing ``flat`` changes the module and an optimizer step
+        on the module changes ``flat``; no copies are made per client.
+        """
+        views = self.unflatten(flat)
+        for name, p in module.named_parameters():
+            p.data = views[name]

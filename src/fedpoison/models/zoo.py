@@ -1,0 +1,103 @@
+"""The model zoo: small vision models used in the poisoning literature."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from torch import Tensor, nn
+
+from fedpoison.registry import Registry
+
+if TYPE_CHECKING:
+    from fedpoison.config import ModelConfig
+
+#: Factory signature: ``fn(input_shape, num_classes, cfg) -> nn.Module``.
+ModelFactory = Callable[[tuple[int, ...], int, "ModelConfig"], nn.Module]
+
+MODELS: Registry[ModelFactory] = Registry("model")
+
+_DEFAULTS = {"digits": "cnn8", "mnist": "cnn28", "fashion-mnist": "cnn28", "cifar10": "resnet8"}
+
+
+def default_model_name(dataset: str) -> str:
+    """The model ``model.name: auto`` picks for ``dataset``."""
+    return _DEFAULTS.get(dataset, "mlp")
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.Module:
+    """Build a registered model for inputs of ``input_shape``."""
+    return MODELS.get(name, key="model.name").obj(input_shape, num_classes, cfg)
+
+
+@MODELS.register("logreg", description="Multinomial logistic regression on flattened inputs.")
+def logreg(input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), num_classes))
+
+
+@MODELS.register("mlp", description="One hidden ReLU layer of model.hidden units on flattened inputs.")
+def mlp(input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.Module:
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(math.prod(input_shape), cfg.hidden),
+        nn.ReLU(),
+        nn.Linear(cfg.hidden, num_classes),
+    )
+
+
+@MODELS.register(
+    "cnn28",
+    description="CNN for 1x28x28: conv 1->16 k5, pool, conv 16->32 k5, pool, fc 512->128, fc 128->C.",
+    reference="The two-conv CNN of the poisoning literature (e.g. Fang et al. 2020, Cao et al. 2021).",
+)
+def cnn28(input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.Module:
+    c = input_shape[0]
+    return nn.Sequential(
+        nn.Conv2d(c, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, num_classes),
+    )
+
+
+@MODELS.register("cnn8", description="CNN for 1x8x8 digits: conv 1->16 k3, pool, conv 16->32 k3, pool, fc 128->64->C.")
+def cnn8(input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.Module:
+    c = input_shape[0]
+    return nn.Sequential(
+        nn.Conv2d(c, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 2 * 2, 64), nn.ReLU(), nn.Linear(64, num_classes),
+    )
+
+
+class _Block(nn.Module):
+    """Pre-activation-free basic residual block with GroupNorm."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.norm1 = nn.GroupNorm(min(8, cout), cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.norm2 = nn.GroupNorm(min(8, cout), cout)
+        self.skip: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.skip = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.GroupNorm(min(8, cout), cout))
+        self.act = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.act(self.norm1(self.conv1(x)))
+        return self.act(self.norm2(self.conv2(out)) + self.skip(x))
+
+
+@MODELS.register(
+    "resnet8",
+    description="Small ResNet for 3x32x32 colour images: 3 stages (16, 32, 64), GroupNorm, no buffers.",
+    reference="He et al. 2016 (CIFAR ResNet), with GroupNorm as in Hsieh et al. 2020 for non-IID FL.",
+)
+def resnet8(input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.Module:
+    c = input_shape[0]
+    return nn.Sequential(
+        nn.Conv2d(c, 16, 3, 1, 1, bias=False), nn.GroupNorm(8, 16), nn.ReLU(),
+        _Block(16, 16, 1), _Block(16, 32, 2), _Block(32, 64, 2),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes),
+    )
