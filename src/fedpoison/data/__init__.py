@@ -1,13 +1,8 @@
 """Datasets (in-memory tensors) and partitioners (client index sets)."""
 
-from fedpoison.data import builtin, partition  # noqa: F401  (registration)
+from fedpoison.data import builtin, files, partition  # noqa: F401  (registration)
 from fedpoison.data.base import DATASETS, PARTITIONERS, Dataset
 from fedpoison.data.partition import partition_counts
-
-try:  # file-backed loaders (IDX, CIFAR-10 binary)
-    from fedpoison.data import files  # noqa: F401
-except ImportError:  # pragma: no cover - only while the module is being written
-    pass
 
 __all__ = ["DATASETS", "PARTITIONERS", "Dataset", "load_dataset", "partition_counts"]
 

@@ -18,7 +18,7 @@ ModelFactory = Callable[[tuple[int, ...], int, "ModelConfig"], nn.Module]
 
 MODELS: Registry[ModelFactory] = Registry("model")
 
-_DEFAULTS = {"digits": "cnn8", "mnist": "cnn28", "fashion-mnist": "cnn28", "cifar10": "resnet8"}
+_DEFAULTS = {"digits": "mlp", "mnist": "cnn28", "fashion-mnist": "cnn28", "cifar10": "resnet8"}
 
 
 def default_model_name(dataset: str) -> str:

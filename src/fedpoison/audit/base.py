@@ -1,0 +1,65 @@
+"""The auditor contract.
+
+An auditor watches every round's update matrix, scores each participant, flags
+the anomalous ones and decides who is kept, dropped or quarantined. It runs
+before the defense's pre-aggregators and rule. It sees what the server sees and
+nothing else: ground truth about who is malicious never reaches it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from torch import Tensor
+
+from fedpoison.defenses.base import AggregationResult, RoundContext
+
+
+@dataclass(frozen=True)
+class AuditDecision:
+    """What an auditor decided for one round's participants (all ``(n,)``).
+
+    Attributes
+    ----------
+    keep:
+        bool, rows passed on to the defense.
+    weight:
+        float multiplier on each kept row's FedAvg weight (reputation); ones by default.
+    score:
+        float suspicion score (higher is more suspicious).
+    flagged:
+        bool, rows the auditor flagged this round.
+    signals:
+        Named per-row signals (norm, cosine, ...) recorded in the audit log.
+    """
+
+    keep: Tensor
+    weight: Tensor
+    score: Tensor
+    flagged: Tensor
+    signals: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Auditor(Protocol):
+    """The hooks the round loop calls, in this order, each round."""
+
+    def admit(self, round: int, client_ids: Tensor) -> Tensor:
+        """bool mask over sampled clients: False for those quarantined this round."""
+        ...
+
+    def screen(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AuditDecision:
+        """Score and flag the rows of this round's update matrix."""
+        ...
+
+    def observe(self, ctx: RoundContext, decision: AuditDecision, result: AggregationResult) -> None:
+        """See what the defense did (e.g. Krum's scores) after aggregation."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume (quarantine, reputation, history)."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict`."""
+        ...

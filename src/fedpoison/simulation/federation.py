@@ -1,0 +1,150 @@
+"""Build everything a run needs from its config: data, partition, model, plug-ins.
+
+:class:`Federation` holds the fixed parts of a run (what does not change from
+round to round). The round loop in :mod:`fedpoison.simulation.loop` reads it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from fedpoison.attacks import ATTACKS, Attack
+from fedpoison.config import ExperimentConfig
+from fedpoison.data import PARTITIONERS, Dataset, load_dataset
+from fedpoison.defenses import Defense, build_defense
+from fedpoison.models import ParamSpec, build_model, default_model_name
+from fedpoison.seeding import derive_seed, generator
+from fedpoison.training import LocalPlan, SequentialEngine
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    from fedpoison.errors import ConfigError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: expected a visible CUDA GPU for 'cuda', found none (use 'cpu' or 'auto')")
+    return torch.device(name)
+
+
+def expected_malicious_per_round(cfg: ExperimentConfig) -> int:
+    """The defense's default f: malicious participants expected per round.
+
+    This is what the threat model says (how many), never who they are.
+    """
+    m, k, n = cfg.num_malicious, cfg.participants_per_round, cfg.clients.num
+    if m == 0:
+        return 0
+    if cfg.attack.always_participate:
+        return min(m, k)
+    return min(k, int(round(m * k / n)))
+
+
+@dataclass
+class Federation:
+    """The fixed parts of one run."""
+
+    cfg: ExperimentConfig
+    device: torch.device
+    data: Dataset
+    parts: list[Tensor]
+    sizes: Tensor
+    model: nn.Module
+    spec: ParamSpec
+    init_params: Tensor
+    malicious: Tensor
+    attack: Attack | None
+    defense: Defense
+    auditor: Any | None
+    engine: Any
+    plan: LocalPlan
+    root_index: Tensor | None
+    eval_model: nn.Module
+    eval_params: Tensor
+
+    @property
+    def num_clients(self) -> int:
+        """N."""
+        return len(self.parts)
+
+    def is_malicious(self, ids: Tensor) -> Tensor:
+        """bool mask: which of ``ids`` are malicious clients (ground truth; metrics only)."""
+        return torch.isin(ids, self.malicious)
+
+
+def make_engine(cfg: ExperimentConfig, model: nn.Module, spec: ParamSpec, plan: LocalPlan, device: torch.device) -> Any:
+    """The local-training engine for ``local.engine``."""
+    name = cfg.local.engine
+    try:
+        from fedpoison.training.batched import BatchedEngine, choose_engine
+    except ImportError:
+        return SequentialEngine(model, spec, plan)
+    if name == "auto":
+        name = choose_engine(model, spec, plan, device)
+    if name == "batched":
+        return BatchedEngine(model, spec, plan)
+    return SequentialEngine(model, spec, plan)
+
+
+def build_federation(cfg: ExperimentConfig) -> Federation:
+    """Load data, partition it, build the model and the plug-ins for ``cfg``."""
+    from fedpoison.config import ConfigError
+
+    device = resolve_device(cfg.device)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    data = load_dataset(cfg.dataset, cfg.seed).to(device)
+    part_fn = PARTITIONERS.get(cfg.partition.name, key="partition.name").obj
+    parts = [p.to(device) for p in part_fn(data.y_train, cfg.clients.num, cfg.partition, generator(cfg.seed, "partition"))]
+    sizes = torch.tensor([len(p) for p in parts], dtype=torch.float32, device=device)
+
+    model_name = cfg.model.name if cfg.model.name != "auto" else default_model_name(data.name)
+    torch.manual_seed(derive_seed(cfg.seed, "init"))
+    model = build_model(model_name, data.input_shape, data.num_classes, cfg.model).to(device)
+    spec = ParamSpec.of(model)
+    init_params = spec.flatten(model).to(device)
+
+    m = cfg.num_malicious
+    perm = torch.randperm(cfg.clients.num, generator=generator(cfg.seed, "malicious"))
+    malicious = torch.sort(perm[:m]).values.to(device)
+
+    attack: Attack | None = None
+    if cfg.attack.name != "none":
+        entry = ATTACKS.get(cfg.attack.name, key="attack.name")
+        attack = entry.obj(
+            cfg.attack.params(entry.params),
+            num_classes=data.num_classes,
+            input_shape=data.input_shape,
+            collude=cfg.attack.collude,
+        )
+    defense = build_defense(cfg.defense, f=expected_malicious_per_round(cfg))
+
+    auditor = None
+    if cfg.audit.name != "none":
+        from fedpoison.audit import AUDITORS
+
+        a_entry = AUDITORS.get(cfg.audit.name, key="audit.name")
+        auditor = a_entry.obj(cfg.audit.params(a_entry.params), num_clients=cfg.clients.num)
+
+    plan = LocalPlan(cfg.local.epochs, cfg.local.steps, cfg.local.batch_size, cfg.local.lr,
+                     cfg.local.momentum, cfg.local.weight_decay)
+    engine = make_engine(cfg, model, spec, plan, device)
+
+    root_index = None
+    root_size = (cfg.defense.model_extra or {}).get("root_size")
+    if root_size:
+        if root_size > len(data.y_train):
+            raise ConfigError(f"defense.root_size: expected at most {len(data.y_train)} samples, got {root_size}")
+        g = generator(cfg.seed, "root")
+        root_index = torch.randperm(len(data.y_train), generator=g)[:root_size].to(device)
+    eval_model = copy.deepcopy(model)
+    eval_params = init_params.clone()
+    spec.bind(eval_model, eval_params)
+    return Federation(cfg, device, data, parts, sizes, model, spec, init_params, malicious, attack,
+                      defense, auditor, engine, plan, root_index, eval_model, eval_params)

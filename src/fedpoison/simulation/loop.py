@@ -1,0 +1,299 @@
+"""The round loop: sample, train, attack, audit, defend, step, evaluate, record.
+
+One function per phase; :func:`run` strings them together. Every random draw
+takes a generator derived from ``(seed, purpose, round[, client])`` (see
+:mod:`fedpoison.seeding`), so a round's randomness is independent of the rounds
+before it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from fedpoison.attacks import AttackContext, Knowledge
+from fedpoison.config import ExperimentConfig, load_config
+from fedpoison.defenses import AggregationResult, RoundContext
+from fedpoison.errors import UpdateError
+from fedpoison.seeding import generator
+from fedpoison.simulation.federation import Federation, build_federation
+from fedpoison.training import ClientJob, SequentialEngine, clip_rows, evaluate
+
+
+# ---- per-round phases ----------------------------------------------------------
+def sample_clients(fed: Federation, rnd: int) -> Tensor:
+    """Sorted ids of the clients sampled in round ``rnd``.
+
+    Malicious clients are sampled like everyone else unless
+    ``attack.always_participate``, in which case they all take part and the
+    remaining slots go to honest clients.
+    """
+    cfg = fed.cfg
+    k, n = cfg.participants_per_round, fed.num_clients
+    g = generator(cfg.seed, "sampling", rnd)
+    if cfg.attack.always_participate and len(fed.malicious):
+        honest = torch.arange(n)[~torch.isin(torch.arange(n), fed.malicious.cpu())]
+        extra = max(k - len(fed.malicious), 0)
+        chosen = torch.cat([fed.malicious.cpu(), honest[torch.randperm(len(honest), generator=g)[:extra]]])
+    else:
+        chosen = torch.randperm(n, generator=g)[:k]
+    return torch.sort(chosen).values.to(fed.device)
+
+
+def attack_active(cfg: ExperimentConfig, rnd: int) -> bool:
+    """Whether the attack's schedule fires in round ``rnd``."""
+    a = cfg.attack
+    if a.name == "none" or rnd < a.start_round or (a.end_round is not None and rnd > a.end_round):
+        return False
+    if (rnd - a.start_round) % a.every:
+        return False
+    if a.probability < 1.0:
+        draw = torch.rand((), generator=generator(cfg.seed, "schedule", rnd))
+        return bool(draw < a.probability)
+    return True
+
+
+@dataclass
+class LoopState:
+    """What changes from round to round (and is checkpointed)."""
+
+    params: Tensor
+    round: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    timings: list[dict[str, Any]] = field(default_factory=list)
+    clients: list[dict[str, Any]] = field(default_factory=list)
+    previous_malicious: dict[int, Tensor] = field(default_factory=dict)
+    poisoned: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    diverged_round: int | None = None
+
+
+def client_jobs(fed: Federation, state: LoopState, rnd: int, ids: Tensor, attacked: Tensor) -> list[ClientJob]:
+    """Training jobs: honest data for honest rows, poisoned copies for attacking rows."""
+    data, jobs = fed.data, []
+    mal_slot = {int(c): i for i, c in enumerate(fed.malicious.tolist())}
+    for cid, bad in zip(ids.tolist(), attacked.tolist(), strict=True):
+        g = generator(fed.cfg.seed, "train", rnd, cid)
+        idx = fed.parts[cid]
+        if bad and fed.attack is not None:
+            if cid not in state.poisoned:
+                x, y = fed.attack.poison(
+                    data.x_train[idx], data.y_train[idx], client_id=cid, slot=mal_slot[cid],
+                    generator=generator(fed.cfg.seed, "poison", cid),
+                )
+                state.poisoned[cid] = (x, y)
+            x, y = state.poisoned[cid]
+            jobs.append(ClientJob(cid, x, y, torch.arange(len(y), device=fed.device), g))
+        else:
+            jobs.append(ClientJob(cid, data.x_train, data.y_train, idx, g))
+    return jobs
+
+
+def craft_updates(
+    fed: Federation, state: LoopState, rnd: int, ids: Tensor, updates: Tensor, weights: Tensor,
+    attacked: Tensor, round_ctx: RoundContext,
+) -> Tensor:
+    """Replace the attacking rows by what the attack crafts; validate their shape."""
+    attack, cfg = fed.attack, fed.cfg
+    assert attack is not None
+    level = Knowledge(cfg.attack.knowledge)
+    sees_honest = level.level >= Knowledge.OMNISCIENT.level
+    mal_ids = ids[attacked].tolist()
+    prev = torch.stack([state.previous_malicious.get(c, torch.zeros_like(updates[0])) for c in mal_ids])
+    ctx = AttackContext(
+        round=rnd,
+        own_updates=updates[attacked].clone(),
+        own_weights=weights[attacked].clone(),
+        honest_updates=updates[~attacked].clone() if sees_honest else None,
+        honest_weights=weights[~attacked].clone() if sees_honest else None,
+        num_participants=len(ids),
+        global_params=state.params.clone(),
+        server_lr=cfg.server.lr,
+        generator=generator(cfg.seed, "attack", rnd),
+        defense=fed.defense if level is Knowledge.DEFENSE_AWARE else None,
+        defense_ctx=round_ctx if level is Knowledge.DEFENSE_AWARE else None,
+        previous_updates=prev,
+    )
+    crafted = attack.craft(ctx)
+    m, d = int(attacked.sum()), updates.shape[1]
+    if not isinstance(crafted, Tensor) or tuple(crafted.shape) != (m, d):
+        got = tuple(crafted.shape) if isinstance(crafted, Tensor) else type(crafted).__name__
+        raise UpdateError(f"attack '{cfg.attack.name}': expected crafted updates of shape ({m}, {d}), got {got}")
+    out = updates.clone()
+    out[attacked] = crafted.to(updates.dtype)
+    for c, row in zip(mal_ids, crafted, strict=True):
+        state.previous_malicious[c] = row.detach().clone()
+    return out
+
+
+def root_update_fn(fed: Federation, rnd: int) -> Callable[[Tensor], Tensor] | None:
+    """FLTrust's server update on its root dataset, or ``None`` without root data."""
+    if fed.root_index is None:
+        return None
+    engine = fed.engine if isinstance(fed.engine, SequentialEngine) else SequentialEngine(fed.model, fed.spec, fed.plan)
+    index = fed.root_index
+
+    def root_update(global_params: Tensor) -> Tensor:
+        job = ClientJob(-1, fed.data.x_train, fed.data.y_train, index, generator(fed.cfg.seed, "root", rnd))
+        return engine.train_one(global_params, job)[0]
+
+    return root_update
+
+
+def evaluate_global(fed: Federation, params: Tensor) -> dict[str, float]:
+    """Clean accuracy, loss, per-class recall, backdoor success and targeted misclassification."""
+    fed.eval_params.copy_(params)
+    data, bs = fed.data, fed.cfg.eval.batch_size
+    preds, loss = evaluate(fed.eval_model, data.x_test, data.y_test, bs)
+    y = data.y_test
+    out: dict[str, float] = {"test_accuracy": float((preds == y).float().mean()), "test_loss": loss}
+    counts = torch.bincount(y, minlength=data.num_classes).clamp_min(1)
+    hits = torch.bincount(y[preds == y], minlength=data.num_classes)
+    for c, r in enumerate((hits / counts).tolist()):
+        out[f"recall_{c}"] = r
+    attack = fed.attack
+    if attack is not None and attack.target_class is not None:
+        target = attack.target_class
+        triggered = attack.backdoor(data.x_test[y != target])
+        if triggered is not None:
+            p, _ = evaluate(fed.eval_model, triggered, y[y != target], bs)
+            out["attack_success_rate"] = float((p == target).float().mean())
+        if attack.source_classes is not None:
+            src = torch.isin(y, torch.tensor(attack.source_classes, device=y.device))
+            out["targeted_misclassification"] = float((preds[src] == target).float().mean()) if src.any() else float("nan")
+    return out
+
+
+def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
+    """Run one round in place on ``state``; return its history record."""
+    cfg, rnd = fed.cfg, state.round
+    t0 = time.perf_counter()
+    sampled = sample_clients(fed, rnd)
+    admitted = fed.auditor.admit(rnd, sampled) if fed.auditor is not None else torch.ones_like(sampled, dtype=torch.bool)
+    ids = sampled[admitted]
+    malicious = fed.is_malicious(ids)
+    active = attack_active(cfg, rnd)
+    attacked = malicious & active
+    weights = fed.sizes[ids]
+    round_ctx = RoundContext(rnd, ids, generator(cfg.seed, "defense", rnd), state.params.clone(),
+                             fed.spec.slices, root_update_fn(fed, rnd))
+
+    # local training (attackers that skip training send zeros into craft)
+    jobs = client_jobs(fed, state, rnd, ids, attacked)
+    skip = attacked & torch.tensor(fed.attack is not None and not fed.attack.trains, device=ids.device)
+    train_jobs = [j for j, s in zip(jobs, skip.tolist(), strict=True) if not s]
+    updates = torch.zeros(len(ids), fed.spec.dim, device=fed.device)
+    losses = torch.full((len(ids),), float("nan"))
+    if train_jobs:
+        u, lo = fed.engine.train(state.params, train_jobs)
+        updates[~skip], losses[~skip.cpu()] = u, lo
+    honest_clipped = 0
+    if cfg.local.clip_norm is not None:
+        clipped, was = clip_rows(updates[~attacked], cfg.local.clip_norm)
+        updates[~attacked] = clipped
+        honest_clipped = int(was.sum())
+    if attacked.any():
+        updates = craft_updates(fed, state, rnd, ids, updates, weights, attacked, round_ctx)
+    t1 = time.perf_counter()
+
+    # audit, then the defense on the kept rows
+    decision = None
+    keep = torch.ones(len(ids), dtype=torch.bool, device=fed.device)
+    agg_weights = weights
+    if fed.auditor is not None:
+        decision = fed.auditor.screen(updates, weights, round_ctx)
+        keep = decision.keep
+        agg_weights = weights * decision.weight
+    sub_ctx = RoundContext(rnd, ids[keep], round_ctx.generator, round_ctx.global_params, round_ctx.slices,
+                           round_ctx.root_update)
+    if keep.any():
+        res = fed.defense(updates[keep], agg_weights[keep], sub_ctx)
+    else:
+        z = torch.zeros(0, device=fed.device)
+        res = AggregationResult(torch.zeros(fed.spec.dim, device=fed.device), z, z.bool(), None, 0, {"empty": 1.0})
+    if fed.auditor is not None and decision is not None:
+        fed.auditor.observe(sub_ctx, decision, res)
+    state.params = state.params + cfg.server.lr * res.aggregate
+    t2 = time.perf_counter()
+
+    diverged = not bool(torch.isfinite(state.params).all())
+    record: dict[str, Any] = {
+        "round": rnd,
+        "participants": len(ids),
+        "malicious_participants": int(malicious.sum()),
+        "attack_active": bool(active and malicious.any()),
+        "train_loss": float(losses[~losses.isnan()].mean()) if (~losses.isnan()).any() else float("nan"),
+        "update_norm_mean": float(updates.norm(dim=1).nan_to_num(posinf=3.4e38).mean()),
+        "clipped": res.clipped + honest_clipped,
+        "kept": int(keep.sum()),
+    }
+    for key, value in res.info.items():
+        record[f"defense_{key}"] = value
+    last = rnd == cfg.rounds - 1
+    if not diverged and (rnd % cfg.eval.every == 0 or last):
+        record.update(evaluate_global(fed, state.params))
+    t3 = time.perf_counter()
+
+    # per-client log (ground truth recorded for metrics only)
+    selected = torch.zeros(len(ids), dtype=torch.bool, device=fed.device)
+    sel_w = torch.zeros(len(ids), device=fed.device)
+    if keep.any() and res.selected.numel():
+        selected[keep] = res.selected
+        sel_w[keep] = res.weights.to(sel_w.dtype)
+    norms = updates.norm(dim=1)
+    for i, cid in enumerate(ids.tolist()):
+        row: dict[str, Any] = {
+            "round": rnd, "client": cid, "malicious": bool(malicious[i]), "attacked": bool(attacked[i]),
+            "samples": int(weights[i]), "norm": float(norms[i]), "selected": bool(selected[i]),
+            "weight": float(sel_w[i]),
+        }
+        if decision is not None:
+            row["score"] = float(decision.score[i])
+            row["flagged"] = bool(decision.flagged[i])
+            row["kept"] = bool(decision.keep[i])
+            for name, sig in decision.signals.items():
+                row[name] = float(sig[i])
+        state.clients.append(row)
+    if fed.auditor is not None:
+        quarantined = sampled[~admitted].tolist()
+        for cid in quarantined:
+            state.clients.append({"round": rnd, "client": cid, "malicious": bool(fed.is_malicious(torch.tensor([cid], device=fed.device))[0]),
+                                  "attacked": False, "samples": int(fed.sizes[cid]), "norm": float("nan"),
+                                  "selected": False, "weight": 0.0, "quarantined": True})
+    state.timings.append({"round": rnd, "train_s": t1 - t0, "aggregate_s": t2 - t1, "eval_s": t3 - t2})
+    state.history.append(record)
+    if diverged:
+        state.diverged_round = rnd
+    state.round += 1
+    return record
+
+
+def run(
+    config: ExperimentConfig | dict[str, Any] | str | None = None,
+    *,
+    overrides: list[str] | dict[str, Any] = (),  # type: ignore[assignment]
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> "RunResult":
+    """Run one experiment and return its :class:`~fedpoison.simulation.result.RunResult`.
+
+    ``config`` is an :class:`ExperimentConfig`, a dict, a YAML path, or ``None``
+    for the defaults; ``overrides`` are ``key=value`` strings or a dotted-key
+    mapping. ``progress`` is called with each round's record.
+    """
+    from fedpoison.simulation.result import RunResult, make_result
+
+    cfg = config if isinstance(config, ExperimentConfig) and not overrides else load_config(config, overrides)
+    start = time.perf_counter()
+    fed = build_federation(cfg)
+    state = LoopState(params=fed.init_params.clone())
+    setup_s = time.perf_counter() - start
+    while state.round < cfg.rounds and state.diverged_round is None:
+        record = run_round(fed, state)
+        if progress is not None:
+            progress(record)
+    result: RunResult = make_result(fed, state, setup_s=setup_s)
+    return result

@@ -1,0 +1,128 @@
+"""The result of one run, and how it is written to a directory."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import torch
+
+from fedpoison.config import ExperimentConfig
+from fedpoison.metrics import summarize
+
+if TYPE_CHECKING:
+    from fedpoison.simulation.federation import Federation
+    from fedpoison.simulation.loop import LoopState
+
+
+def package_versions() -> dict[str, str]:
+    """Versions that decide the numbers: fedpoison, torch, numpy, Python, platform."""
+    import numpy
+
+    from fedpoison import __version__
+
+    return {"fedpoison": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+@dataclass
+class RunResult:
+    """Everything a run produced.
+
+    Attributes
+    ----------
+    config:
+        The resolved config (every default filled in).
+    history:
+        One row per round: accuracy and loss (when evaluated), train loss,
+        participants, norms, defense measurements, attack metrics.
+    timings:
+        Wall seconds per phase per round, kept apart from ``history`` so that
+        ``history.csv`` is byte-identical across reruns.
+    clients:
+        The audit log: one row per round per participant (norm, selection,
+        auditor signals and decisions, and the ground truth for metrics).
+    summary:
+        Run-level numbers (``summary.json``).
+    versions:
+        Package versions.
+    final_params:
+        The final global model as a flat vector.
+    """
+
+    config: ExperimentConfig
+    history: pd.DataFrame
+    timings: pd.DataFrame
+    clients: pd.DataFrame
+    summary: dict[str, Any]
+    versions: dict[str, str]
+    final_params: torch.Tensor
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int:
+        """The run seed."""
+        return self.config.seed
+
+    def save(self, out: str | Path) -> Path:
+        """Write ``config.yaml``, ``history.csv``, ``timings.csv``, ``audit.csv`` and
+        ``summary.json`` into ``out``, each atomically; ``summary.json`` last, so
+        its presence means the run finished."""
+        d = Path(out)
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write(d / "config.yaml", self.config.to_yaml())
+        atomic_write(d / "history.csv", self.history.to_csv(index=False))
+        atomic_write(d / "timings.csv", self.timings.to_csv(index=False))
+        atomic_write(d / "audit.csv", self.clients.to_csv(index=False))
+        atomic_write(d / "summary.json", json.dumps(_jsonable(self.summary | {"versions": self.versions}), indent=2))
+        return d
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file and a rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def make_result(fed: Federation, state: LoopState, *, setup_s: float = 0.0) -> RunResult:
+    """Assemble a :class:`RunResult` from a finished loop state."""
+    history = pd.DataFrame(state.history)
+    timings = pd.DataFrame(state.timings)
+    clients = pd.DataFrame(state.clients)
+    summary = summarize(history, timings)
+    summary["seed"] = fed.cfg.seed
+    summary["num_malicious"] = int(len(fed.malicious))
+    summary["malicious_clients"] = [int(c) for c in fed.malicious.tolist()]
+    summary["diverged"] = state.diverged_round is not None
+    summary["diverged_round"] = state.diverged_round
+    summary["setup_seconds"] = setup_s
+    try:
+        from fedpoison.metrics.detection import detection_summary
+    except ImportError:
+        pass
+    else:
+        summary.update(detection_summary(clients))
+    return RunResult(fed.cfg, history, timings, clients, summary, package_versions(), state.params.detach().cpu())
