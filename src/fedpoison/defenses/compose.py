@@ -59,6 +59,17 @@ class Defense:
         self.name = name
         self.f = f
 
+    def state_dict(self) -> dict[str, object]:
+        """State of stateful steps (``state_dict`` of the rule and pre-aggregators), for checkpoints."""
+        steps = {"rule": self.rule, **{f"pre{i}": p for i, p in enumerate(self.pre)}}
+        return {k: s.state_dict() for k, s in steps.items() if hasattr(s, "state_dict")}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        steps = {"rule": self.rule, **{f"pre{i}": p for i, p in enumerate(self.pre)}}
+        for key, value in state.items():
+            steps[key].load_state_dict(value)  # type: ignore[attr-defined]
+
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
         n = updates.shape[0]
         device = updates.device
