@@ -72,15 +72,16 @@ class RunResult:
         return self.config.seed
 
     def save(self, out: str | Path) -> Path:
-        """Write ``config.yaml``, ``history.csv``, ``timings.csv``, ``audit.csv`` and
-        ``summary.json`` into ``out``, each atomically; ``summary.json`` last, so
-        its presence means the run finished."""
+        """Write ``config.yaml``, ``history.csv``, ``timings.csv``, ``audit.csv``,
+        ``model.safetensors`` and ``summary.json`` into ``out``, each atomically;
+        ``summary.json`` last, so its presence means the run finished."""
         d = Path(out)
         d.mkdir(parents=True, exist_ok=True)
         atomic_write(d / "config.yaml", self.config.to_yaml())
         atomic_write(d / "history.csv", self.history.to_csv(index=False))
         atomic_write(d / "timings.csv", self.timings.to_csv(index=False))
         atomic_write(d / "audit.csv", self.clients.to_csv(index=False))
+        save_model(d / "model.safetensors", self.final_params, self.config)
         atomic_write(d / "summary.json", json.dumps(_jsonable(self.summary | {"versions": self.versions}), indent=2))
         return d
 
@@ -105,6 +106,33 @@ def atomic_write(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_model(path: Path, params: torch.Tensor, config: ExperimentConfig) -> None:
+    """Write the flat global model as safetensors (never pickle), atomically."""
+    from safetensors.torch import save_file
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({"params": params.detach().cpu().contiguous()}, tmp,
+                  metadata={"config": json.dumps(config.to_dict())})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_model_params(path: str | Path) -> torch.Tensor:
+    """Read the flat global model written by :meth:`RunResult.save` (no pickle)."""
+    from safetensors.torch import load_file
+
+    from fedpoison.errors import ResultsError
+
+    try:
+        return load_file(str(path))["params"]
+    except Exception as exc:  # safetensors raises several types for corrupt files
+        raise ResultsError(f"{path}: expected a fedpoison model.safetensors file, could not read it ({exc})") from None
 
 
 def make_result(fed: Federation, state: LoopState, *, setup_s: float = 0.0) -> RunResult:
