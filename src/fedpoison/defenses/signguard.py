@@ -1,0 +1,127 @@
+"""SignGuard (Xu et al. 2022).
+
+Reference: Jian Xu, Shao-Lun Huang, Linqi Song and Tian Lan, "Byzantine-robust
+Federated Learning through Collaborative Malicious Gradient Filtering"
+(SignGuard), ICDCS 2022, Algorithm 1 (plain SignGuard, not the -Sim/-Dist
+variants).
+
+Variant, as in Algorithm 1:
+
+1. Norm filter: with :math:`M` the median update norm, keep rows with
+   ``sg_lower <= ||x_i|| / M <= sg_upper`` (paper: 0.1 and 3.0).
+2. Sign clustering: on a random ``sg_coord_fraction`` of the coordinates
+   (paper: 10%, drawn from ``ctx.generator``), each row's features are the
+   fractions of positive, zero and negative entries; Mean-Shift
+   (``sklearn.cluster.MeanShift``, bandwidth from ``estimate_bandwidth`` at
+   quantile 0.5) clusters them and the largest cluster is kept (ties: the
+   cluster whose lowest row index is smallest). If every feature vector is
+   the same, all rows form one cluster.
+3. The rows kept by both filters are clipped to :math:`M` and averaged
+   uniformly.
+
+If no row passes both filters the aggregate is the zero update and
+``info["none_kept"] = 1``; it never falls back to the mean. ``scores`` are the
+L1 distances of each row's sign features to the kept cluster's mean features.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import Tensor
+
+from fedpoison.defenses.base import AggregationResult, RoundContext
+from fedpoison.defenses.distances import clip_factors, row_norms
+from fedpoison.defenses.noise import permutation
+from fedpoison.defenses.registry import RULES
+
+
+class SignGuardParams(BaseModel):
+    """Parameters of ``signguard``."""
+
+    model_config = ConfigDict(extra="forbid")
+    #: Lower bound L on norm / median norm.
+    sg_lower: float = Field(default=0.1, ge=0.0)
+    #: Upper bound R on norm / median norm.
+    sg_upper: float = Field(default=3.0, gt=0.0)
+    #: Fraction of coordinates sampled for the sign statistics.
+    sg_coord_fraction: float = Field(default=0.1, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SignGuardParams:
+        if self.sg_lower > self.sg_upper:
+            raise ValueError(f"sg_lower must be <= sg_upper={self.sg_upper}, got sg_lower={self.sg_lower}")
+        return self
+
+
+def sign_features(x: Tensor) -> Tensor:
+    """``(n, 3)`` fractions of positive, zero and negative entries of each row."""
+    d = x.shape[1]
+    pos = (x > 0).sum(dim=1)
+    neg = (x < 0).sum(dim=1)
+    zero = d - pos - neg
+    return torch.stack([pos, zero, neg], dim=1).to(torch.float64) / max(d, 1)
+
+
+def largest_sign_cluster(features: Tensor) -> Tensor:
+    """``(n,)`` bool: the largest Mean-Shift cluster of the sign features."""
+    from sklearn.cluster import MeanShift, estimate_bandwidth  # imported on use: slow to import
+
+    n = features.shape[0]
+    feats = features.detach().cpu().numpy()
+    if n <= 2 or np.ptp(feats, axis=0).max() == 0:
+        return torch.ones(n, dtype=torch.bool, device=features.device)
+    bandwidth = estimate_bandwidth(feats, quantile=0.5)
+    if not bandwidth > 0:
+        return torch.ones(n, dtype=torch.bool, device=features.device)
+    labels = MeanShift(bandwidth=bandwidth).fit(feats).labels_
+    values, counts = np.unique(labels, return_counts=True)
+    best = values[counts == counts.max()]
+    first_row = [int(np.flatnonzero(labels == v)[0]) for v in best]
+    chosen = best[int(np.argmin(first_row))]
+    return torch.from_numpy(labels == chosen).to(features.device)
+
+
+@RULES.register(
+    "signguard",
+    description="SignGuard: norm filter around the median norm, Mean-Shift on sign statistics, clip, average.",
+    params=SignGuardParams,
+    reference="Xu et al. 2022, Byzantine-robust FL through Collaborative Malicious Gradient Filtering (SignGuard).",
+    requires="fewer than n/2 malicious rows (the largest sign cluster is honest)",
+    filters=True,
+)
+class SignGuard:
+    """SignGuard's norm and sign filters, then clipping at the median norm."""
+
+    def __init__(self, params: SignGuardParams | None = None, *, f: int = 0) -> None:
+        self.params = params or SignGuardParams()
+        self.f = f
+
+    def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        n, d = updates.shape
+        p = self.params
+        device = updates.device
+        norms = row_norms(updates)
+        med = torch.quantile(norms.to(torch.float64), 0.5).to(norms.dtype)
+        ratio = norms / med if bool(med > 0) else torch.where(norms > 0, torch.inf, 1.0).to(norms.dtype)
+        by_norm = (ratio >= p.sg_lower) & (ratio <= p.sg_upper)
+        k = max(1, math.ceil(p.sg_coord_fraction * d))
+        coords = permutation(d, ctx.generator, device)[:k].sort().values
+        feats = sign_features(updates.index_select(1, coords))
+        by_sign = largest_sign_cluster(feats)
+        kept = by_norm & by_sign
+        center = feats[by_sign].mean(dim=0)
+        scores = (feats - center).abs().sum(dim=1).to(updates.dtype)
+        n_kept = int(kept.sum())
+        info = {"median_norm": float(med), "kept": float(n_kept), "norm_kept": float(by_norm.sum())}
+        if n_kept == 0:
+            info["none_kept"] = 1.0
+            zero = torch.zeros(d, dtype=updates.dtype, device=device)
+            return AggregationResult(zero, torch.zeros(n, dtype=updates.dtype, device=device), kept, scores, 0, info)
+        w = kept.to(updates.dtype) / n_kept
+        agg = (w * clip_factors(norms, med)) @ updates
+        clipped = int(((norms > med) & kept).sum())
+        return AggregationResult(agg, w, kept, scores, clipped, info)

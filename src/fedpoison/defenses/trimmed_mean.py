@@ -1,0 +1,75 @@
+"""Coordinate-wise trimmed mean (Yin et al. 2018).
+
+Reference: Dong Yin, Yudong Chen, Kannan Ramchandran and Peter Bartlett,
+"Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates",
+ICML 2018, Algorithm 1 option II (``trmean_beta``).
+
+Variant: for each coordinate, drop the ``b`` largest and the ``b`` smallest of
+the ``n`` values and average the ``n - 2b`` left. ``b = floor(beta * n)`` when
+``defense.beta`` is set (the paper's fraction), else ``b = f`` (the number of
+Byzantine rows the defense assumes, as in ByzFL and most evaluations). Sample
+weights are ignored.
+
+Guarantee used by the tests: with ``b >= f`` Byzantine rows, every coordinate of
+the output lies within the range of the honest values of that coordinate.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from fedpoison.defenses.base import AggregationResult, RoundContext
+from fedpoison.defenses.order_statistics import coordinate_trimmed_mean
+from fedpoison.defenses.registry import RULES
+from fedpoison.defenses.requirements import require
+
+
+class TrimmedMeanParams(BaseModel):
+    """Parameters of ``trimmed_mean``."""
+
+    model_config = ConfigDict(extra="forbid")
+    #: Fraction trimmed from each end (b = floor(beta * n)); ``None`` trims b = f rows from each end.
+    beta: float | None = Field(default=None, ge=0.0, lt=0.5)
+
+
+def trim_count(n: int, f: int, beta: float | None) -> int:
+    """Rows trimmed from each end: ``floor(beta * n)``, or ``f`` when ``beta`` is ``None``."""
+    return math.floor(beta * n) if beta is not None else f
+
+
+@RULES.register(
+    "trimmed_mean",
+    description="Coordinate-wise trimmed mean: drop the b largest and b smallest values (b = f or floor(beta*n)).",
+    params=TrimmedMeanParams,
+    reference="Yin et al. 2018, Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates (trmean).",
+    requires="n >= 2b + 1 (b = f, or floor(beta * n)); robust when b >= f",
+    filters=False,
+)
+class TrimmedMean:
+    """Coordinate-wise trimmed mean; reports weight ``1/n`` per row."""
+
+    def __init__(self, params: TrimmedMeanParams | None = None, *, f: int = 0) -> None:
+        self.beta = (params or TrimmedMeanParams()).beta
+        self.f = f
+
+    @staticmethod
+    def violation(n: int, f: int, params: TrimmedMeanParams | None = None) -> str | None:
+        """Requirement broken by ``n`` rows and ``f`` Byzantine ones, or ``None``."""
+        b = trim_count(n, f, (params or TrimmedMeanParams()).beta)
+        return None if n >= 2 * b + 1 else f"n >= 2b + 1 with b={b} trimmed from each end"
+
+    def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        n = updates.shape[0]
+        b = trim_count(n, self.f, self.beta)
+        require(n >= 2 * b + 1, "trimmed_mean", "n >= 2b + 1 (at least one value left)", n=n, b=b, f=self.f)
+        agg = coordinate_trimmed_mean(updates, b)
+        return AggregationResult(
+            agg,
+            torch.full((n,), 1.0 / n, dtype=updates.dtype, device=updates.device),
+            torch.ones(n, dtype=torch.bool, device=updates.device),
+            info={"trimmed_per_side": float(b)},
+        )
