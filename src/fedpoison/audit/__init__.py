@@ -4,9 +4,8 @@ An auditor class is registered in :data:`AUDITORS` with its params model and
 built as ``cls(params, num_clients=N)``.
 """
 
+from fedpoison.audit import multi_signal, norm_mad  # noqa: F401  (registration)
 from fedpoison.audit.base import AuditDecision, Auditor
-from fedpoison.registry import Registry
-
-AUDITORS: Registry[type] = Registry("auditor")
+from fedpoison.audit.registry import AUDITORS
 
 __all__ = ["AUDITORS", "AuditDecision", "Auditor"]
