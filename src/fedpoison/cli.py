@@ -191,6 +191,23 @@ def cmd_partition(args: argparse.Namespace) -> int:
 cmd_partition.configure = _configure_partition  # type: ignore[attr-defined]
 
 
+# ---- config ------------------------------------------------------------------
+def _configure_config(p: argparse.ArgumentParser) -> None:
+    add_config_args(p)
+
+
+@command("config", "validate a config and print it resolved, with every default filled in")
+def cmd_config(args: argparse.Namespace) -> int:
+    from fedpoison.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    console.print(cfg.to_yaml(), highlight=False, markup=False, end="")
+    return 0
+
+
+cmd_config.configure = _configure_config  # type: ignore[attr-defined]
+
+
 # ---- entry point -------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every registered sub-command."""
