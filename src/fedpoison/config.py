@@ -287,7 +287,7 @@ class ExperimentConfig(_Strict):
             return 0
         if self.attack.count is not None:
             return self.attack.count
-        return int(round(self.attack.fraction * self.clients.num))
+        return round(self.attack.fraction * self.clients.num)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain JSON-able data (plug-in keys included)."""

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedpoison.config import PartitionConfig
+from fedpoison.config import DatasetConfig, PartitionConfig
 from fedpoison.data import PARTITIONERS, load_dataset, partition_counts
-from fedpoison.config import DatasetConfig
 from fedpoison.seeding import generator
 
 
@@ -79,5 +78,5 @@ def test_quantity_skew_gives_unequal_sizes(labels: torch.Tensor) -> None:
 def test_too_many_clients_for_min_samples_is_a_config_error(labels: torch.Tensor) -> None:
     from fedpoison import ConfigError
 
-    with pytest.raises(ConfigError, match="partition.min_samples"):
+    with pytest.raises(ConfigError, match=r"partition\.min_samples"):
         split(labels, "iid", num=1000, min_samples=10)

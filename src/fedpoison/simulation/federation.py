@@ -43,7 +43,7 @@ def expected_malicious_per_round(cfg: ExperimentConfig) -> int:
         return 0
     if cfg.attack.always_participate:
         return min(m, k)
-    return min(k, int(round(m * k / n)))
+    return min(k, round(m * k / n))
 
 
 @dataclass

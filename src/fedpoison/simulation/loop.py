@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -25,6 +25,9 @@ from fedpoison.errors import UpdateError
 from fedpoison.seeding import generator
 from fedpoison.simulation.federation import Federation, build_federation
 from fedpoison.training import ClientJob, SequentialEngine, clip_rows, evaluate
+
+if TYPE_CHECKING:
+    from fedpoison.simulation.result import RunResult
 
 
 # ---- per-round phases ----------------------------------------------------------
@@ -325,14 +328,14 @@ def run(
     *,
     overrides: list[str] | dict[str, Any] = (),  # type: ignore[assignment]
     progress: Callable[[dict[str, Any]], None] | None = None,
-) -> "RunResult":
+) -> RunResult:
     """Run one experiment and return its :class:`~fedpoison.simulation.result.RunResult`.
 
     ``config`` is an :class:`ExperimentConfig`, a dict, a YAML path, or ``None``
     for the defaults; ``overrides`` are ``key=value`` strings or a dotted-key
     mapping. ``progress`` is called with each round's record.
     """
-    from fedpoison.simulation.result import RunResult, make_result
+    from fedpoison.simulation.result import make_result
 
     cfg = config if isinstance(config, ExperimentConfig) and not overrides else load_config(config, overrides)
     start = time.perf_counter()
