@@ -79,11 +79,11 @@ class PolicyState:
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> PolicyState:
-        """Inverse of :meth:`state_dict`."""
+        """Inverse of :meth:`state_dict` (tensors may come back on any device; the state lives on CPU)."""
         return cls(
-            torch.as_tensor(state["quarantine_left"], dtype=torch.int64).clone(),
-            torch.as_tensor(state["offences"], dtype=torch.int64).clone(),
-            torch.as_tensor(state["reputation"], dtype=torch.float32).clone(),
+            torch.as_tensor(state["quarantine_left"]).to("cpu", torch.int64).clone(),
+            torch.as_tensor(state["offences"]).to("cpu", torch.int64).clone(),
+            torch.as_tensor(state["reputation"]).to("cpu", torch.float32).clone(),
         )
 
 

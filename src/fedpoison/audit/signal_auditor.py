@@ -181,10 +181,10 @@ class SignalAuditor:
             raise ValueError(f"load_state_dict: expected state for {self.num_clients} clients, "
                              f"got {policy.quarantine_left.shape[0]}")
         self.policy = policy
-        self.history = torch.as_tensor(state["history"], dtype=torch.float32).clone()
-        self.seen = torch.as_tensor(state["seen"], dtype=torch.bool).clone()
+        self.history = torch.as_tensor(state["history"]).to("cpu", torch.float32).clone()
+        self.seen = torch.as_tensor(state["seen"]).to("cpu", torch.bool).clone()
         last = state.get("last_aggregate")
-        self.last_aggregate = None if last is None else torch.as_tensor(last).clone()
+        self.last_aggregate = None if last is None else torch.as_tensor(last).to("cpu").clone()
 
     # ---- internals -----------------------------------------------------------------
     def _centre(self, updates: Tensor) -> Tensor | None:
