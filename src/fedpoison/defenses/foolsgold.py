@@ -73,6 +73,9 @@ def foolsgold_weights(history: Tensor, kappa: float) -> tuple[Tensor, Tensor]:
 class FoolsGold:
     """FoolsGold with per-client histories (stateful: one instance per run)."""
 
+    #: Keys state by client id: config validation rejects bucketing before it.
+    per_client_state = True
+
     def __init__(self, params: FoolsGoldParams | None = None, *, f: int = 0) -> None:
         self.kappa = (params or FoolsGoldParams()).kappa
         self.f = f
@@ -83,7 +86,9 @@ class FoolsGold:
         n, d = updates.shape
         ids = [int(i) for i in client_ids.reshape(-1).tolist()]
         if len(ids) != n or len(set(ids)) != n:
-            raise requirement_error("foolsgold", "one distinct client id per row", rows=n, ids=ids)
+            raise requirement_error(
+                "foolsgold", "one distinct client id per row (no bucketing before it)", rows=n, ids=ids
+            )
         if self._history is not None and self._history.shape[1] != d:
             raise requirement_error(
                 "foolsgold", "the same update length every round", d=d, previous_d=self._history.shape[1]

@@ -5,7 +5,9 @@ A rule or pre-aggregator class may define
 - ``violation(n, f, params) -> str | None`` (static): the requirement it
   breaks for ``n`` rows and ``f`` Byzantine rows, in words, or ``None``;
 - ``rows_out(n, params) -> int`` (static, pre-aggregators only): how many
-  rows it hands on (bucketing makes ``ceil(n / s)`` buckets).
+  rows it hands on (bucketing makes ``ceil(n / s)`` buckets);
+- ``per_client_state = True`` (rules only): it keys state by client id, so no
+  pre-aggregator may regroup rows before it.
 
 At call time a rule raises :class:`~fedpoison.errors.AggregationError` through
 :func:`require`; it never falls back to another rule. When the participants per
@@ -69,6 +71,13 @@ def check_config(config: ExperimentConfig) -> None:
             n = rows_out(n, params)
     entry = RULES.get(section.name, key="defense.name")
     _check(entry.obj, f"defense.name '{section.name}'", n, f, section.params(entry.params))
+    if getattr(entry.obj, "per_client_state", False):
+        regroups = [p for p in section.pre if getattr(PRE_AGGREGATORS.get(p).obj, "rows_out", None)]
+        if regroups:
+            raise ConfigError(
+                f"defense.name '{section.name}': keeps per-client history, so it needs one row per client; "
+                f"defense.pre {regroups} regroups rows into buckets (remove it or choose another rule)"
+            )
 
 
 def _check(cls: Any, where: str, n: int, f: int, params: Any) -> None:
