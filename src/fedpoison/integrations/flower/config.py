@@ -1,0 +1,94 @@
+"""fedpoison settings inside a Flower app's run config.
+
+Flower flattens ``[tool.flwr.app.config]`` tables into dotted keys, which is
+fedpoison's own override syntax. So a Flower app can hold a whole fedpoison
+experiment config under one prefix:
+
+.. code-block:: toml
+
+    [tool.flwr.app.config.fedpoison.defense]
+    name = "median"
+    pre = "[clip]"          # TOML lists are not allowed in a Flower run config
+
+    [tool.flwr.app.config.fedpoison.attack]
+    name = "sign_flip"
+    count = 3
+
+and ``flwr run . --run-config "fedpoison.defense.name='krum'"`` overrides a key.
+String values that start with ``[`` or ``{`` are read as YAML, for lists.
+Every key under the prefix is validated like a ``fedpoison run --set`` key:
+an unknown one is an error naming it, never dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from fedpoison.config import AttackSection, AuditSection, DefenseSection, ExperimentConfig, load_config
+from fedpoison.errors import ConfigError
+
+#: Prefix of fedpoison's keys in a Flower run config.
+PREFIX = "fedpoison."
+
+S = TypeVar("S", bound=BaseModel)
+
+
+def _read_value(value: Any) -> Any:
+    if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    return value
+
+
+def experiment_config(run_config: Mapping[str, Any], *, prefix: str = PREFIX) -> ExperimentConfig:
+    """The :class:`~fedpoison.config.ExperimentConfig` held by ``run_config``'s ``prefix`` keys.
+
+    Keys without the prefix belong to the Flower app and are ignored; keys with
+    it are validated (``fedpoison.defense.nmae`` is an error with a suggestion).
+
+    Example
+    -------
+    >>> cfg = experiment_config({"num-server-rounds": 3, "fedpoison.defense.name": "mean",
+    ...                          "fedpoison.defense.pre": "[]"})
+    >>> cfg.defense.name, cfg.defense.pre
+    ('mean', [])
+    """
+    dotted = {k[len(prefix) :]: _read_value(v) for k, v in run_config.items() if k.startswith(prefix)}
+    return load_config(None, dotted)
+
+
+def _section(cls: type[S], spec: S | Mapping[str, Any], name: str) -> S:
+    if isinstance(spec, cls):
+        return spec
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{name}: expected a {cls.__name__} or a mapping, got {type(spec).__name__}")
+    try:
+        return cls.model_validate({k: _read_value(v) for k, v in spec.items()})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        inner = (err.get("ctx") or {}).get("error")
+        if isinstance(inner, ConfigError):
+            raise inner from None
+        key = ".".join([name, *(str(p) for p in err["loc"])])
+        raise ConfigError(f"{key}: {err['msg']}, got {err.get('input')!r}") from None
+
+
+def defense_section(spec: DefenseSection | Mapping[str, Any]) -> DefenseSection:
+    """A validated ``defense`` section from a section or a mapping (``{"name": "median", ...}``)."""
+    return _section(DefenseSection, spec, "defense")
+
+
+def audit_section(spec: AuditSection | Mapping[str, Any]) -> AuditSection:
+    """A validated ``audit`` section from a section or a mapping."""
+    return _section(AuditSection, spec, "audit")
+
+
+def attack_section(spec: AttackSection | Mapping[str, Any]) -> AttackSection:
+    """A validated ``attack`` section from a section or a mapping."""
+    return _section(AttackSection, spec, "attack")
