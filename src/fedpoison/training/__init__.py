@@ -1,5 +1,22 @@
 """Local training: the sequential engine, the batched (vmap) engine, evaluation."""
 
-from fedpoison.training.local import ClientJob, LocalPlan, SequentialEngine, batch_schedule, clip_rows, evaluate
+from fedpoison.training.batched import BatchedEngine, choose_engine
+from fedpoison.training.local import (
+    ClientJob,
+    LocalPlan,
+    SequentialEngine,
+    batch_schedule,
+    clip_rows,
+    evaluate,
+)
 
-__all__ = ["ClientJob", "LocalPlan", "SequentialEngine", "batch_schedule", "clip_rows", "evaluate"]
+__all__ = [
+    "BatchedEngine",
+    "ClientJob",
+    "LocalPlan",
+    "SequentialEngine",
+    "batch_schedule",
+    "choose_engine",
+    "clip_rows",
+    "evaluate",
+]
