@@ -29,7 +29,7 @@ def _make_ctx(
     *,
     seed: int = 7,
     ids: torch.Tensor | None = None,
-    root: Callable[[torch.Tensor], torch.Tensor] | None | str = "random",
+    root: Callable[[torch.Tensor], torch.Tensor] | str | None = "random",
     slices: tuple[ParamSlice, ...] | None = None,
     rnd: int = 0,
 ) -> RoundContext:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import QUIET, _build, _make_ctx
 
 import fedpoison
+from conftest import QUIET, _build, _make_ctx
 from fedpoison.defenses import PRE_AGGREGATORS, RULES, AggregationResult, PreResult, build_defense
 
 N, D, F = 11, 40, 2  # n >= 4f + 3: every rule's requirement holds

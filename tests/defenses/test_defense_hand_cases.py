@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-from conftest import _build, _make_ctx
 
+from conftest import _build, _make_ctx
 from fedpoison.defenses import ParamSlice
 
 

@@ -11,10 +11,11 @@ import math
 
 import numpy as np
 import torch
-from conftest import _build, _make_ctx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+
+from conftest import _build, _make_ctx
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -32,8 +32,13 @@ def row_norms(x: Tensor) -> Tensor:
 
 
 def gram(x: Tensor) -> Tensor:
-    """``(n, n)`` Gram matrix ``X X^T``: the one matrix product pairwise rules need."""
-    return x @ x.T
+    """``(n, n)`` Gram matrix ``X X^T``: the one matrix product pairwise rules need.
+
+    Symmetrised exactly (BLAS may round ``G_ij`` and ``G_ji`` differently), so
+    ties between rows are ties in every derived quantity.
+    """
+    g = x @ x.T
+    return torch.maximum(g, g.T) * 0.5 + torch.minimum(g, g.T) * 0.5
 
 
 def sq_distances_from_gram(g: Tensor) -> Tensor:
