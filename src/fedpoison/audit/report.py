@@ -41,7 +41,7 @@ def format_detection(summary: Mapping[str, Any], *, title: str = "Detection") ->
 
     Undefined values (NaN or ``None``, e.g. recall without an attack) show as
     ``n/a``; keys absent from ``summary`` are left out. The confusion counts
-    go in the caption.
+    go in the caption (rows; positive = attacked this round).
 
     Example
     -------
@@ -56,6 +56,6 @@ def format_detection(summary: Mapping[str, Any], *, title: str = "Detection") ->
         if key in summary:
             table.add_row(label, _cell(summary[key], kind))
     if all(f"detection_{k}" in summary for k in ("tp", "fp", "tn", "fn")):
-        table.caption = ("TP {tp}  FP {fp}  TN {tn}  FN {fn} (rows; positive = attacked this round)"
-                         .format(**{k: int(summary[f"detection_{k}"] or 0) for k in ("tp", "fp", "tn", "fn")}))
+        counts = {k: int(summary[f"detection_{k}"] or 0) for k in ("tp", "fp", "tn", "fn")}
+        table.caption = "rows: TP {tp}  FP {fp}  TN {tn}  FN {fn}".format(**counts)
     return table
