@@ -208,13 +208,23 @@ def poison_with_trigger(
     target_class: int,
     fraction: float,
     generator: torch.Generator,
+    append: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Copies of ``x, y`` with ``round(fraction * N)`` uniformly drawn samples triggered and relabelled."""
+    """Poison ``round(fraction * N)`` uniformly drawn samples: triggered and relabelled.
+
+    Returns new tensors: with ``append`` false the chosen samples are replaced
+    (``N`` samples out); with ``append`` true every clean sample is kept and
+    the poisoned copies follow them (``N + round(fraction * N)`` samples out).
+    """
     n = y.shape[0]
     idx = random_subset(n, round(fraction * n), generator=generator, device=y.device)
+    bad_x = stamp(x[idx], trigger)
+    bad_y = torch.full_like(y[idx], target_class)
+    if append:
+        return torch.cat([x, bad_x]), torch.cat([y, bad_y])
     x_out, y_out = x.clone(), y.clone()
-    x_out[idx] = stamp(x[idx], trigger)
-    y_out[idx] = target_class
+    x_out[idx] = bad_x
+    y_out[idx] = bad_y
     return x_out, y_out
 
 
@@ -251,18 +261,49 @@ def build_trigger(params: TriggerParams, input_shape: tuple[int, ...]) -> Trigge
 
 
 class TriggerAttack(Attack):
-    """Shared base: stamp a trigger on a share of the data and relabel to the target."""
+    """Shared base: stamp a trigger on a share of the data and relabel to the target.
 
+    Built from :class:`TriggerParams` (or a subclass); subclasses with other
+    triggers (DBA) set the same attributes themselves.
+    """
+
+    params: TargetParams
     trigger: Trigger
+    collude: bool
     _target: int
     _fraction: float
+    _append: bool
+
+    def __init__(
+        self,
+        params: TriggerParams,
+        *,
+        num_classes: int,
+        input_shape: tuple[int, ...],
+        collude: bool = False,
+    ) -> None:
+        self._setup(params, num_classes=num_classes, collude=collude)
+        self.trigger = build_trigger(params, tuple(input_shape))
+
+    def _setup(self, params: TargetParams, *, num_classes: int, collude: bool) -> None:
+        self.params = params
+        self.collude = collude
+        self._target = check_class("attack.target_class", params.target_class, num_classes)
+        self._fraction = params.poison_fraction
+        self._append = params.poison_mode == "append"
 
     def poison(
         self, x: Tensor, y: Tensor, *, client_id: int, slot: int, generator: torch.Generator
     ) -> tuple[Tensor, Tensor]:
-        """Stamp the trigger on ``round(poison_fraction * N)`` samples and relabel them."""
+        """Poison ``round(poison_fraction * N)`` samples (in place or appended copies)."""
         return poison_with_trigger(
-            x, y, self.trigger, target_class=self._target, fraction=self._fraction, generator=generator
+            x,
+            y,
+            self.trigger,
+            target_class=self._target,
+            fraction=self._fraction,
+            generator=generator,
+            append=self._append,
         )
 
     def backdoor(self, x: Tensor) -> Tensor:
@@ -289,19 +330,6 @@ class Backdoor(TriggerAttack):
 
     kind = AttackKind.DATA
     knowledge = Knowledge.LOCAL
-
-    def __init__(
-        self,
-        params: TriggerParams,
-        *,
-        num_classes: int,
-        input_shape: tuple[int, ...],
-        collude: bool = False,
-    ) -> None:
-        self.params = params
-        self._target = check_class("attack.target_class", params.target_class, num_classes)
-        self._fraction = params.poison_fraction
-        self.trigger = build_trigger(params, tuple(input_shape))
 
 
 class DBAParams(TargetParams):
@@ -334,6 +362,7 @@ class DBA(TriggerAttack):
 
     kind = AttackKind.BOTH
     knowledge = Knowledge.LOCAL
+    params: DBAParams
 
     def __init__(
         self,
@@ -343,9 +372,7 @@ class DBA(TriggerAttack):
         input_shape: tuple[int, ...],
         collude: bool = False,
     ) -> None:
-        self.params = params
-        self._target = check_class("attack.target_class", params.target_class, num_classes)
-        self._fraction = params.poison_fraction
+        self._setup(params, num_classes=num_classes, collude=collude)
         self.pieces = dba_pieces(
             tuple(input_shape),
             pieces=params.pieces,
@@ -363,9 +390,15 @@ class DBA(TriggerAttack):
     def poison(
         self, x: Tensor, y: Tensor, *, client_id: int, slot: int, generator: torch.Generator
     ) -> tuple[Tensor, Tensor]:
-        """Stamp this slot's piece on ``round(poison_fraction * N)`` samples and relabel them."""
+        """Stamp this slot's piece on ``round(poison_fraction * N)`` samples (or copies) and relabel."""
         return poison_with_trigger(
-            x, y, self.piece(slot), target_class=self._target, fraction=self._fraction, generator=generator
+            x,
+            y,
+            self.piece(slot),
+            target_class=self._target,
+            fraction=self._fraction,
+            generator=generator,
+            append=self._append,
         )
 
     def craft(self, ctx: AttackContext) -> Tensor:

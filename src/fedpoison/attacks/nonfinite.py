@@ -3,7 +3,7 @@
 Not from a paper: a fault-injection probe. Each malicious row has
 :math:`\\mathrm{round}(q \\cdot d)` of its :math:`d` coordinates (``q`` =
 ``attack.coordinate_fraction``, 1 by default) set to ``attack.value``; the
-others are zero (the clients do not train). Which coordinates is drawn per row
+others are zero (the clients do not train, ``trains = False``). Which coordinates is drawn per row
 from the attack's generator, or once for all rows with ``attack.collude``.
 """
 
@@ -23,10 +23,14 @@ _VALUES = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
 
 
 def nonfinite_rows(
-    rows: Tensor, *, value: float, fraction: float, shared: bool, generator: torch.Generator
+    m: int, d: int, *, value: float, fraction: float, shared: bool, generator: torch.Generator, like: Tensor
 ) -> Tensor:
-    """Copy of ``rows`` with ``round(fraction * d)`` coordinates of each row set to ``value``."""
-    m, d = rows.shape
+    """``(m, d)`` zero rows with ``round(fraction * d)`` coordinates of each set to ``value``.
+
+    The coordinates are drawn per row, or once for all rows when ``shared``;
+    the result has ``like``'s dtype and device.
+    """
+    rows = like.new_zeros(m, d)
     k = round(fraction * d)
     if k == d:
         return torch.full_like(rows, value)
@@ -71,9 +75,12 @@ class NonFinite(Attack):
         self.collude = collude
 
     def craft(self, ctx: AttackContext) -> Tensor:
-        """Own rows (zeros) with the chosen coordinates non-finite."""
+        """Zero rows with the chosen coordinates non-finite."""
+        m, d = ctx.own_updates.shape
         return nonfinite_rows(
-            ctx.own_updates,
+            m,
+            d,
+            like=ctx.own_updates,
             value=_VALUES[self.params.value],
             fraction=self.params.coordinate_fraction,
             shared=self.collude,

@@ -8,6 +8,8 @@ when the attack is built, and name the key and the value.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedpoison.errors import ConfigError
@@ -24,8 +26,12 @@ class TargetParams(AttackParams):
 
     #: The class poisoned samples are relabelled to.
     target_class: int = Field(0, ge=0)
-    #: Share of the malicious client's eligible samples that are poisoned.
+    #: Share of the malicious client's samples that are poisoned.
     poison_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    #: ``replace``: poison those samples in place (BadNets); ``append``: keep every
+    #: clean sample and add poisoned copies of them (Bagdasaryan et al.'s batches
+    #: of clean plus backdoored inputs).
+    poison_mode: Literal["replace", "append"] = "replace"
 
 
 def check_class(key: str, value: int, num_classes: int) -> int:

@@ -30,12 +30,14 @@ References and exact variants:
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from torch import Tensor
 
-from fedpoison.attacks.backdoor import TriggerAttack, TriggerParams, build_trigger
+from fedpoison.attacks.backdoor import TriggerAttack, TriggerParams
 from fedpoison.attacks.base import Attack, AttackContext, AttackKind, Knowledge
-from fedpoison.attacks.params import AttackParams, check_class
+from fedpoison.attacks.params import AttackParams
 from fedpoison.attacks.registry import register_attack
 from fedpoison.attacks.update_rows import benign_reference, joint_rows, row_norms
 
@@ -106,6 +108,9 @@ class Scaling(Attack):
 class ModelReplacementParams(TriggerParams):
     """Parameters of ``model_replacement``: the backdoor trigger plus the scale."""
 
+    #: Bagdasaryan et al. train on all clean samples plus backdoored copies.
+    poison_mode: Literal["replace", "append"] = "append"
+
     #: gamma; by default n / server_lr (divided by the number of attackers when colluding).
     scale: float | None = Field(None, gt=0.0)
 
@@ -125,19 +130,7 @@ class ModelReplacement(TriggerAttack):
     kind = AttackKind.BOTH
     knowledge = Knowledge.LOCAL
 
-    def __init__(
-        self,
-        params: ModelReplacementParams,
-        *,
-        num_classes: int,
-        input_shape: tuple[int, ...],
-        collude: bool = False,
-    ) -> None:
-        self.params = params
-        self.collude = collude
-        self._target = check_class("attack.target_class", params.target_class, num_classes)
-        self._fraction = params.poison_fraction
-        self.trigger = build_trigger(params, tuple(input_shape))
+    params: ModelReplacementParams
 
     def gamma(self, ctx: AttackContext) -> float:
         """The scale used this round."""
@@ -153,6 +146,9 @@ class ModelReplacement(TriggerAttack):
 
 class NormBoundedParams(TriggerParams):
     """Parameters of ``norm_bounded``: the backdoor trigger plus the bound."""
+
+    #: Bagdasaryan et al. train on all clean samples plus backdoored copies.
+    poison_mode: Literal["replace", "append"] = "append"
 
     #: The server's clipping bound B; by default the median visible honest norm.
     norm_bound: float | None = Field(None, gt=0.0)
@@ -175,19 +171,7 @@ class NormBounded(TriggerAttack):
     kind = AttackKind.BOTH
     knowledge = Knowledge.LOCAL
 
-    def __init__(
-        self,
-        params: NormBoundedParams,
-        *,
-        num_classes: int,
-        input_shape: tuple[int, ...],
-        collude: bool = False,
-    ) -> None:
-        self.params = params
-        self.collude = collude
-        self._target = check_class("attack.target_class", params.target_class, num_classes)
-        self._fraction = params.poison_fraction
-        self.trigger = build_trigger(params, tuple(input_shape))
+    params: NormBoundedParams
 
     def bound(self, ctx: AttackContext) -> float:
         """``B``: the configured bound, or the median norm of the benign rows the attacker sees."""
