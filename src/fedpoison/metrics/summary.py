@@ -1,37 +1,115 @@
-"""Summary metrics of one run, computed from its per-round history."""
+"""Summary metrics of one run, computed from its per-round history.
+
+Every number here is a pure function of ``history`` (one row per round, with
+``test_accuracy`` only on evaluated rounds) and ``timings``. The definitions:
+
+* **final accuracy**: the mean of the last ``k`` evaluations (``last_k``), which
+  is less sensitive to the last round's noise than the last value alone;
+* **best accuracy**: the highest evaluation;
+* **rounds to target**: the number of rounds trained when an evaluation first
+  reached ``target`` (``NaN`` when it never did); grids also report it relative
+  to the matching no-attack run (:mod:`fedpoison.results`);
+* **accuracy AUC**: the area under the accuracy-vs-round curve by the
+  trapezoid rule, divided by the span of rounds, so it lies in [0, 1] and
+  rewards learning early (a single evaluation gives that accuracy);
+* **stability**: the standard deviation of the last ``k`` evaluations
+  (``ddof=0``) and the largest drop between two consecutive evaluations;
+* **attack success rate** and **targeted misclassification**: the mean of the
+  last ``k`` evaluations and the maximum over the run;
+* **seconds per round**: training + aggregation + evaluation wall time.
+"""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+#: Default number of trailing evaluations averaged into "final" numbers.
+LAST_K = 3
+#: Default target accuracy for the convergence-speed metric.
+TARGET_ACCURACY = 0.8
 
-def _finite(values: pd.Series) -> pd.Series:
-    return values.dropna()
+
+def _evaluated(history: pd.DataFrame, column: str) -> pd.DataFrame:
+    """The ``round`` and ``column`` of the rows where ``column`` was measured."""
+    if column not in history or "round" not in history:
+        return pd.DataFrame({"round": pd.Series(dtype=float), column: pd.Series(dtype=float)})
+    rows = history[["round", column]].dropna()
+    return rows.astype(float)
 
 
-def summarize(history: pd.DataFrame, timings: pd.DataFrame, *, last_k: int = 1) -> dict[str, Any]:
-    """The run-level numbers saved in ``summary.json``.
+def accuracy_metrics(rounds: np.ndarray, acc: np.ndarray, *, last_k: int = LAST_K,
+                     target: float = TARGET_ACCURACY) -> dict[str, float]:
+    """Accuracy, convergence and stability numbers of one accuracy curve.
 
-    ``final_accuracy`` is the accuracy of the last evaluation (``last_k = 1``) or
-    the mean of the last ``last_k`` evaluations.
+    Parameters
+    ----------
+    rounds, acc:
+        Round indices (0-based) of the evaluations and the accuracy measured
+        after each; same length, rounds increasing.
+    last_k:
+        Evaluations averaged into ``final_accuracy`` and into the stability std.
+    target:
+        Accuracy whose first attainment defines ``rounds_to_target``.
+
+    Examples
+    --------
+    >>> m = accuracy_metrics(np.array([0, 1, 2, 3]), np.array([0.2, 0.6, 0.5, 0.9]), last_k=2)
+    >>> m["final_accuracy"], m["max_accuracy_drop"], m["rounds_to_target"]
+    (0.7, 0.1, 4.0)
     """
-    out: dict[str, Any] = {"rounds": int(len(history))}
-    acc = _finite(history["test_accuracy"]) if "test_accuracy" in history else pd.Series(dtype=float)
-    if len(acc):
-        out["final_accuracy"] = float(acc.iloc[-last_k:].mean())
-        out["best_accuracy"] = float(acc.max())
-        out["final_loss"] = float(_finite(history["test_loss"]).iloc[-1])
+    if last_k < 1:
+        raise ValueError(f"last_k: expected an integer >= 1, got {last_k}")
+    nan = math.nan
+    if len(acc) == 0:
+        return {"final_accuracy": nan, "best_accuracy": nan, "rounds_to_target": nan, "accuracy_auc": nan,
+                "accuracy_std_last_k": nan, "max_accuracy_drop": nan}
+    tail = acc[-last_k:]
+    reached = np.flatnonzero(acc >= target)
+    if len(acc) > 1 and rounds[-1] > rounds[0]:
+        auc = float(np.trapezoid(acc, rounds) / (rounds[-1] - rounds[0]))
     else:
-        out["final_accuracy"] = out["best_accuracy"] = out["final_loss"] = math.nan
+        auc = float(acc[-1])
+    drops = -np.diff(acc)
+    return {
+        "final_accuracy": round(float(tail.mean()), 12),
+        "best_accuracy": float(acc.max()),
+        "rounds_to_target": float(rounds[reached[0]] + 1) if len(reached) else nan,
+        "accuracy_auc": auc,
+        "accuracy_std_last_k": float(tail.std()),
+        "max_accuracy_drop": round(float(max(drops.max(), 0.0)), 12) if len(drops) else 0.0,
+    }
+
+
+def summarize(history: pd.DataFrame, timings: pd.DataFrame, *, last_k: int = LAST_K,
+              target: float = TARGET_ACCURACY) -> dict[str, Any]:
+    """The run-level numbers saved in ``summary.json`` (see the module docstring).
+
+    ``history`` needs ``round`` and, on evaluated rounds, ``test_accuracy`` and
+    ``test_loss``; ``attack_success_rate`` and ``targeted_misclassification``
+    are summarised when present. ``timings`` has ``train_s``, ``aggregate_s``
+    and ``eval_s`` per round.
+    """
+    out: dict[str, Any] = {"rounds": len(history)}
+    acc = _evaluated(history, "test_accuracy")
+    out["evaluations"] = len(acc)
+    out["last_k"] = int(last_k)
+    out["target_accuracy"] = float(target)
+    out.update(accuracy_metrics(acc["round"].to_numpy(), acc["test_accuracy"].to_numpy(),
+                                last_k=last_k, target=target))
+    loss = _evaluated(history, "test_loss")["test_loss"]
+    out["final_loss"] = float(loss.iloc[-1]) if len(loss) else math.nan
     for key in ("attack_success_rate", "targeted_misclassification"):
-        if key in history and len(_finite(history[key])):
-            out[key] = float(_finite(history[key]).iloc[-1])
-            out[f"max_{key}"] = float(_finite(history[key]).max())
+        values = _evaluated(history, key)[key]
+        if len(values):
+            out[key] = round(float(values.iloc[-last_k:].mean()), 12)
+            out[f"max_{key}"] = float(values.max())
     if "attack_success_rate" in out or "targeted_misclassification" in out:
         out["clean_accuracy"] = out["final_accuracy"]
-    total = timings[["train_s", "aggregate_s", "eval_s"]].sum(axis=1) if len(timings) else pd.Series(dtype=float)
+    cols = [c for c in ("train_s", "aggregate_s", "eval_s") if c in timings]
+    total = timings[cols].sum(axis=1) if len(timings) and cols else pd.Series(dtype=float)
     out["seconds_per_round"] = float(total.mean()) if len(total) else math.nan
     return out
