@@ -58,7 +58,7 @@ def summary_table(summary: dict[str, Any], title: str = "Summary") -> Table:
     """A two-column table of the run-level numbers."""
     table = Table(title=title, show_header=False)
     for key, value in summary.items():
-        if key in {"versions", "malicious_clients"}:
+        if key in {"versions", "malicious_clients"} or key.startswith("detection_"):
             continue
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     return table
@@ -95,7 +95,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                       progress=progress)
     result.save(out)
     console.print(summary_table(result.summary))
-    if "detection_recall" in result.summary:
+    filtering = bool(_registries()["defenses"].get(cfg.defense.name).meta.get("filters"))
+    if cfg.attack.name != "none" and (cfg.audit.name != "none" or filtering):
         try:
             from fedpoison.audit.report import format_detection
         except ImportError:

@@ -268,6 +268,17 @@ class ExperimentConfig(_Strict):
                 f"attack.end_round: expected >= attack.start_round={self.attack.start_round}, "
                 f"got {self.attack.end_round}"
             )
+        if self.attack.name != "none":
+            from fedpoison.attacks import ATTACKS
+
+            needed = getattr(ATTACKS.get(self.attack.name, key="attack.name").obj, "knowledge", None)
+            order = ["local", "omniscient", "defense_aware"]
+            if needed is not None and order.index(needed.value) > order.index(self.attack.knowledge):
+                raise ConfigError(
+                    f"attack.knowledge: attack '{self.attack.name}' needs at least '{needed.value}' "
+                    f"knowledge, the threat model allows '{self.attack.knowledge}' "
+                    f"(set attack.knowledge={needed.value})"
+                )
         for hook in _COMBINATION_CHECKS:
             hook(self)
         return self

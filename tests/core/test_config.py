@@ -72,3 +72,12 @@ def test_bad_yaml_files_are_clear(tmp_path: Path) -> None:
 
 def test_config_key_changes_with_any_knob() -> None:
     assert load_config().key() != load_config(overrides=["local.lr=0.1"]).key()
+
+
+def test_attack_needing_more_knowledge_than_the_threat_model_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="needs at least 'omniscient' knowledge"):
+        load_config(overrides=["attack.name=alie", "attack.fraction=0.2"])
+    cfg = load_config(overrides=["attack.name=alie", "attack.fraction=0.2", "attack.knowledge=omniscient"])
+    assert cfg.attack.knowledge == "omniscient"
+    # more knowledge than needed is fine
+    load_config(overrides=["attack.name=sign_flip", "attack.fraction=0.2", "attack.knowledge=defense_aware"])
