@@ -1,0 +1,1 @@
+"""A Flower app on digits where some nodes run fedpoison attacks and the server runs fedpoison's defense."""
