@@ -1,0 +1,259 @@
+"""Sub-commands ``grid``, ``results``, ``report`` and ``demo`` (registered on import by the CLI)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fedpoison.cli import command, console
+
+
+def _eta(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "ETA –"
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"ETA {h:d}:{m:02d}:{s:02d}" if h else f"ETA {m:d}:{s:02d}"
+
+
+def _run_line(event: Any) -> str:
+    p, run, outcome = event.progress, event.run, event.outcome
+    n = f"[{p.finished}/{p.to_run}]"
+    if outcome.ok:
+        s = event.summary or {}
+        bits = []
+        if isinstance(s.get("final_accuracy"), float):
+            bits.append(f"acc {s['final_accuracy']:.3f}")
+        if isinstance(s.get("attack_success_rate"), float):
+            bits.append(f"ASR {s['attack_success_rate']:.3f}")
+        if s.get("diverged"):
+            bits.append("[yellow]diverged[/yellow]")
+        bits.append(f"{outcome.wall_s:.1f}s")
+        return f"[green]done[/green]   {n} {run.label}  " + "  ".join(bits)
+    last = outcome.error.strip().splitlines()[-1] if outcome.error.strip() else "unknown error"
+    return f"[red]failed[/red] {n} {run.label}  {last}"
+
+
+def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, retry_failed: bool,
+                 quiet: bool = False) -> Any:
+    """Run ``grid`` into ``out`` with one progress bar and a line per finished run; return the counts."""
+    from fedpoison.experiments.executor import make_executor
+    from fedpoison.experiments.runner import run_grid
+    from fedpoison.experiments.store import ResultStore
+
+    store = ResultStore(out)
+    n = workers if workers is not None else max(1, min(os.cpu_count() or 1, len(grid)))
+    name = "inline" if n == 0 and executor == "local" else executor
+    with Progress(TextColumn("[bold]grid"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn(), console=console, disable=quiet, transient=False) as bar, \
+            make_executor(name, workers=max(n, 1)) as ex:
+        task = bar.add_task("grid", total=len(grid), info="")
+
+        def on_event(event: Any) -> None:
+            p = event.progress
+            info = f"failed {p.failed + p.failed_before}  {_eta(p.eta_s())}"
+            if event.kind == "start":
+                bits = [f"{p.total} runs", f"{p.to_run} to run"]
+                if p.skipped:
+                    bits.append(f"{p.skipped} already finished")
+                if p.failed_before:
+                    bits.append(f"{p.failed_before} failed before (--retry-failed reruns them)")
+                if grid.merged:
+                    bits.append(f"{grid.merged} duplicate configs merged")
+                if not quiet:
+                    bar.console.print(f"grid [bold]{grid.name}[/bold] -> {out}: " + ", ".join(bits)
+                                      + f"; executor {name}, {ex.workers} worker(s)", soft_wrap=True)
+                bar.update(task, completed=p.skipped + p.failed_before, info=info)
+            elif event.kind == "run":
+                if not quiet:
+                    bar.console.print(_run_line(event), highlight=False, soft_wrap=True)
+                bar.update(task, completed=p.skipped + p.failed_before + p.finished, info=info)
+            else:
+                bar.update(task, info=f"failed {p.failed + p.failed_before}")
+
+        return run_grid(grid, store, ex, retry_failed=retry_failed, on_event=on_event)
+
+
+# ---- grid --------------------------------------------------------------------------
+def _configure_grid(p: argparse.ArgumentParser) -> None:
+    from fedpoison.experiments.executor import EXECUTORS
+
+    p.add_argument("grid", type=Path, help="grid file (YAML: base config + axes; see docs/experiments.md)")
+    p.add_argument("--out", type=Path, default=None, help="results directory (default runs/<grid name>)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes (default: one per core, at most one per run; 0 = this process)")
+    p.add_argument("--executor", default="local", choices=EXECUTORS.names(), help="where runs are computed")
+    p.add_argument("--retry-failed", action="store_true", help="rerun the runs that failed before")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key in every run, e.g. --set dataset.name=fashion-mnist")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no per-run lines")
+
+
+@command("grid", "run a grid of experiments (resumable) into a results directory")
+def cmd_grid(args: argparse.Namespace) -> int:
+    from fedpoison.experiments.executor import prestart
+    from fedpoison.experiments.grid import describe, load_grid
+
+    if not args.dry_run and args.workers != 0:
+        prestart(args.executor)
+    grid = load_grid(args.grid, args.overrides)
+    if args.dry_run:
+        for line in describe(grid):
+            console.print(line, highlight=False)
+        extra = f", {grid.excluded} excluded" if grid.excluded else ""
+        extra += f", {grid.merged} duplicates merged" if grid.merged else ""
+        console.print(f"{len(grid)} runs{extra}")
+        return 0
+    out = args.out or Path("runs") / grid.name
+    progress = run_grid_cli(grid, out, workers=args.workers, executor=args.executor,
+                            retry_failed=args.retry_failed, quiet=args.quiet)
+    failed = progress.failed + progress.failed_before
+    console.print(f"{progress.skipped + progress.done}/{progress.total} runs finished, {failed} failed; "
+                  f"results in [bold]{out}[/bold]")
+    if failed:
+        console.print(f"see {out}/failed/<key>/error.txt; rerun the failures with --retry-failed")
+    return 1 if failed else 0
+
+
+cmd_grid.configure = _configure_grid  # type: ignore[attr-defined]
+
+
+# ---- results -----------------------------------------------------------------------
+def _configure_results(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", type=Path, help="results directory written by `fedpoison grid`")
+    p.add_argument("--format", default="markdown", choices=["csv", "parquet", "markdown"],
+                   help="markdown: the mean ± std table on stdout; csv/parquet: runs, rounds and seeds tables")
+    p.add_argument("--out", "-o", type=Path, default=None,
+                   help="where to write (csv/parquet: a folder, default DIR/tables; markdown: a file)")
+    p.add_argument("--last-k", type=int, default=None, help="evaluations averaged into final numbers")
+    p.add_argument("--target", type=float, default=None, help="target accuracy for rounds-to-target")
+
+
+@command("results", "export a results directory as tables (csv, parquet, markdown)")
+def cmd_results(args: argparse.Namespace) -> int:
+    from fedpoison.results import export, load
+
+    results = load(args.dir, last_k=args.last_k, target=args.target)
+    if args.format == "markdown":
+        text = export(results, "markdown", args.out)
+        if args.out is None:
+            print(text, end="")
+        else:
+            console.print(f"wrote {args.out}")
+        return 0
+    paths = export(results, args.format, args.out or args.dir / "tables")
+    for path in paths:
+        console.print(f"wrote {path}")
+    return 0
+
+
+cmd_results.configure = _configure_results  # type: ignore[attr-defined]
+
+
+# ---- report ------------------------------------------------------------------------
+def _configure_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", type=Path, help="results directory written by `fedpoison grid`")
+    p.add_argument("-o", "--out", type=Path, default=None, help="report folder (default DIR/report)")
+
+
+def attack_defense_table(results: Any) -> Table:
+    """Final accuracy (and ASR for targeted attacks), attack x defense, mean ± std over seeds."""
+    from fedpoison.results.export import format_mean_std
+
+    runs = results.runs
+    attacks = list(dict.fromkeys(runs["attack_label"]))
+    defenses = list(dict.fromkeys(runs["defense_label"]))
+    table = Table(title="final accuracy (ASR for backdoors), mean ± std over seeds")
+    table.add_column("attack \\ defense", style="bold")
+    for d in defenses:
+        table.add_column(d, justify="right")
+    has_asr = "attack_success_rate" in runs
+    for a in attacks:
+        cells = []
+        for d in defenses:
+            sub = runs[(runs["attack_label"] == a) & (runs["defense_label"] == d)]
+            if sub.empty:
+                cells.append("–")
+                continue
+            acc = sub["final_accuracy"].astype(float)
+            text = format_mean_std(float(acc.mean()), float(acc.std(ddof=1)) if len(sub) > 1 else math.nan)
+            if "diverged" in sub and sub["diverged"].astype(bool).any():
+                text = "diverged" if acc.isna().all() else text + " (div.)"
+            if has_asr and sub["attack_success_rate"].notna().any():
+                text += f" (ASR {sub['attack_success_rate'].mean():.2f})"
+            cells.append(text)
+        table.add_row(a, *cells)
+    return table
+
+
+@command("report", "write an HTML report, figures (PNG, PDF) and tables (Markdown, LaTeX)")
+def cmd_report(args: argparse.Namespace) -> int:
+    from fedpoison.results import load
+    from fedpoison.results.findings import check_findings
+    from fedpoison.results.report import write_report
+
+    results = load(args.dir)
+    out = args.out or args.dir / "report"
+    report = write_report(args.dir, out, results=results, findings=check_findings(results))
+    console.print(attack_defense_table(results))
+    console.print(f"{len(report.figures)} figures in {out / 'figures'}, {len(report.tables)} tables in "
+                  f"{out / 'tables'}")
+    console.print(f"report: [bold]{report.html}[/bold]")
+    return 0
+
+
+cmd_report.configure = _configure_report  # type: ignore[attr-defined]
+
+
+# ---- demo --------------------------------------------------------------------------
+def _configure_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="results directory (default runs/demo)")
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="worker processes (default: cores)")
+    p.add_argument("--seeds", type=int, default=2, help="seeds per configuration (default 2)")
+    p.add_argument("--rounds", type=int, default=None, help="rounds per run (default 10)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key in every run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no per-run lines")
+
+
+@command("demo", "run a small attack x defense grid on digits and write its report (a few minutes)")
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fedpoison.experiments.demo import demo_grid
+    from fedpoison.experiments.executor import prestart
+    from fedpoison.experiments.grid import load_grid
+    from fedpoison.results import load
+    from fedpoison.results.findings import check_findings
+    from fedpoison.results.report import write_report
+
+    if args.seeds < 1:
+        from fedpoison.errors import ConfigError
+
+        raise ConfigError(f"--seeds: expected an integer >= 1, got {args.seeds}")
+    start = time.perf_counter()
+    if args.workers != 0:
+        prestart("local")
+    grid = load_grid(demo_grid(args.seeds, args.rounds), args.overrides)
+    progress = run_grid_cli(grid, args.out, workers=args.workers, executor="local", retry_failed=True,
+                            quiet=args.quiet)
+    results = load(args.out)
+    findings = check_findings(results)
+    report = write_report(args.out, args.out / "report", results=results, findings=findings,
+                          title="fedpoison demo: attacks vs defenses on digits")
+    console.print(attack_defense_table(results))
+    for f in findings:
+        mark = "[green]holds[/green]" if f.holds else "[red]does not hold[/red]"
+        console.print(f"{mark}  {f.claim}: {f.measured}", highlight=False)
+    console.print(f"{progress.skipped + progress.done}/{progress.total} runs in {time.perf_counter() - start:.0f}s; "
+                  f"report: [bold]{report.html}[/bold]")
+    return 0 if progress.failed == 0 else 1
+
+
+cmd_demo.configure = _configure_demo  # type: ignore[attr-defined]

@@ -1,0 +1,348 @@
+"""Executors: where a grid's runs are computed.
+
+An :class:`Executor` takes :class:`RunTask` s (a key and a resolved config as
+plain data) and yields one :class:`RunOutcome` per task as the tasks finish.
+Workers only compute: they return the run's files as bytes and never touch the
+results store, so the store has a single writer (the grid process) and an
+executor needs no shared file system. That keeps a remote executor small: a
+Ray executor is a class that submits :func:`execute` as a remote task, waits
+with ``ray.wait`` and yields the outcomes, registered with::
+
+    @EXECUTORS.register("ray", description="Ray tasks on a cluster")
+    class RayExecutor(Executor): ...
+
+Two executors come with fedpoison: ``local`` (worker processes on this
+machine) and ``inline`` (the grid's own process, one run at a time; for
+debugging and tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import math
+import multiprocessing
+import os
+import select
+import signal
+import tempfile
+import threading
+import time
+import traceback
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedpoison.registry import Registry
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """One run to compute.
+
+    Attributes
+    ----------
+    key:
+        The config hash; the run's identity in the store.
+    config:
+        The resolved config as plain data (``ExperimentConfig.to_dict()``).
+    label:
+        A short name for progress lines.
+    """
+
+    key: str
+    config: dict[str, Any]
+    label: str = ""
+
+
+@dataclass
+class RunOutcome:
+    """What computing one task gave.
+
+    Attributes
+    ----------
+    key:
+        The task's key.
+    ok:
+        Whether the run finished.
+    files:
+        File name -> content of a finished run (what ``RunResult.save`` writes).
+    error:
+        The traceback or message of a failed run.
+    wall_s:
+        Seconds the run took in its worker.
+    worker:
+        Where it ran (``host:pid``).
+    """
+
+    key: str
+    ok: bool
+    files: dict[str, bytes] = field(default_factory=dict)
+    error: str = ""
+    wall_s: float = 0.0
+    worker: str = ""
+
+
+#: What this process has warmed up: (dataset, model, engine, device) tuples.
+_WARMED: set[tuple[Any, ...]] = set()
+
+
+def _warm_up(cfg: Any) -> None:
+    """Run one round of ``cfg`` once per process and kind of model, and throw it away.
+
+    The first run in a fresh process pays one-off costs (lazy imports, the
+    first vmap/autograd calls, allocator growth) that would otherwise inflate
+    its ``seconds_per_round`` several-fold; warming up keeps timings comparable
+    across runs whichever worker computes them.
+    """
+    from fedpoison.simulation import run
+
+    kind = (cfg.dataset.name, cfg.dataset.path, cfg.model.name, cfg.local.engine, cfg.device)
+    if kind in _WARMED:
+        return
+    _WARMED.add(kind)
+    with contextlib.suppress(Exception):
+        run(cfg.model_copy(update={"rounds": 1}))
+
+
+def execute(task: RunTask, *, warm_up: bool = True) -> RunOutcome:
+    """Compute one run; any exception becomes a failed outcome with its traceback.
+
+    This is the whole job of a worker, in any executor: validate the config,
+    run the simulation, and return the files ``RunResult.save`` writes. With
+    ``warm_up``, the first run of each kind in a process is preceded by a
+    discarded one-round run (see :func:`_warm_up`); ``wall_s`` excludes it.
+    """
+    import socket
+
+    where = f"{socket.gethostname()}:{os.getpid()}"
+    start = time.perf_counter()
+    try:
+        from fedpoison.config import validate_config
+        from fedpoison.simulation import run
+
+        cfg = validate_config(task.config)
+        if cfg.key() != task.key:
+            raise RuntimeError(f"config key mismatch: task {task.key}, resolved {cfg.key()} "
+                               "(is the worker's fedpoison the same version as the grid's?)")
+        if warm_up:
+            _warm_up(cfg)
+            start = time.perf_counter()
+        result = run(cfg)
+        with tempfile.TemporaryDirectory(prefix="fedpoison-run-") as tmp:
+            result.save(tmp)
+            files = {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir()) if p.is_file()}
+        return RunOutcome(task.key, True, files=files, wall_s=time.perf_counter() - start, worker=where)
+    except Exception:
+        return RunOutcome(task.key, False, error=traceback.format_exc(), wall_s=time.perf_counter() - start,
+                          worker=where)
+
+
+class Executor(ABC):
+    """Computes run tasks and yields their outcomes as they finish.
+
+    Contract: :meth:`run` yields exactly one outcome per task (a worker that
+    dies yields a failed outcome), in completion order. Closing the iterator
+    early (the grid was interrupted) cancels what has not finished. Use as a
+    context manager so workers are released.
+    """
+
+    #: Worker slots, used by the grid to size its progress and threads.
+    workers: int = 1
+
+    @abstractmethod
+    def run(self, tasks: Iterable[RunTask]) -> Iterator[RunOutcome]:
+        """Yield one outcome per task, as each finishes."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release workers."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+#: Executors by name (``fedpoison grid --executor NAME``); each is built as ``cls(workers=N)``.
+EXECUTORS: Registry[type[Executor]] = Registry("executors")
+
+
+@EXECUTORS.register("inline", description="Runs one at a time in the grid's own process (debugging, tests).")
+class InlineExecutor(Executor):
+    """Runs tasks one after another in this process."""
+
+    def __init__(self, *, workers: int = 1) -> None:
+        self.workers = 1
+
+    def run(self, tasks: Iterable[RunTask]) -> Iterator[RunOutcome]:
+        for task in tasks:
+            yield execute(task)
+
+
+#: Modules the fork server imports once, so that forked workers start with them loaded.
+PRELOAD = ("fedpoison.simulation", "fedpoison.experiments.executor", "sklearn.datasets")
+
+
+def _set_parent_death_signal() -> None:
+    """Linux: have the kernel SIGKILL this process when its parent dies.
+
+    A grid killed with SIGKILL then leaves no orphan worker computing a run
+    that the next invocation will compute again.
+    """
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+
+def _die_with(grid_pid: int) -> None:
+    """Kill this process as soon as the grid process ``grid_pid`` is gone (a daemon thread).
+
+    A pool worker does not notice its grid's death by itself: it holds the
+    write ends of its own queues (and, forked from a fork server, keeps the
+    server alive), so a grid killed with SIGKILL would leave it computing a run
+    that the next invocation computes again. The kernel's parent-death signal
+    covers spawned workers; this watch (a pidfd, or polling where there is
+    none) covers forked ones.
+    """
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(grid_pid)
+        except (AttributeError, OSError):
+            fd = None
+        if fd is not None:
+            select.select([fd], [], [])
+        else:
+            while True:
+                try:
+                    os.kill(grid_pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="fedpoison-grid-watch", daemon=True).start()
+
+
+def _init_worker(threads: int, grid_pid: int) -> None:
+    _set_parent_death_signal()
+    _die_with(grid_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the grid process's to handle
+    import torch
+
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(1)
+    import fedpoison.simulation  # noqa: F401 - pay the imports before the first run's clock starts
+
+
+@EXECUTORS.register("local", description="Worker processes on this machine, one run each at a time.")
+class LocalExecutor(Executor):
+    """Runs tasks in ``workers`` processes on this machine.
+
+    Workers are forked from a fork server that has imported the simulator
+    (``start_method="forkserver"``, the default where available), or spawned.
+    At most ``workers`` tasks are in flight, so a task in flight is a task
+    running. Each worker uses ``cpu_count // workers`` torch threads (at
+    least one), so the workers do not fight over cores. A worker that dies
+    (out of memory, killed) fails the tasks it and its pool-mates held; the
+    pool is rebuilt for the rest.
+    """
+
+    def __init__(self, *, workers: int = 1, threads: int | None = None, start_method: str | None = None) -> None:
+        if workers < 1:
+            raise ValueError(f"workers: expected an integer >= 1, got {workers}")
+        self.workers = workers
+        cpus = os.cpu_count() or 1
+        self.threads = threads if threads is not None else max(1, math.floor(cpus / workers))
+        methods = multiprocessing.get_all_start_methods()
+        self.start_method = start_method or ("forkserver" if "forkserver" in methods else "spawn")
+        if self.start_method not in methods:
+            raise ValueError(f"start_method: expected one of {', '.join(methods)}, got {self.start_method!r}")
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        ctx = multiprocessing.get_context(self.start_method)
+        if self.start_method == "forkserver":
+            # The fork server is a fresh process (safe to fork, unlike a parent that may have run
+            # torch's thread pools); it imports the simulator once and every worker is forked from it.
+            ctx.set_forkserver_preload(list(PRELOAD))
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
+                                   initializer=_init_worker, initargs=(self.threads, os.getpid()))
+
+    def run(self, tasks: Iterable[RunTask]) -> Iterator[RunOutcome]:
+        pending = iter(tasks)
+        running: dict[Future[RunOutcome], RunTask] = {}
+        self._pool = self._new_pool()
+        try:
+            exhausted = False
+            while True:
+                while not exhausted and len(running) < self.workers:
+                    task = next(pending, None)
+                    if task is None:
+                        exhausted = True
+                        break
+                    running[self._pool.submit(execute, task)] = task
+                if not running:
+                    return
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                broken = False
+                for fut in done:
+                    task = running.pop(fut)
+                    try:
+                        yield fut.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        yield RunOutcome(task.key, False, error="BrokenProcessPool: a worker process died "
+                                         "(killed, or out of memory) while this run was in its pool\n")
+                    except Exception:
+                        yield RunOutcome(task.key, False, error=traceback.format_exc())
+                if broken:
+                    for fut, task in list(running.items()):
+                        running.pop(fut)
+                        yield RunOutcome(task.key, False, error="BrokenProcessPool: a worker process died "
+                                         "(killed, or out of memory) while this run was in its pool\n")
+                    self._shutdown()
+                    self._pool = self._new_pool()
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:  # a run in flight would otherwise finish before the grid can exit
+            with contextlib.suppress(Exception):
+                p.terminate()
+        for p in procs:
+            with contextlib.suppress(Exception):
+                p.join(timeout=5)
+
+    def close(self) -> None:
+        self._shutdown()
+
+
+def prestart(name: str) -> None:
+    """Start what executor ``name`` needs in the background (the local fork server), if anything.
+
+    The fork server's imports then overlap with the grid's own validation.
+    """
+    if name == "local" and "forkserver" in multiprocessing.get_all_start_methods():
+        from multiprocessing import forkserver
+
+        with contextlib.suppress(Exception):
+            multiprocessing.get_context("forkserver").set_forkserver_preload(list(PRELOAD))
+            forkserver.ensure_running()
+
+
+def make_executor(name: str, *, workers: int) -> Executor:
+    """Build a registered executor by name (unknown names raise a ConfigError naming them)."""
+    cls = EXECUTORS.get(name, key="--executor").obj
+    return cls(workers=workers)
