@@ -16,7 +16,7 @@ from fedpoison.data import Dataset, load_dataset
 from fedpoison.models import ParamSpec, build_model
 from fedpoison.simulation.federation import make_engine
 from fedpoison.training import ClientJob, LocalPlan, SequentialEngine
-from fedpoison.training.batched import BatchedEngine, choose_engine, sgd_step_, stack_batches
+from fedpoison.training.batched import BatchedEngine, assign_lanes, choose_engine, sgd_step_, stack_batches
 
 # Float32 kernels sum in different orders in the two engines; several SGD steps
 # amplify the last-bit differences a little.
@@ -45,7 +45,7 @@ def _jobs(data: Dataset, sizes: list[int], seed: int = 0) -> list[ClientJob]:
 
 
 def _both(model_name: str, plan: LocalPlan, sizes: list[int], data: Dataset | None = None,
-          shape: tuple[int, ...] = (1, 8, 8), **kw: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+          shape: tuple[int, ...] = (1, 8, 8), **kw: int | bool) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
     data = data or digits()
     model = _model(model_name, shape)
     spec = ParamSpec.of(model)
@@ -63,12 +63,24 @@ PLANS = {
 }
 
 
+#: The engine's strategies: vmap in one lane, vmap in two lanes (threads), per-client loops in two lanes.
+STRATEGIES = {
+    "vmap": {"vectorize": True, "workers": 1},
+    "vmap-2-lanes": {"vectorize": True, "workers": 2},
+    "loop-2-lanes": {"vectorize": False, "workers": 2},
+}
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES.values(), ids=STRATEGIES.keys())
 @pytest.mark.parametrize("model_name", ["mlp", "cnn8"])
 @pytest.mark.parametrize("plan", PLANS.values(), ids=PLANS.keys())
-def test_matches_sequential_on_digits(model_name: str, plan: LocalPlan) -> None:
+def test_matches_sequential_on_digits(model_name: str, plan: LocalPlan, strategy: dict[str, int | bool]) -> None:
     # unequal sizes: different step counts, different last-batch sizes, one client smaller than a batch
     sizes = [37, 64, 50, 5, 64, 100]
-    (u_seq, l_seq), (u_bat, l_bat) = _both(model_name, plan, sizes)
+    (u_seq, l_seq), (u_bat, l_bat) = _both(model_name, plan, sizes, **strategy)
+    if not strategy["vectorize"]:
+        # lanes run the sequential engine's own code on one thread each, as this test does
+        assert torch.equal(u_bat, u_seq) and torch.equal(l_bat, l_seq)
     assert u_bat.shape == (len(sizes), ParamSpec.of(_model(model_name)).dim)
     assert float(u_seq.abs().max()) > 1e-3  # the clients really trained
     torch.testing.assert_close(u_bat, u_seq, **TOL)
@@ -81,7 +93,8 @@ def test_matches_sequential_cnn28_equal_sizes() -> None:
     data = Dataset("noise", torch.rand(200, 1, 28, 28, generator=g), torch.randint(10, (200,), generator=g),
                    torch.zeros(1, 1, 28, 28), torch.zeros(1, dtype=torch.long), 10)
     plan = LocalPlan(epochs=1, batch_size=16, lr=0.05, momentum=0.9, weight_decay=5e-4)
-    (u_seq, l_seq), (u_bat, l_bat) = _both("cnn28", plan, [40, 40, 40], data=data, shape=(1, 28, 28))
+    (u_seq, l_seq), (u_bat, l_bat) = _both("cnn28", plan, [40, 40, 40], data=data, shape=(1, 28, 28),
+                                           vectorize=True)
     torch.testing.assert_close(u_bat, u_seq, **TOL)
     torch.testing.assert_close(l_bat, l_seq, **TOL)
 
@@ -89,8 +102,8 @@ def test_matches_sequential_cnn28_equal_sizes() -> None:
 def test_chunks_give_the_same_result() -> None:
     plan = PLANS["momentum+wd, 2 epochs"]
     sizes = [37, 64, 50, 5, 64, 100, 20]
-    (_, _), (u_all, l_all) = _both("mlp", plan, sizes)
-    (_, _), (u_chunk, l_chunk) = _both("mlp", plan, sizes, max_clients=2)
+    (_, _), (u_all, l_all) = _both("mlp", plan, sizes, workers=1)
+    (_, _), (u_chunk, l_chunk) = _both("mlp", plan, sizes, max_clients=2, workers=1)
     torch.testing.assert_close(u_chunk, u_all, **TOL)
     torch.testing.assert_close(l_chunk, l_all, **TOL)
 
@@ -173,10 +186,28 @@ def test_no_jobs() -> None:
     assert u.shape == (0, spec.dim) and lo.shape == (0,)
 
 
-def test_bad_chunk_size_is_rejected() -> None:
+def test_bad_settings_are_rejected() -> None:
     model = _model("mlp")
     with pytest.raises(ValueError, match="max_clients: expected a positive integer or None, got 0"):
         BatchedEngine(model, ParamSpec.of(model), LocalPlan(), max_clients=0)
+    with pytest.raises(ValueError, match="workers: expected a positive integer or None, got -1"):
+        BatchedEngine(model, ParamSpec.of(model), LocalPlan(), workers=-1)
+
+
+def test_lanes_are_balanced_and_deterministic() -> None:
+    assert assign_lanes([5, 1, 4, 2], 2) == [[0, 1], [2, 3]]
+    assert assign_lanes([3, 3, 3], 2) == [[0, 2], [1]]
+    assert assign_lanes([1.0] * 4, 1) == [[0, 1, 2, 3]]
+    assert assign_lanes([], 2) == [[], []]
+
+
+def test_lanes_restore_the_thread_count() -> None:
+    torch.set_num_threads(2)
+    try:
+        (_, _), _ = _both("cnn8", PLANS["plain SGD, partial last batch"], [10, 10], workers=2, vectorize=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
 
 
 @settings(max_examples=20, deadline=None)

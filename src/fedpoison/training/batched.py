@@ -45,7 +45,10 @@ References
 
 from __future__ import annotations
 
+import copy
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -54,9 +57,9 @@ from torch.func import functional_call, grad_and_value, vmap
 from torch.nn import functional as F
 
 from fedpoison.models.paramspec import ParamSpec
-from fedpoison.training.local import ClientJob, LocalPlan, batch_schedule
+from fedpoison.training.local import ClientJob, LocalPlan, SequentialEngine, batch_schedule
 
-__all__ = ["BatchedEngine", "choose_engine", "sgd_step_", "stack_batches"]
+__all__ = ["BatchedEngine", "assign_lanes", "choose_engine", "default_workers", "sgd_step_", "stack_batches"]
 
 
 # ---- pure pieces -----------------------------------------------------------------
@@ -84,12 +87,13 @@ def sgd_step_(
     Parameters
     ----------
     params:
-        ``(k, d)`` parameters, updated in place.
+        Parameters (any shape, e.g. ``(k, d)`` rows or a ``(k, *shape)`` view),
+        updated in place.
     grads:
-        ``(k, d)`` gradients (may be overwritten).
+        Gradients of the same shape.
     buf:
-        ``(k, d)`` momentum buffers, updated in place, or ``None`` on the first
-        step (a new buffer is returned when ``momentum`` is non-zero).
+        Momentum buffers of the same shape, updated in place, or ``None`` on the
+        first step (a new buffer is returned when ``momentum`` is non-zero).
 
     Returns
     -------
@@ -175,34 +179,45 @@ def _client_schedule(job: ClientJob, plan: LocalPlan) -> _Schedule:
     return _Schedule(tuple(torch.split(flat, [len(p) for p in positions])))
 
 
-# ---- the engine --------------------------------------------------------------------
-class BatchedEngine:
-    """Train many clients in lockstep with ``vmap`` over stacked parameters.
+# ---- lanes: one worker thread each ---------------------------------------------------------
+def _has_conv(model: nn.Module) -> bool:
+    return any(isinstance(mod, nn.modules.conv._ConvNd) for mod in model.modules())
 
-    Same contract as :class:`~fedpoison.training.local.SequentialEngine`:
-    ``train(global_params, jobs) -> (updates (m, d), mean losses (m,))``, rows in
-    the order of ``jobs``.
 
-    Parameters
-    ----------
-    model:
-        The architecture; its own parameters are never read or written (the
-        stacked parameters are passed in with ``functional_call``). It must have
-        no buffers that change in training (the zoo's models have none).
-    spec:
-        The flat layout of the model's parameters.
-    plan:
-        Local SGD settings.
-    max_clients:
-        Clients trained together in one chunk (``None``: all of them). Smaller
-        chunks bound memory: activations grow with ``max_clients * batch_size``.
+def default_workers(device: torch.device | str) -> int:
+    """Lanes to run on ``device``: the usable CPU cores (at most torch's thread count), 1 on a GPU."""
+    if torch.device(device).type != "cpu":
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, torch.get_num_threads()))
+
+
+def assign_lanes(costs: Sequence[float], lanes: int) -> list[list[int]]:
+    """Deal items to ``lanes`` by greedy longest-processing-time: biggest first, to the least-loaded lane.
+
+    Deterministic (ties go to the lower lane, then the lower item), so a client is
+    always trained by the same lane for the same round and the results never
+    depend on thread timing.
+
+    >>> assign_lanes([5, 1, 4, 2], 2)
+    [[0, 1], [2, 3]]
     """
+    load = [0.0] * lanes
+    out: list[list[int]] = [[] for _ in range(lanes)]
+    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        lane = min(range(lanes), key=lambda k: (load[k], k))
+        out[lane].append(i)
+        load[lane] += costs[i]
+    return [sorted(rows) for rows in out]
 
-    name = "batched"
 
-    def __init__(self, model: nn.Module, spec: ParamSpec, plan: LocalPlan, *, max_clients: int | None = None) -> None:
-        if max_clients is not None and max_clients < 1:
-            raise ValueError(f"max_clients: expected a positive integer or None, got {max_clients}")
+class _VmapLane:
+    """Trains chunks of clients in lockstep with vmap; owns its model copy (functional_call is not thread-safe)."""
+
+    def __init__(self, model: nn.Module, spec: ParamSpec, plan: LocalPlan, max_clients: int | None) -> None:
         self.model = model
         self.spec = spec
         self.plan = plan
@@ -226,32 +241,19 @@ class BatchedEngine:
         per_sample = F.cross_entropy(functional_call(self.model, params, (x,)), y, reduction="none")
         return (per_sample * mask).sum() / mask.sum()
 
-    def _flat(self, grads: dict[str, Tensor], k: int) -> Tensor:
-        return torch.cat([grads[s.name].reshape(k, -1) for s in self.spec.slices], dim=1)
-
-    def train(self, global_params: Tensor, jobs: list[ClientJob]) -> tuple[Tensor, Tensor]:
-        """Train ``jobs`` from ``global_params``; return the ``(m, d)`` updates and ``(m,)`` mean losses."""
-        m, d = len(jobs), self.spec.dim
-        updates = torch.zeros(m, d, device=global_params.device)
-        losses = torch.zeros(m)
-        if m == 0:
-            return updates, losses
-        schedules = [_client_schedule(job, self.plan) for job in jobs]
+    def train_rows(self, global_params: Tensor, jobs: list[ClientJob], rows: list[int],
+                   updates: Tensor, losses: Tensor) -> None:
+        """Train ``jobs[rows]`` and write their rows of ``updates`` and ``losses``."""
+        schedules = {i: _client_schedule(jobs[i], self.plan) for i in rows}
         # longest first: the clients still training at step t are a prefix of the rows
-        order = sorted(range(m), key=lambda i: -schedules[i].steps)
-        chunk = self.max_clients or m
-        for start in range(0, m, chunk):
-            rows = order[start : start + chunk]
-            u, lo = self._train_chunk(global_params, [jobs[i] for i in rows], [schedules[i] for i in rows])
-            where = torch.tensor(rows)
+        order = sorted(rows, key=lambda i: (-schedules[i].steps, i))
+        chunk = self.max_clients or len(order)
+        for start in range(0, len(order), chunk):
+            part = order[start : start + chunk]
+            u, lo = self._train_chunk(global_params, [jobs[i] for i in part], [schedules[i] for i in part])
+            where = torch.tensor(part)
             updates[where.to(updates.device)] = u
             losses[where] = lo
-        return updates, losses
-
-    def train_one(self, global_params: Tensor, job: ClientJob) -> tuple[Tensor, float]:
-        """Train one client; return ``(update, mean loss)`` (the sequential engine's signature)."""
-        u, lo = self.train(global_params, [job])
-        return u[0], float(lo[0])
 
     @torch.no_grad()
     def _train_chunk(self, global_params: Tensor, jobs: list[ClientJob], scheds: list[_Schedule]) -> tuple[Tensor, Tensor]:
@@ -269,7 +271,8 @@ class BatchedEngine:
         steps = [s.steps for s in scheds]
         params = global_params.detach().expand(k, -1).clone()
         loss_sum = torch.zeros(k, device=global_params.device)
-        buf: Tensor | None = None
+        bufs: list[Tensor] | None = None  # momentum buffers, one (k, *shape) tensor per parameter
+        first: list[Tensor] = []
         for t in range(steps[0] if steps else 0):
             a = sum(1 for s in steps if s > t)  # active clients: a prefix
             xb, yb, mask = stack_batches(sources, source_of[:a], [s.batches[t] for s in scheds[:a]])
@@ -279,16 +282,126 @@ class BatchedEngine:
                     grads, loss = self._shared_step[mask is not None](self.spec.unflatten(global_params), *args)
                 else:
                     grads, loss = self._stacked_step[mask is not None](self.spec.unflatten(params[:a]), *args)
-            g = self._flat(grads, a)
-            if buf is None:
-                buf = sgd_step_(params[:a], g, None, lr=plan.lr, momentum=plan.momentum,
-                                weight_decay=plan.weight_decay)
-            else:
-                sgd_step_(params[:a], g, buf[:a], lr=plan.lr, momentum=plan.momentum,
-                          weight_decay=plan.weight_decay)
+            # SGD per parameter on views into the (k, d) rows: no flat copy of the gradients
+            views = self.spec.unflatten(params[:a])
+            for j, sl in enumerate(self.spec.slices):
+                b = sgd_step_(views[sl.name], grads[sl.name], None if bufs is None else bufs[j][:a],
+                              lr=plan.lr, momentum=plan.momentum, weight_decay=plan.weight_decay)
+                if bufs is None and b is not None:
+                    first.append(b)
+            if bufs is None and first:
+                bufs = first
             loss_sum[:a] += loss.detach()
         counts = torch.tensor([max(s, 1) for s in steps], dtype=loss_sum.dtype, device=loss_sum.device)
         return params - global_params, (loss_sum / counts).cpu()
+
+
+class _LoopLane:
+    """Trains its clients one by one with the sequential engine's own code, on its own model copy."""
+
+    def __init__(self, model: nn.Module, spec: ParamSpec, plan: LocalPlan) -> None:
+        self.engine = SequentialEngine(model, spec, plan)
+
+    def train_rows(self, global_params: Tensor, jobs: list[ClientJob], rows: list[int],
+                   updates: Tensor, losses: Tensor) -> None:
+        for i in rows:
+            updates[i], losses[i] = self.engine.train_one(global_params, jobs[i])
+
+
+# ---- the engine --------------------------------------------------------------------
+class BatchedEngine:
+    """Train many clients at once: vectorised with ``vmap`` and spread over lanes.
+
+    Same contract as :class:`~fedpoison.training.local.SequentialEngine`:
+    ``train(global_params, jobs) -> (updates (m, d), mean losses (m,))``, rows in
+    the order of ``jobs``.
+
+    Two levers, each measured (``benchmarks/RESULTS.md``, ``docs/performance.md``):
+
+    * **vmap**: a lane trains its clients in lockstep as one computation over
+      stacked parameters (see the module docstring). This wins wherever per-step
+      overhead dominates: MLPs, small batches, many small clients, any model on a GPU.
+    * **lanes**: on a CPU with several cores, the clients are dealt to ``workers``
+      lanes, each a thread running one intra-op thread. Small convolutions use
+      intra-op threads poorly, so two single-thread lanes beat one two-thread loop.
+      For convolutional models on CPU, where vmap's grouped convolutions are
+      slower than per-client kernels, each lane trains its clients one by one
+      with the sequential engine's code (``vectorize=False``).
+
+    Parameters
+    ----------
+    model:
+        The architecture. It is copied once per lane; the copies' parameters are
+        replaced on every call (``functional_call``), and ``model`` itself is
+        never written. It must have no buffers that change in training (the
+        zoo's models have none).
+    spec:
+        The flat layout of the model's parameters.
+    plan:
+        Local SGD settings.
+    max_clients:
+        Clients trained together in one vmap chunk (``None``: all of a lane's).
+        Smaller chunks bound memory: activations grow with ``max_clients * batch_size``.
+    workers:
+        Lanes (``None``: :func:`default_workers`, the usable cores on CPU, 1 on a GPU).
+    vectorize:
+        Use vmap within a lane (``None``: yes, except for convolutional models on CPU).
+    """
+
+    name = "batched"
+
+    def __init__(self, model: nn.Module, spec: ParamSpec, plan: LocalPlan, *, max_clients: int | None = None,
+                 workers: int | None = None, vectorize: bool | None = None) -> None:
+        if max_clients is not None and max_clients < 1:
+            raise ValueError(f"max_clients: expected a positive integer or None, got {max_clients}")
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers: expected a positive integer or None, got {workers}")
+        device = next(model.parameters()).device
+        self.model = model
+        self.spec = spec
+        self.plan = plan
+        self.max_clients = max_clients
+        self.workers = workers or default_workers(device)
+        self.vectorize = vectorize if vectorize is not None else not (device.type == "cpu" and _has_conv(model))
+        self._lanes: list[_VmapLane | _LoopLane] = []
+
+    def _lane(self, k: int) -> _VmapLane | _LoopLane:
+        while len(self._lanes) <= k:
+            copy_ = copy.deepcopy(self.model)
+            if self.vectorize:
+                self._lanes.append(_VmapLane(copy_, self.spec, self.plan, self.max_clients))
+            else:
+                self._lanes.append(_LoopLane(copy_, self.spec, self.plan))
+        return self._lanes[k]
+
+    def train(self, global_params: Tensor, jobs: list[ClientJob]) -> tuple[Tensor, Tensor]:
+        """Train ``jobs`` from ``global_params``; return the ``(m, d)`` updates and ``(m,)`` mean losses."""
+        m, d = len(jobs), self.spec.dim
+        updates = torch.zeros(m, d, device=global_params.device)
+        losses = torch.zeros(m)
+        if m == 0:
+            return updates, losses
+        lanes = [rows for rows in assign_lanes([self.plan.num_steps(j.size) * min(self.plan.batch_size, j.size)
+                                                for j in jobs], min(self.workers, m)) if rows]
+        if len(lanes) == 1:
+            self._lane(0).train_rows(global_params, jobs, lanes[0], updates, losses)
+            return updates, losses
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # one intra-op thread per lane (new threads inherit it)
+        try:
+            with ThreadPoolExecutor(len(lanes), thread_name_prefix="fedpoison-lane") as pool:
+                futures = [pool.submit(self._lane(k).train_rows, global_params, jobs, rows, updates, losses)
+                           for k, rows in enumerate(lanes)]
+                for fut in futures:
+                    fut.result()
+        finally:
+            torch.set_num_threads(threads)
+        return updates, losses
+
+    def train_one(self, global_params: Tensor, job: ClientJob) -> tuple[Tensor, float]:
+        """Train one client; return ``(update, mean loss)`` (the sequential engine's signature)."""
+        u, lo = self.train(global_params, [job])
+        return u[0], float(lo[0])
 
 
 # ---- engine selection ----------------------------------------------------------------
