@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -195,3 +196,22 @@ def test_geometric_median_matches_explicit_weiszfeld() -> None:
     torch.testing.assert_close(res.aggregate.double(), z, rtol=1e-4, atol=1e-4)
     assert math.isclose(float(res.weights.sum()), 1.0, rel_tol=1e-5)
     torch.testing.assert_close(res.weights @ x, res.aggregate, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(3, 40), st.integers(0, 10**6))
+def test_mean_shift_matches_sklearn(n: int, seed: int) -> None:
+    """SignGuard's all-seeds-at-once Mean-Shift partitions points as sklearn's MeanShift does."""
+    from sklearn.cluster import MeanShift
+    from sklearn.cluster import estimate_bandwidth as sk_bandwidth
+
+    from fedpoison.defenses.signguard import estimate_bandwidth, mean_shift_labels
+
+    g = torch.Generator().manual_seed(seed)
+    pts = torch.cat([0.1 * torch.rand(n, 3, generator=g, dtype=torch.float64),
+                     0.5 + 0.1 * torch.rand(n // 3 + 1, 3, generator=g, dtype=torch.float64)])
+    bw = estimate_bandwidth(pts)
+    assert bw == pytest.approx(sk_bandwidth(pts.numpy(), quantile=0.5))
+    ours = mean_shift_labels(pts, bw).numpy()
+    theirs = MeanShift(bandwidth=bw).fit(pts.numpy()).labels_
+    assert ((ours[:, None] == ours[None, :]) == (theirs[:, None] == theirs[None, :])).all()

@@ -11,10 +11,12 @@ Variant, as in Algorithm 1:
    ``sg_lower <= ||x_i|| / M <= sg_upper`` (paper: 0.1 and 3.0).
 2. Sign clustering: on a random ``sg_coord_fraction`` of the coordinates
    (paper: 10%, drawn from ``ctx.generator``), each row's features are the
-   fractions of positive, zero and negative entries; Mean-Shift
-   (``sklearn.cluster.MeanShift``, bandwidth from ``estimate_bandwidth`` at
-   quantile 0.5) clusters them and the largest cluster is kept (ties: the
-   cluster whose lowest row index is smallest). If every feature vector is
+   fractions of positive, zero and negative entries; Mean-Shift (flat kernel,
+   sklearn's algorithm and bandwidth estimate at quantile 0.5, written here as
+   tensor operations on all seeds at once: sklearn's runs one seed at a time
+   and took seconds for 50 rows) clusters them and the largest cluster is kept
+   (ties: the cluster whose center ranks first by (points within the
+   bandwidth, coordinates), as sklearn ranks centers; never by row order). If every feature vector is
    the same, all rows form one cluster.
 3. The rows kept by both filters are clipped to :math:`M` and averaged
    uniformly.
@@ -66,23 +68,59 @@ def sign_features(x: Tensor) -> Tensor:
     return torch.stack([pos, zero, neg], dim=1).to(torch.float64) / max(d, 1)
 
 
-def largest_sign_cluster(features: Tensor) -> Tensor:
-    """``(n,)`` bool: the largest Mean-Shift cluster of the sign features."""
-    from sklearn.cluster import MeanShift, estimate_bandwidth  # imported on use: slow to import
+def estimate_bandwidth(points: Tensor, quantile: float = 0.5) -> float:
+    """Mean over points of the distance to their ``quantile * n``-th nearest point (itself included).
 
+    The same estimate as ``sklearn.cluster.estimate_bandwidth`` on all points.
+    """
+    n = points.shape[0]
+    k = max(1, int(n * quantile))
+    dist = torch.cdist(points, points)
+    return float(torch.topk(dist, k, dim=1, largest=False).values[:, -1].mean())
+
+
+def mean_shift_labels(points: Tensor, bandwidth: float, *, max_iter: int = 300) -> Tensor:
+    """``(n,)`` cluster labels by flat-kernel Mean-Shift seeded at every point.
+
+    The algorithm of ``sklearn.cluster.MeanShift`` (flat kernel, a seed per
+    point, convergence at a shift below ``1e-3 * bandwidth``, centers ranked by
+    how many points lie within ``bandwidth``, near-duplicate centers removed,
+    every point labelled by its nearest center), with all seeds moved at once
+    as tensor operations instead of one seed at a time.
+    """
+    seeds = points.clone()
+    for _ in range(max_iter):
+        within = (torch.cdist(seeds, points) <= bandwidth).to(points.dtype)
+        counts = within.sum(dim=1, keepdim=True)
+        moved = torch.where(counts > 0, (within @ points) / counts.clamp_min(1.0), seeds)
+        done = bool(((moved - seeds).norm(dim=1) <= 1e-3 * bandwidth).all())
+        seeds = moved
+        if done:
+            break
+    intensity = (torch.cdist(seeds, points) <= bandwidth).sum(dim=1)
+    # As sklearn: rank by (intensity, coordinates), descending; depends on the data, not the row order.
+    keys = [seeds[:, j].detach().cpu().numpy() for j in reversed(range(seeds.shape[1]))]
+    order = torch.from_numpy(np.lexsort([*keys, intensity.cpu().numpy()])[::-1].copy())
+    centers: list[Tensor] = []
+    for i in order.tolist():  # at most n centers: a loop over clients, not pairs
+        c = seeds[i]
+        if not centers or bool((torch.stack(centers) - c).norm(dim=1).min() > bandwidth):
+            centers.append(c)
+    return torch.cdist(points, torch.stack(centers)).argmin(dim=1)
+
+
+def largest_sign_cluster(features: Tensor) -> Tensor:
+    """``(n,)`` bool: the largest Mean-Shift cluster of the sign features (ties: the best-ranked center)."""
     n = features.shape[0]
-    feats = features.detach().cpu().numpy()
-    if n <= 2 or np.ptp(feats, axis=0).max() == 0:
+    if n <= 2 or bool((features.amax(dim=0) - features.amin(dim=0)).max() == 0):
         return torch.ones(n, dtype=torch.bool, device=features.device)
-    bandwidth = estimate_bandwidth(feats, quantile=0.5)
+    bandwidth = estimate_bandwidth(features, quantile=0.5)
     if not bandwidth > 0:
         return torch.ones(n, dtype=torch.bool, device=features.device)
-    labels = MeanShift(bandwidth=bandwidth).fit(feats).labels_
-    values, counts = np.unique(labels, return_counts=True)
-    best = values[counts == counts.max()]
-    first_row = [int(np.flatnonzero(labels == v)[0]) for v in best]
-    chosen = best[int(np.argmin(first_row))]
-    return torch.from_numpy(labels == chosen).to(features.device)
+    labels = mean_shift_labels(features, bandwidth)
+    counts = torch.bincount(labels)
+    # Labels number the centers in their (intensity, coordinates) rank: ties go to the best ranked.
+    return labels == int(torch.nonzero(counts == counts.max())[0, 0])
 
 
 @RULES.register(
