@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from functools import cache
 
 import pytest
@@ -16,7 +17,14 @@ from fedpoison.data import Dataset, load_dataset
 from fedpoison.models import ParamSpec, build_model
 from fedpoison.simulation.federation import make_engine
 from fedpoison.training import ClientJob, LocalPlan, SequentialEngine
-from fedpoison.training.batched import BatchedEngine, assign_lanes, choose_engine, sgd_step_, stack_batches
+from fedpoison.training.batched import (
+    BatchedEngine,
+    assign_lanes,
+    choose_engine,
+    default_workers,
+    sgd_step_,
+    stack_batches,
+)
 
 # Float32 kernels sum in different orders in the two engines; several SGD steps
 # amplify the last-bit differences a little.
@@ -245,11 +253,19 @@ def test_stack_batches_pads_and_masks() -> None:
     assert yb.tolist() == [[101, 102], [8, 9]]
 
 
-def test_choose_engine_returns_a_known_engine() -> None:
-    for name, shape in [("mlp", (1, 8, 8)), ("cnn8", (1, 8, 8)), ("cnn28", (1, 28, 28))]:
-        model = _model(name, shape)
-        for plan in PLANS.values():
-            assert choose_engine(model, ParamSpec.of(model), plan, "cpu") in {"sequential", "batched"}
+def test_choose_engine_rule() -> None:
+    mlp, cnn = _model("mlp"), _model("cnn28", (1, 28, 28))
+    plan = LocalPlan()
+    assert choose_engine(mlp, ParamSpec.of(mlp), plan, "cpu") == "batched"
+    assert choose_engine(cnn, ParamSpec.of(cnn), plan, "cuda") == "batched"
+    # one usable thread (this module's fixture): convolutions train one by one
+    assert choose_engine(cnn, ParamSpec.of(cnn), plan, "cpu") == "sequential"
+    if default_workers("cpu") >= 2 or len(os.sched_getaffinity(0)) >= 2:
+        torch.set_num_threads(2)
+        try:
+            assert choose_engine(cnn, ParamSpec.of(cnn), plan, "cpu") == "batched"
+        finally:
+            torch.set_num_threads(1)
 
 
 def test_make_engine_builds_the_batched_engine() -> None:

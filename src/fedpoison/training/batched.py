@@ -408,20 +408,26 @@ class BatchedEngine:
 def choose_engine(model: nn.Module, spec: ParamSpec, plan: LocalPlan, device: torch.device | str) -> str:
     """The engine ``local.engine: auto`` uses: ``"sequential"`` or ``"batched"``.
 
-    The rule is a fixed function of the model, the plan and the device, calibrated
-    on the measurements in ``benchmarks/RESULTS.md`` (see ``docs/performance.md``).
-    It deliberately does not time a trial at run time: a choice that depended on
+    The rule, calibrated on the measurements in ``benchmarks/RESULTS.md`` (see
+    ``docs/performance.md``):
+
+    1. on a GPU, ``batched`` (vmap: one kernel launch per layer for all clients);
+    2. on CPU, a model without convolutions (logistic regression, MLP):
+       ``batched`` (vmap removes the per-client, per-step overhead that dominates
+       small dense models);
+    3. on CPU, a convolutional model: ``batched`` when there are at least two
+       usable cores (:func:`default_workers`; the engine then trains one client
+       per core, one intra-op thread each), else ``sequential`` (vmap's grouped
+       convolutions are slower than per-client kernels on one core).
+
+    It is a fixed rule, not a timed trial at run time: a choice that depended on
     the machine's load could pick different engines on two runs of one config,
-    and the engines agree only to rounding, which would break byte-identical reruns.
+    and the engines agree only to rounding, so reruns would no longer be
+    byte-identical. ``spec`` and ``plan`` are accepted for rules that need them;
+    the current one does not.
     """
-    del spec
+    del spec, plan
     dev = torch.device(device)
-    has_conv = any(isinstance(mod, nn.modules.conv._ConvNd) for mod in model.modules())
-    if dev.type == "cuda":
+    if dev.type != "cpu" or not _has_conv(model):
         return "batched"
-    fedsgd = plan.steps == 1
-    if fedsgd:
-        return "batched"
-    if has_conv:
-        return "sequential"
-    return "batched" if plan.batch_size <= 64 else "sequential"
+    return "batched" if default_workers(dev) >= 2 else "sequential"
