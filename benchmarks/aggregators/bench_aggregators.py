@@ -1,0 +1,335 @@
+"""Time every fedpoison aggregation rule and pre-aggregator against references.
+
+For each size (n clients, d parameters) and each rule, three contenders run on
+the same float32 matrix (standard normal rows, f = n // 5 assumed Byzantine):
+
+- ``fedpoison``: the registered rule, called as the round loop calls it;
+- ``reference``: a straightforward implementation written here (strided sorts
+  along the client axis, ``torch.cdist``, explicit differences, Python loops
+  where the algorithm reads that way);
+- ``byzfl``: ByzFL's implementation, where ByzFL has the rule and ``byzfl``
+  imports (install it only in the benchmark's own venv, see README).
+
+Contenders are interleaved within each repeat (so machine noise hits them
+alike) and the median of the repeats is reported. ``gram`` is the cost of the
+one ``X @ X.T`` product that Krum-like rules need.
+
+Usage::
+
+    python benchmarks/aggregators/bench_aggregators.py --n 50 200 --d 100000 1000000 --repeats 3 \
+        --json benchmarks/aggregators/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedpoison.defenses import PRE_AGGREGATORS, RULES, RoundContext
+
+try:  # only in the benchmark venv
+    import byzfl  # type: ignore[import-not-found]
+except Exception:  # noqa: BLE001  (any import failure means: no ByzFL column)
+    byzfl = None
+
+Fn = Callable[[], Any]
+GM_ITERS, GM_NU, CC_TAU = 3, 0.1, 100.0  # ByzFL's defaults, used by every contender
+
+
+# ---- straightforward references ------------------------------------------------------------
+def ref_median(x: torch.Tensor) -> torch.Tensor:
+    n = x.shape[0]
+    s = torch.sort(x, dim=0).values
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def ref_trimmed_mean(x: torch.Tensor, f: int) -> torch.Tensor:
+    return torch.sort(x, dim=0).values[f : x.shape[0] - f].mean(dim=0)
+
+
+def ref_krum_scores(x: torch.Tensor, f: int) -> torch.Tensor:
+    n = x.shape[0]
+    d2 = torch.cdist(x, x) ** 2
+    return torch.sort(d2, dim=1).values[:, 1 : n - f - 1].sum(dim=1)
+
+
+def ref_krum(x: torch.Tensor, f: int, m: int) -> torch.Tensor:
+    idx = torch.argsort(ref_krum_scores(x, f))[:m]
+    return x[idx].mean(dim=0)
+
+
+def ref_bulyan(x: torch.Tensor, f: int) -> torch.Tensor:
+    n = x.shape[0]
+    d2 = torch.cdist(x, x) ** 2
+    remaining = list(range(n))
+    picks = []
+    for _ in range(n - 2 * f):
+        sub = d2[remaining][:, remaining]
+        k = max(len(remaining) - f - 2, 1)
+        scores = torch.sort(sub, dim=1).values[:, 1 : k + 1].sum(dim=1)
+        best = remaining[int(torch.argmin(scores))]
+        picks.append(best)
+        remaining.remove(best)
+    sel = x[picks]
+    med = ref_median(sel)
+    beta = n - 4 * f
+    idx = torch.argsort((sel - med).abs(), dim=0)[:beta]
+    return torch.gather(sel, 0, idx).mean(dim=0)
+
+
+def ref_geometric_median(x: torch.Tensor) -> torch.Tensor:
+    z = torch.zeros(x.shape[1])
+    for _ in range(GM_ITERS):
+        beta = 1.0 / (x - z).norm(dim=1).clamp_min(GM_NU)
+        z = (beta[:, None] * x).sum(dim=0) / beta.sum()
+    return z
+
+
+def ref_centered_clipping(x: torch.Tensor) -> torch.Tensor:
+    v = torch.zeros(x.shape[1])
+    diff = x - v
+    scale = (CC_TAU / diff.norm(dim=1)).clamp(max=1.0)
+    return v + (diff * scale[:, None]).mean(dim=0)
+
+
+def ref_fltrust(x: torch.Tensor, root: torch.Tensor) -> torch.Tensor:
+    cos = torch.nn.functional.cosine_similarity(x, root[None, :], dim=1)
+    ts = torch.relu(cos)
+    scaled = x * (root.norm() / x.norm(dim=1))[:, None]
+    return (ts[:, None] * scaled).sum(dim=0) / ts.sum()
+
+
+def ref_cosine(x: torch.Tensor) -> torch.Tensor:
+    xn = x / x.norm(dim=1, keepdim=True)
+    return xn @ xn.T
+
+
+def ref_foolsgold(x: torch.Tensor) -> torch.Tensor:
+    n = x.shape[0]
+    cs = ref_cosine(x).numpy().astype(np.float64) - np.eye(n)
+    v = cs.max(axis=1)
+    for i in range(n):
+        for j in range(n):
+            if i != j and v[i] < v[j]:
+                cs[i, j] *= v[i] / v[j]
+    a = np.clip(1 - cs.max(axis=1), 0, 1)
+    a = a / a.max()
+    a[a == 1] = 0.99
+    a = np.clip(np.nan_to_num(np.log(a / (1 - a)) + 0.5, neginf=0.0), 0, 1)
+    w = torch.from_numpy(a).float()
+    return (w[:, None] * x).sum(dim=0) / w.sum()
+
+
+def ref_flame(x: torch.Tensor) -> torch.Tensor:
+    from sklearn.cluster import HDBSCAN
+
+    n = x.shape[0]
+    dist = (1 - ref_cosine(x)).double().numpy().clip(0)
+    labels = HDBSCAN(metric="precomputed", min_cluster_size=n // 2 + 1, min_samples=1,
+                     allow_single_cluster=True, copy=True).fit(dist).labels_
+    keep = torch.from_numpy(labels == np.bincount(labels[labels >= 0]).argmax())
+    norms = x.norm(dim=1)
+    s = norms.median()
+    clipped = x[keep] * (s / norms[keep]).clamp(max=1.0)[:, None]
+    return clipped.mean(dim=0) + 0.001 * s * torch.randn(x.shape[1])
+
+
+def ref_dnc(x: torch.Tensor, f: int, g: torch.Generator) -> torch.Tensor:
+    n, d = x.shape
+    good = set(range(n))
+    for _ in range(5):
+        dims = torch.randperm(d, generator=g)[: min(10_000, d)]
+        sub = x[:, dims]
+        c = sub - sub.mean(dim=0)
+        v = torch.linalg.svd(c, full_matrices=False).Vh[0]
+        s = (c @ v) ** 2
+        good &= set(torch.argsort(s)[: n - f].tolist())
+    return x[sorted(good)].mean(dim=0)
+
+
+def ref_signguard(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    from sklearn.cluster import MeanShift, estimate_bandwidth
+
+    n, d = x.shape
+    norms = x.norm(dim=1)
+    med = norms.median()
+    ok = (norms / med >= 0.1) & (norms / med <= 3.0)
+    dims = torch.randperm(d, generator=g)[: math.ceil(0.1 * d)]
+    sub = x[:, dims]
+    feats = torch.stack([(sub > 0).float().mean(1), (sub == 0).float().mean(1), (sub < 0).float().mean(1)], 1).numpy()
+    bw = estimate_bandwidth(feats, quantile=0.5)
+    labels = MeanShift(bandwidth=bw).fit(feats).labels_ if bw > 0 else np.zeros(n, int)
+    keep = ok & torch.from_numpy(labels == np.bincount(labels).argmax())
+    return (x[keep] * (med / norms[keep]).clamp(max=1.0)[:, None]).mean(dim=0)
+
+
+def ref_norm_bound(x: torch.Tensor) -> torch.Tensor:
+    norms = x.norm(dim=1)
+    return (x * (norms.median() / norms).clamp(max=1.0)[:, None]).mean(dim=0)
+
+
+def ref_clip(x: torch.Tensor) -> torch.Tensor:
+    norms = x.norm(dim=1)
+    return x * (norms.median() / norms).clamp(max=1.0)[:, None]
+
+
+def ref_bucketing(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    perm = torch.randperm(x.shape[0], generator=g)
+    return torch.stack([x[perm[i : i + 2]].mean(dim=0) for i in range(0, x.shape[0], 2)])
+
+
+def ref_nnm(x: torch.Tensor, f: int) -> torch.Tensor:
+    n = x.shape[0]
+    idx = torch.topk(torch.cdist(x, x), n - f, dim=1, largest=False).indices
+    return torch.stack([x[idx[i]].mean(dim=0) for i in range(n)])
+
+
+# ---- contenders per rule ---------------------------------------------------------------------
+PARAMS: dict[str, dict[str, Any]] = {
+    "geometric_median": {"max_iter": GM_ITERS, "smoothing": GM_NU, "tol": 0.0},
+    "centered_clipping": {"tau": CC_TAU},
+}
+
+
+def fedpoison_fn(name: str, pre: bool, x: torch.Tensor, f: int, root: torch.Tensor) -> Fn:
+    registry = PRE_AGGREGATORS if pre else RULES
+    entry = registry.get(name)
+    params = entry.params(**PARAMS.get(name, {}))
+    n, d = x.shape
+    w = torch.ones(n)
+
+    def call() -> Any:
+        ctx = RoundContext(0, torch.arange(n), torch.Generator().manual_seed(0), torch.zeros(d), (), lambda p: root)
+        return entry.obj(params, f=f)(x, w, ctx)  # a fresh instance: stateful rules start clean
+
+    return call
+
+
+def reference_fn(name: str, x: torch.Tensor, f: int, root: torch.Tensor) -> Fn | None:
+    n = x.shape[0]
+    g = torch.Generator().manual_seed(0)
+    table: dict[str, Fn] = {
+        "mean": lambda: x.mean(dim=0),
+        "median": lambda: ref_median(x),
+        "trimmed_mean": lambda: ref_trimmed_mean(x, f),
+        "krum": lambda: ref_krum(x, f, 1),
+        "multi_krum": lambda: ref_krum(x, f, n - f),
+        "bulyan": lambda: ref_bulyan(x, f),
+        "geometric_median": lambda: ref_geometric_median(x),
+        "centered_clipping": lambda: ref_centered_clipping(x),
+        "fltrust": lambda: ref_fltrust(x, root),
+        "foolsgold": lambda: ref_foolsgold(x),
+        "flame": lambda: ref_flame(x),
+        "dnc": lambda: ref_dnc(x, f, g),
+        "signguard": lambda: ref_signguard(x, g),
+        "norm_bound": lambda: ref_norm_bound(x),
+        "clip": lambda: ref_clip(x),
+        "bucketing": lambda: ref_bucketing(x, g),
+        "nnm": lambda: ref_nnm(x, f),
+    }
+    return table.get(name)
+
+
+def byzfl_fn(name: str, x: torch.Tensor, f: int) -> Fn | None:
+    if byzfl is None:
+        return None
+    n, d = x.shape
+    table: dict[str, Callable[[], Any]] = {
+        "mean": lambda: byzfl.Average(),
+        "median": lambda: byzfl.Median(),
+        "trimmed_mean": lambda: byzfl.TrMean(f=f),
+        "krum": lambda: byzfl.Krum(f=f),
+        "multi_krum": lambda: byzfl.MultiKrum(f=f),
+        "geometric_median": lambda: byzfl.GeometricMedian(nu=GM_NU, T=GM_ITERS),
+        "centered_clipping": lambda: byzfl.CenteredClipping(tau=CC_TAU, L=1),
+        "bucketing": lambda: byzfl.Bucketing(s=2),
+        "nnm": lambda: byzfl.NNM(f=f),
+    }
+    if name == "nnm" and n * (n - f) * d * 4 > 8e9:
+        return None  # ByzFL gathers an (n, n - f, d) tensor: over 8 GB here
+    make = table.get(name)
+    if make is None:
+        return None
+    return lambda: make()(x)
+
+
+# ---- timing ----------------------------------------------------------------------------------
+def median_times(fns: dict[str, Fn], repeats: int) -> dict[str, float]:
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for k, fn in fns.items():  # warm-up (lazy imports, thread pools, allocator)
+        fn()
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            gc.collect()
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, nargs="+", default=[50, 200])
+    ap.add_argument("--d", type=float, nargs="+", default=[1e5, 1e6])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rules", nargs="*", default=None, help="rule/pre-aggregator names (default: all)")
+    ap.add_argument("--json", default=None, help="append one JSON line per measurement here")
+    args = ap.parse_args(argv)
+
+    names = [(r, False) for r in RULES.names()] + [(p, True) for p in PRE_AGGREGATORS.names()]
+    if args.rules:
+        names = [(r, p) for r, p in names if r in args.rules]
+    env = {
+        "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+        "threads": torch.get_num_threads(), "byzfl": getattr(byzfl, "__version__", None) if byzfl else None,
+        "machine": platform.machine(), "cpus": __import__("os").cpu_count(),
+    }
+    if byzfl is not None:
+        from importlib.metadata import version
+
+        env["byzfl"] = version("byzfl")
+    print(json.dumps(env), flush=True)
+    print(f"{'n':>4} {'d':>8} {'rule':<18} {'fedpoison':>10} {'reference':>10} {'byzfl':>10} {'gram':>8}"
+          f" {'ref/fp':>7} {'byzfl/fp':>8} {'fp/gram':>7}", flush=True)
+    for n in args.n:
+        for d in (int(v) for v in args.d):
+            f = n // 5
+            x = torch.randn(n, d, generator=torch.Generator().manual_seed(1))
+            root = x.mean(dim=0) + 0.1 * torch.randn(d, generator=torch.Generator().manual_seed(2))
+            gram = median_times({"gram": lambda: x @ x.T}, args.repeats)["gram"]
+            for name, pre in names:
+                fns: dict[str, Fn] = {"fedpoison": fedpoison_fn(name, pre, x, f, root)}
+                ref = reference_fn(name, x, f, root)
+                if ref is not None:
+                    fns["reference"] = ref
+                bz = byzfl_fn(name, x, f)
+                if bz is not None:
+                    fns["byzfl"] = bz
+                t = median_times(fns, args.repeats)
+                fp = t["fedpoison"]
+                row = {"n": n, "d": d, "f": f, "rule": name, **t, "gram": gram, **env}
+                ratio = lambda k: f"{t[k] / fp:7.2f}" if k in t else f"{'-':>7}"  # noqa: E731
+                print(f"{n:>4} {d:>8} {name:<18} {fp:>10.4f} {t.get('reference', float('nan')):>10.4f} "
+                      f"{t.get('byzfl', float('nan')):>10.4f} {gram:>8.4f} {ratio('reference')} "
+                      f"{ratio('byzfl'):>8} {fp / gram:7.2f}", flush=True)
+                if args.json:
+                    with open(args.json, "a") as fh:
+                        fh.write(json.dumps(row) + "\n")
+            del x, root
+            gc.collect()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
