@@ -53,10 +53,26 @@ def test_params_reject_unknown_keys(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_config_accepts_defaults_and_rejects_unknown_keys(name: str) -> None:
-    cfg = fedpoison.load_config(overrides=[f"attack.name={name}", "attack.fraction=0.2"])
+    level = ATTACKS.get(name).obj.knowledge.value
+    base = [f"attack.name={name}", "attack.fraction=0.2", f"attack.knowledge={level}"]
+    cfg = fedpoison.load_config(overrides=base)
     assert cfg.attack.name == name
     with pytest.raises(ConfigError, match="attack.no_such_key"):
-        fedpoison.load_config(overrides=[f"attack.name={name}", "attack.no_such_key=1"])
+        fedpoison.load_config(overrides=[*base, "attack.no_such_key=1"])
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if ATTACKS.get(n).obj.knowledge != Knowledge.LOCAL])
+def test_config_refuses_less_knowledge_than_the_attack_needs(name: str) -> None:
+    with pytest.raises(ConfigError, match="attack.knowledge"):
+        fedpoison.load_config(overrides=[f"attack.name={name}", "attack.knowledge=local"])
+
+
+@pytest.mark.parametrize("name", ["fang_krum", "fang_trim"])
+def test_config_refuses_fang_full_variant_without_the_honest_updates(name: str) -> None:
+    with pytest.raises(ConfigError, match="attack.variant: 'full'"):
+        fedpoison.load_config(overrides=[f"attack.name={name}", "attack.variant=full"])
+    cfg = fedpoison.load_config(overrides=[f"attack.name={name}", "attack.variant=full", "attack.knowledge=omniscient"])
+    assert cfg.attack.knowledge == "omniscient"
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -172,7 +172,7 @@ def test_mimic_copies_the_honest_row_farthest_along_the_top_direction(build_atta
     assert mimic_index(honest) == 4
     out = build_attack("mimic").craft(ctx_from(torch.zeros(2, 2), honest))
     assert out.tolist() == [honest[4].tolist()] * 2
-    pinned = build_attack("mimic", target=1).craft(ctx_from(torch.zeros(2, 2), honest))
+    pinned = build_attack("mimic", copy_index=1).craft(ctx_from(torch.zeros(2, 2), honest))
     assert pinned.tolist() == [honest[1].tolist()] * 2
 
 

@@ -84,6 +84,7 @@ from fedpoison.attacks.update_rows import (
     row_norms,
     uniform_like,
 )
+from fedpoison.config import ExperimentConfig, register_check
 from fedpoison.errors import ConfigError
 
 Variant = Literal["auto", "full", "partial"]
@@ -195,6 +196,18 @@ def fang_trim_partial(own: Tensor, num_malicious: int, *, generator: torch.Gener
     lo = torch.where(s < 0, mean + 3.0 * std, mean - 4.0 * std)
     u = uniform_like((num_malicious, own.shape[1]), generator=generator, like=own)
     return lo + u * std
+
+
+@register_check
+def check_full_variant_knowledge(cfg: ExperimentConfig) -> None:
+    """Config check: ``attack.variant: full`` needs a threat model that shows the honest updates."""
+    variant = (cfg.attack.model_extra or {}).get("variant")
+    if cfg.attack.name in ("fang_krum", "fang_trim") and variant == "full" and cfg.attack.knowledge == "local":
+        raise ConfigError(
+            f"attack.variant: 'full' for attack '{cfg.attack.name}' needs the honest updates, so "
+            "attack.knowledge must be omniscient or defense_aware, got 'local' "
+            "(set attack.knowledge=omniscient, or attack.variant=partial)"
+        )
 
 
 def benign_for(variant: Variant, ctx: AttackContext) -> tuple[Tensor, bool]:

@@ -13,7 +13,7 @@ fixes :math:`i^*`. The round context does not say which client each honest
 row comes from, so here :math:`z` is computed exactly each round (top
 eigenvector of the :math:`k \\times k` Gram matrix of the centred honest rows,
 mapped back, in float64; no randomness) and :math:`i^*` re-chosen per round.
-``attack.target`` pins :math:`i^*` to a row index of the honest updates
+``attack.copy_index`` pins :math:`i^*` to a row index of the honest updates
 instead. Needs the honest updates (``omniscient``); the malicious clients do
 not train.
 """
@@ -49,8 +49,9 @@ def mimic_index(honest: Tensor) -> int:
 class MimicParams(AttackParams):
     """Parameters of ``mimic``."""
 
-    #: Row index of the honest update to copy; by default the most heterogeneous one.
-    target: int | None = Field(None, ge=0)
+    #: Row index (among this round's honest updates) to copy; by default the most
+    #: heterogeneous one. Clipped to the last row when fewer rows take part.
+    copy_index: int | None = Field(None, ge=0)
 
 
 @register_attack(
@@ -84,5 +85,5 @@ class Mimic(Attack):
         honest = benign_reference(ctx)
         if honest.shape[0] == 0:
             return ctx.own_updates.clone()
-        i = self.params.target if self.params.target is not None else mimic_index(honest)
+        i = self.params.copy_index if self.params.copy_index is not None else mimic_index(honest)
         return repeat_row(honest[min(i, honest.shape[0] - 1)], ctx.num_malicious)
