@@ -18,21 +18,40 @@ and ``flwr run . --run-config "fedpoison.defense.name='krum'"`` overrides a key.
 String values that start with ``[`` or ``{`` are read as YAML, for lists.
 Every key under the prefix is validated like a ``fedpoison run --set`` key:
 an unknown one is an error naming it, never dropped.
+
+Flower accepts ``--run-config`` overrides only for keys the app declares, and
+an attack's own keys (``attack.scale``) are errors for another attack. So one
+more string key, ``fedpoison-set``, holds extra overrides in ``fedpoison run
+--set`` syntax, space-separated and applied last:
+
+.. code-block:: bash
+
+    flwr run . --run-config "fedpoison-set='attack.name=sign_flip attack.scale=4.0'"
 """
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from fedpoison.config import AttackSection, AuditSection, DefenseSection, ExperimentConfig, load_config
+from fedpoison.config import (
+    AttackSection,
+    AuditSection,
+    DefenseSection,
+    ExperimentConfig,
+    load_config,
+    parse_override,
+)
 from fedpoison.errors import ConfigError
 
 #: Prefix of fedpoison's keys in a Flower run config.
 PREFIX = "fedpoison."
+#: Run-config key holding extra ``key=value`` overrides (``fedpoison run --set`` syntax).
+SET_KEY = "fedpoison-set"
 
 S = TypeVar("S", bound=BaseModel)
 
@@ -46,11 +65,15 @@ def _read_value(value: Any) -> Any:
     return value
 
 
-def experiment_config(run_config: Mapping[str, Any], *, prefix: str = PREFIX) -> ExperimentConfig:
+def experiment_config(
+    run_config: Mapping[str, Any], *, prefix: str = PREFIX, set_key: str = SET_KEY
+) -> ExperimentConfig:
     """The :class:`~fedpoison.config.ExperimentConfig` held by ``run_config``'s ``prefix`` keys.
 
     Keys without the prefix belong to the Flower app and are ignored; keys with
     it are validated (``fedpoison.defense.nmae`` is an error with a suggestion).
+    Then the ``set_key`` string, if present, is split like a shell line into
+    ``key=value`` overrides (``attack.scale=4.0``), applied last.
 
     Example
     -------
@@ -60,6 +83,18 @@ def experiment_config(run_config: Mapping[str, Any], *, prefix: str = PREFIX) ->
     ('mean', [])
     """
     dotted = {k[len(prefix) :]: _read_value(v) for k, v in run_config.items() if k.startswith(prefix)}
+    extra = run_config.get(set_key, "")
+    if not isinstance(extra, str):
+        raise ConfigError(f"{set_key}: expected a string of key=value pairs, got {extra!r}")
+    try:
+        items = shlex.split(extra)
+    except ValueError as exc:
+        raise ConfigError(f"{set_key}: cannot split {extra!r} into key=value pairs ({exc})") from None
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"{set_key}: expected key=value pairs separated by spaces, got {item!r}")
+        key, value = parse_override(item)
+        dotted[key] = value
     return load_config(None, dotted)
 
 
