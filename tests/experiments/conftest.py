@@ -22,7 +22,8 @@ def small_grid_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real grid run in-process: 3 attacks x 2 defenses x 2 seeds of short digits runs."""
     grid = expand_grid({
         "name": "small",
-        "base": {"rounds": 4, "clients": {"num": 8}, "dataset": {"limit": 500}, "attack": {"fraction": 0.25}},
+        "base": {"rounds": 3, "clients": {"num": 8}, "dataset": {"limit": 400}, "attack": {"fraction": 0.25},
+                 "local": {"epochs": 1}},
         "axes": {
             "attack": [{"name": "none"}, {"name": "sign_flip", "scale": 4.0},
                        {"name": "model_replacement", "scale": 2.0}],
@@ -32,7 +33,7 @@ def small_grid_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "analysis": {"last_k": 2, "target_accuracy": 0.5},
     })
     out = tmp_path_factory.mktemp("small-grid")
-    progress = run_grid(grid, ResultStore(out), InlineExecutor())
+    progress = run_grid(grid, ResultStore(out), InlineExecutor(warm_up=False))
     assert progress.done == len(grid) == 12 and progress.failed == 0
     return out
 
@@ -63,3 +64,15 @@ def tiny_grid() -> Callable[..., Any]:
 
     return make
 
+
+
+@pytest.fixture(scope="session")
+def small_report(small_grid_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The report of the small grid, with the findings section."""
+    from fedpoison.results import load
+    from fedpoison.results.findings import check_findings
+    from fedpoison.results.report import write_report
+
+    results = load(small_grid_dir)
+    return write_report(small_grid_dir, tmp_path_factory.mktemp("report"), results=results,
+                        findings=check_findings(results))

@@ -15,6 +15,12 @@ from rich.table import Table
 from fedpoison.cli import command, console
 
 
+def print_wide(renderable: Any, **kwargs: Any) -> None:
+    """Print at the terminal's width, or unwrapped (up to 200 columns) into a pipe or file."""
+    width = console.width if console.is_terminal else max(console.width, 200)
+    console.print(renderable, width=width, **kwargs)
+
+
 def _eta(seconds: float) -> str:
     if math.isnan(seconds):
         return "ETA –"
@@ -203,7 +209,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     results = load(args.dir)
     out = args.out or args.dir / "report"
     report = write_report(args.dir, out, results=results, findings=check_findings(results))
-    console.print(attack_defense_table(results))
+    print_wide(attack_defense_table(results))
     console.print(f"{len(report.figures)} figures in {out / 'figures'}, {len(report.tables)} tables in "
                   f"{out / 'tables'}")
     console.print(f"report: [bold]{report.html}[/bold]")
@@ -247,10 +253,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     findings = check_findings(results)
     report = write_report(args.out, args.out / "report", results=results, findings=findings,
                           title="fedpoison demo: attacks vs defenses on digits")
-    console.print(attack_defense_table(results))
+    print_wide(attack_defense_table(results))
     for f in findings:
         mark = "[green]holds[/green]" if f.holds else "[red]does not hold[/red]"
-        console.print(f"{mark}  {f.claim}: {f.measured}", highlight=False)
+        console.print(f"{mark}  {f.claim}: {f.measured}", highlight=False, soft_wrap=True)
     console.print(f"{progress.skipped + progress.done}/{progress.total} runs in {time.perf_counter() - start:.0f}s; "
                   f"report: [bold]{report.html}[/bold]")
     return 0 if progress.failed == 0 else 1

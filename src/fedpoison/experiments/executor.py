@@ -176,12 +176,13 @@ EXECUTORS: Registry[type[Executor]] = Registry("executors")
 class InlineExecutor(Executor):
     """Runs tasks one after another in this process."""
 
-    def __init__(self, *, workers: int = 1) -> None:
+    def __init__(self, *, workers: int = 1, warm_up: bool = True) -> None:
         self.workers = 1
+        self.warm_up = warm_up
 
     def run(self, tasks: Iterable[RunTask]) -> Iterator[RunOutcome]:
         for task in tasks:
-            yield execute(task)
+            yield execute(task, warm_up=self.warm_up)
 
 
 #: Modules the fork server imports once, so that forked workers start with them loaded.
