@@ -201,6 +201,10 @@ class DefenseSection(_PluginSection):
     f: int | None = Field(None, ge=0)
     #: What to do with non-finite rows before anything else.
     nonfinite: Literal["drop", "zero", "keep"] = "drop"
+    #: When a rule's requirement on n and f fails at call time (e.g. after the
+    #: auditor excluded rows): ``skip`` keeps the global model for that round and
+    #: records it (``aggregation_skipped`` in the history); ``raise`` stops the run.
+    on_violation: Literal["skip", "raise"] = "skip"
 
     def plugin_param_models(self) -> list[type[BaseModel]]:
         from fedpoison.defenses import PRE_AGGREGATORS, RULES

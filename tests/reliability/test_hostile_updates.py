@@ -150,3 +150,16 @@ def test_nan_attack_is_dropped_and_counted_by_default() -> None:
     assert (r.history["nonfinite_rows"] == 2).all()
     assert r.summary["final_accuracy"] > 0.5
     assert r.config.defense.nonfinite == "drop"  # the policy is in the saved config
+
+
+def test_rule_requirement_broken_at_call_time_skips_the_round_and_records_it() -> None:
+    # median assumes f=3 of 10, so it needs 7 rows; a quarantining auditor leaves fewer in some rounds
+    over = ["rounds=6", "clients.num=10", "attack.name=scaling", "attack.scale=10", "attack.count=3",
+            "defense.name=median", "defense.f=3", "audit.name=norm_mad", "audit.policy=quarantine"]
+    r = fedpoison.run(overrides=over)
+    skipped = r.history["aggregation_skipped"].fillna("")
+    assert r.summary["skipped_rounds"] == int((skipped != "").sum()) > 0
+    assert skipped[skipped != ""].str.contains("median").all()
+    assert len(r.history) == 6 and not r.summary["diverged"]
+    with pytest.raises(AggregationError, match="median"):
+        fedpoison.run(overrides=[*over, "defense.on_violation=raise"])

@@ -21,7 +21,7 @@ from fedpoison.audit.base import AuditDecision
 from fedpoison.config import ExperimentConfig, load_config
 from fedpoison.defenses import AggregationResult, RoundContext
 from fedpoison.defenses.compose import nonfinite_rows
-from fedpoison.errors import UpdateError
+from fedpoison.errors import AggregationError, UpdateError
 from fedpoison.seeding import generator
 from fedpoison.simulation.federation import Federation, build_federation
 from fedpoison.training import ClientJob, SequentialEngine, clip_rows, evaluate
@@ -260,11 +260,21 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
         agg_weights = weights * decision.weight
     sub_ctx = RoundContext(rnd, ids[keep], round_ctx.generator, round_ctx.global_params, round_ctx.slices,
                            round_ctx.root_update)
+    skipped = ""
     if keep.any():
-        res = fed.defense(updates[keep], agg_weights[keep], sub_ctx)
+        try:
+            res = fed.defense(updates[keep], agg_weights[keep], sub_ctx)
+        except AggregationError as exc:
+            if cfg.defense.on_violation == "raise":
+                raise
+            skipped = str(exc)
     else:
-        z = torch.zeros(0, device=fed.device)
-        res = AggregationResult(torch.zeros(fed.spec.dim, device=fed.device), z, z.bool(), None, 0, {"empty": 1.0})
+        skipped = "no rows left to aggregate"
+    if skipped:
+        n_kept = int(keep.sum())
+        zeros = torch.zeros(n_kept, device=fed.device)
+        res = AggregationResult(torch.zeros(fed.spec.dim, device=fed.device), zeros,
+                                torch.zeros(n_kept, dtype=torch.bool, device=fed.device), None, 0, {})
     if fed.auditor is not None and decision is not None:
         fed.auditor.observe(sub_ctx, subset_decision(decision, keep), res)
     state.params = state.params + cfg.server.lr * res.aggregate
@@ -281,6 +291,7 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
         "clipped": res.clipped + honest_clipped,
         "kept": int(keep.sum()),
         "nonfinite_rows": n_nonfinite,
+        "aggregation_skipped": skipped,
     }
     for key, value in res.info.items():
         record[f"defense_{key}"] = value

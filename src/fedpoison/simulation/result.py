@@ -146,6 +146,7 @@ def make_result(fed: Federation, state: LoopState, *, setup_s: float = 0.0) -> R
     summary["malicious_clients"] = [int(c) for c in fed.malicious.tolist()]
     summary["diverged"] = state.diverged_round is not None
     summary["diverged_round"] = state.diverged_round
+    summary["skipped_rounds"] = sum(bool(r.get("aggregation_skipped")) for r in state.history)
     summary["setup_seconds"] = setup_s
     try:
         from fedpoison.metrics.detection import detection_summary
