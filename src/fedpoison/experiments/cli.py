@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -17,8 +18,10 @@ from fedpoison.cli import command, console
 
 def print_wide(renderable: Any, **kwargs: Any) -> None:
     """Print at the terminal's width, or unwrapped (up to 200 columns) into a pipe or file."""
-    width = console.width if console.is_terminal else max(console.width, 200)
-    console.print(renderable, width=width, **kwargs)
+    if console.is_terminal:
+        console.print(renderable, **kwargs)
+    else:
+        Console(width=max(console.width, 200)).print(renderable, **kwargs)
 
 
 def _eta(seconds: float) -> str:
@@ -123,7 +126,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
                             retry_failed=args.retry_failed, quiet=args.quiet)
     failed = progress.failed + progress.failed_before
     console.print(f"{progress.skipped + progress.done}/{progress.total} runs finished, {failed} failed; "
-                  f"results in [bold]{out}[/bold]")
+                  f"results in [bold]{out}[/bold]", soft_wrap=True)
     if failed:
         console.print(f"see {out}/failed/<key>/error.txt; rerun the failures with --retry-failed")
     return 1 if failed else 0
@@ -212,7 +215,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     print_wide(attack_defense_table(results))
     console.print(f"{len(report.figures)} figures in {out / 'figures'}, {len(report.tables)} tables in "
                   f"{out / 'tables'}")
-    console.print(f"report: [bold]{report.html}[/bold]")
+    console.print(f"report: [bold]{report.html}[/bold]", soft_wrap=True)
     return 0
 
 
@@ -258,7 +261,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         mark = "[green]holds[/green]" if f.holds else "[red]does not hold[/red]"
         console.print(f"{mark}  {f.claim}: {f.measured}", highlight=False, soft_wrap=True)
     console.print(f"{progress.skipped + progress.done}/{progress.total} runs in {time.perf_counter() - start:.0f}s; "
-                  f"report: [bold]{report.html}[/bold]")
+                  f"report: [bold]{report.html}[/bold]", soft_wrap=True)
     return 0 if progress.failed == 0 else 1
 
 
