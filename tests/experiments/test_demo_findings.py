@@ -25,12 +25,12 @@ def _check(out: Path, runs: int) -> None:
     acc = results.runs.groupby(["attack_label", "defense_label"])["final_accuracy"].mean()
     clean = acc["none", "mean"]
     assert clean > 0.8
-    assert acc["sign_flip(scale=4)", "mean"] < 0.5 * clean
+    assert acc["sign_flip", "mean"] < 0.5 * clean
     for defense in ("median", "mean+norm_mad"):
-        assert acc["sign_flip(scale=4)", defense] > 0.85 * clean
+        assert acc["sign_flip", defense] > 0.85 * clean
     asr = results.runs.groupby(["attack_label", "defense_label"])["attack_success_rate"].mean()
-    assert asr["model_replacement(scale=2)", "mean"] > 0.8
-    assert asr["model_replacement(scale=2)", "median"] < 0.2 and asr["model_replacement(scale=2)", "mean+norm_mad"] < 0.2
+    assert asr["model_replacement", "mean"] > 0.8
+    assert asr["model_replacement", "median"] < 0.2 and asr["model_replacement", "mean+norm_mad"] < 0.2
     page = (out / "report" / "report.html").read_text()
     assert "Findings" in page and page.count("[holds]") == 3
 
@@ -41,7 +41,7 @@ def test_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
     took = time.perf_counter() - start
     out = capsys.readouterr().out
-    assert "attack \\ defense" in out and "sign_flip(scale=4)" in out and "(ASR" in out
+    assert "attack \\ defense" in out and "sign_flip" in out and "(ASR" in out
     assert out.count("holds ") == 3 and "18/18 runs" in out
     assert f"report: {tmp_path / 'demo' / 'report' / 'report.html'}" in out
     _check(tmp_path / "demo", runs=18)

@@ -195,14 +195,22 @@ def load(directory: str | Path, *, last_k: int | None = None, target: float | No
 
 # ---- labels and baselines -------------------------------------------------------
 def _params_suffix(runs: pd.DataFrame, section: str, axes: list[str]) -> pd.Series:
+    """``(key=value, ...)`` for the section's keys that take several values under one plug-in name.
+
+    A key that is constant for each name (``scale: 4`` for every sign-flip run)
+    does not tell runs apart and stays out of the label.
+    """
     skip = _LABEL_SKIP[section]
     cols = [a for a in axes if a.startswith(section + ".") and a.split(".", 1)[1] not in skip]
+    name = as_text(runs[f"{section}.name"])
+    varying = {c: name.map(as_text(runs[c]).groupby(name).nunique() > 1) for c in cols}
 
-    def one(row: pd.Series) -> str:
-        parts = [f"{c.split('.', 1)[1]}={_fmt(row[c])}" for c in cols if not _missing(row[c])]
+    def one(i: Any) -> str:
+        parts = [f"{c.split('.', 1)[1]}={_fmt(runs.at[i, c])}" for c in cols
+                 if varying[c][i] and not _missing(runs.at[i, c])]
         return f"({', '.join(parts)})" if parts else ""
 
-    return runs.apply(one, axis=1) if cols else pd.Series([""] * len(runs), index=runs.index)
+    return pd.Series([one(i) for i in runs.index], index=runs.index, dtype=object)
 
 
 def _labels(runs: pd.DataFrame, section: str, axes: list[str]) -> pd.Series:
