@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from pydantic import ValidationError
@@ -94,9 +96,9 @@ def test_label_flip_rejects_bad_settings(build_attack) -> None:
         build_attack("label_flip", mode="reverse", permutation=[0, 1])
     with pytest.raises(ConfigError, match=r"attack.target_class: expected a class in \[0, 10\), got 12"):
         build_attack("label_flip", mode="all_to_one", target_class=12)
-    with pytest.raises(ConfigError, match="attack.permutation"):
+    with pytest.raises(ConfigError, match=re.escape("attack.permutation")):
         build_attack("label_flip", mode="permutation", permutation=[0, 1, 2])
-    with pytest.raises(ConfigError, match="attack.source_classes"):
+    with pytest.raises(ConfigError, match=re.escape("attack.source_classes")):
         fedpoison.load_config(overrides=["attack.name=label_flip", "attack.mode=source_target"])
 
 
@@ -129,9 +131,9 @@ def test_trigger_on_vector_inputs_is_a_strip_at_the_end() -> None:
 
 
 def test_trigger_that_does_not_fit_is_a_config_error(build_attack) -> None:
-    with pytest.raises(ConfigError, match="attack.trigger_location"):
+    with pytest.raises(ConfigError, match=re.escape("attack.trigger_location")):
         square_trigger("patch", (1, 8, 8), size=3, location=(6, 6), value=1.0)
-    with pytest.raises(ConfigError, match="attack.trigger_location"):
+    with pytest.raises(ConfigError, match=re.escape("attack.trigger_location")):
         build_attack("backdoor", trigger_size=9)
 
 

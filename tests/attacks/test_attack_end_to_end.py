@@ -150,13 +150,14 @@ def targeted_rate(result, source: int, target: int) -> float:
 
 
 def test_source_to_target_label_flip_raises_targeted_misclassification(no_attack) -> None:
-    attacked = run("attack.name=label_flip", "attack.fraction=0.3", "attack.mode=source_target",
+    # 8 of 20 clients relabel every 1 as 7 (at 30% the rate is 0.07-0.11 on seeds 0-2, at 40% 0.17-0.26).
+    attacked = run("attack.name=label_flip", "attack.fraction=0.4", "attack.mode=source_target",
                    "attack.source_classes=[1]", "attack.target_class=7")
     # The loop's metric for the final model, recomputed from the saved parameters.
     last = float(attacked.history["targeted_misclassification"].dropna().iloc[-1])
     assert targeted_rate(attacked, 1, 7) == pytest.approx(last)
     before, after = targeted_rate(no_attack, 1, 7), last
-    assert after >= before + 0.05 and after >= 3 * before, (before, after)
+    assert after >= before + 0.1 and after >= 3 * before, (before, after)
 
 
 # ---- the same figures on other seeds (slow) -----------------------------------------------------
@@ -170,3 +171,7 @@ def test_acceptance_figures_hold_on_other_seeds(seed) -> None:
                    "attack.end_round=11", seed=seed)
     assert final(replaced, "attack_success_rate") >= 0.9
     assert abs(final(replaced, "clean_accuracy") - final(clean, "final_accuracy")) <= 0.05
+    flipped_labels = run("attack.name=label_flip", "attack.fraction=0.4", "attack.mode=source_target",
+                         "attack.source_classes=[1]", "attack.target_class=7", seed=seed)
+    last = float(flipped_labels.history["targeted_misclassification"].dropna().iloc[-1])
+    assert last >= targeted_rate(clean, 1, 7) + 0.1
