@@ -26,6 +26,7 @@ import argparse
 import gc
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -40,7 +41,7 @@ from fedpoison.defenses import PRE_AGGREGATORS, RULES, RoundContext
 
 try:  # only in the benchmark venv
     import byzfl  # type: ignore[import-not-found]
-except Exception:  # noqa: BLE001  (any import failure means: no ByzFL column)
+except Exception:  # any import failure means: no ByzFL column
     byzfl = None
 
 Fn = Callable[[], Any]
@@ -196,6 +197,9 @@ def ref_nnm(x: torch.Tensor, f: int) -> torch.Tensor:
 
 
 # ---- contenders per rule ---------------------------------------------------------------------
+#: Rules whose cost is dominated by one Gram product: the Gram is timed alongside them.
+GRAM_RULES = {"krum", "multi_krum", "bulyan", "nnm"}
+
 PARAMS: dict[str, dict[str, Any]] = {
     "geometric_median": {"max_iter": GM_ITERS, "smoothing": GM_NU, "tol": 0.0},
     "centered_clipping": {"tau": CC_TAU},
@@ -267,7 +271,7 @@ def byzfl_fn(name: str, x: torch.Tensor, f: int) -> Fn | None:
 # ---- timing ----------------------------------------------------------------------------------
 def median_times(fns: dict[str, Fn], repeats: int) -> dict[str, float]:
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for k, fn in fns.items():  # warm-up (lazy imports, thread pools, allocator)
+    for fn in fns.values():  # warm-up (lazy imports, thread pools, allocator)
         fn()
     for _ in range(repeats):
         for k, fn in fns.items():
@@ -276,6 +280,39 @@ def median_times(fns: dict[str, Fn], repeats: int) -> dict[str, float]:
             fn()
             times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bench_size(n: int, d: int, names: list[tuple[str, bool]], repeats: int, env: dict[str, Any],
+               json_path: str | None) -> None:
+    """Time every rule in ``names`` on one ``(n, d)`` matrix; print a row per rule."""
+    f = n // 5
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(1))
+    root = x.mean(dim=0) + 0.1 * torch.randn(d, generator=torch.Generator().manual_seed(2))
+
+    def gram_fn() -> Any:
+        return x @ x.T
+
+    gram_alone = median_times({"gram": gram_fn}, repeats)["gram"]
+    for name, pre in names:
+        fns: dict[str, Fn] = {"fedpoison": fedpoison_fn(name, pre, x, f, root)}
+        ref = reference_fn(name, x, f, root)
+        if ref is not None:
+            fns["reference"] = ref
+        bz = byzfl_fn(name, x, f)
+        if bz is not None:
+            fns["byzfl"] = bz
+        if name in GRAM_RULES:  # timed in the same rounds, for the fp/gram ratio
+            fns["gram"] = gram_fn
+        t = median_times(fns, repeats)
+        fp, gram = t["fedpoison"], t.get("gram", gram_alone)
+        ratios = {k: t[k] / fp for k in ("reference", "byzfl") if k in t}
+        cells = [f"{ratios[k]:7.2f}" if k in ratios else f"{'-':>7}" for k in ("reference", "byzfl")]
+        print(f"{n:>4} {d:>8} {name:<18} {fp:>10.4f} {t.get('reference', float('nan')):>10.4f} "
+              f"{t.get('byzfl', float('nan')):>10.4f} {gram:>8.4f} {cells[0]} {cells[1]:>8} {fp / gram:7.2f}",
+              flush=True)
+        if json_path:
+            with open(json_path, "a") as fh:
+                fh.write(json.dumps({"n": n, "d": d, "f": f, "rule": name, **t, "gram": gram, **env}) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,10 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     names = [(r, False) for r in RULES.names()] + [(p, True) for p in PRE_AGGREGATORS.names()]
     if args.rules:
         names = [(r, p) for r, p in names if r in args.rules]
-    env = {
+    env: dict[str, Any] = {
         "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-        "threads": torch.get_num_threads(), "byzfl": getattr(byzfl, "__version__", None) if byzfl else None,
-        "machine": platform.machine(), "cpus": __import__("os").cpu_count(),
+        "threads": torch.get_num_threads(), "machine": platform.machine(), "cpus": os.cpu_count(),
+        "byzfl": None,
     }
     if byzfl is not None:
         from importlib.metadata import version
@@ -304,29 +341,7 @@ def main(argv: list[str] | None = None) -> int:
           f" {'ref/fp':>7} {'byzfl/fp':>8} {'fp/gram':>7}", flush=True)
     for n in args.n:
         for d in (int(v) for v in args.d):
-            f = n // 5
-            x = torch.randn(n, d, generator=torch.Generator().manual_seed(1))
-            root = x.mean(dim=0) + 0.1 * torch.randn(d, generator=torch.Generator().manual_seed(2))
-            gram = median_times({"gram": lambda: x @ x.T}, args.repeats)["gram"]
-            for name, pre in names:
-                fns: dict[str, Fn] = {"fedpoison": fedpoison_fn(name, pre, x, f, root)}
-                ref = reference_fn(name, x, f, root)
-                if ref is not None:
-                    fns["reference"] = ref
-                bz = byzfl_fn(name, x, f)
-                if bz is not None:
-                    fns["byzfl"] = bz
-                t = median_times(fns, args.repeats)
-                fp = t["fedpoison"]
-                row = {"n": n, "d": d, "f": f, "rule": name, **t, "gram": gram, **env}
-                ratio = lambda k: f"{t[k] / fp:7.2f}" if k in t else f"{'-':>7}"  # noqa: E731
-                print(f"{n:>4} {d:>8} {name:<18} {fp:>10.4f} {t.get('reference', float('nan')):>10.4f} "
-                      f"{t.get('byzfl', float('nan')):>10.4f} {gram:>8.4f} {ratio('reference')} "
-                      f"{ratio('byzfl'):>8} {fp / gram:7.2f}", flush=True)
-                if args.json:
-                    with open(args.json, "a") as fh:
-                        fh.write(json.dumps(row) + "\n")
-            del x, root
+            bench_size(n, d, names, args.repeats, env, args.json)
             gc.collect()
     return 0
 

@@ -145,3 +145,11 @@ def test_centered_clipping_moves_at_most_tau(case, tau: float) -> None:
     x, _, f = case
     out = aggregate("centered_clipping", x, f, tau=tau)
     assert float(out.norm()) <= tau * (1 + 1e-5)
+
+
+def test_geometric_median_keeps_iterating_when_a_row_is_1e30_away() -> None:
+    """Regression (found by the property above): an objective-based stop saw no change, because
+    the 1e30 term swallowed the honest ones, and stopped at 1.5 instead of 1."""
+    x = torch.tensor([[1.0], [1.0], [1e30]])
+    out = aggregate("geometric_median", x, 1, max_iter=100, tol=1e-9)
+    assert abs(float(out[0]) - 1.0) < 1e-6

@@ -97,7 +97,7 @@ def cosine_to(x: Tensor, ref: Tensor) -> Tensor:
     return cos.clamp(-1.0, 1.0)
 
 
-def distances_to(x: Tensor, z: Tensor, *, chunk: int = 1 << 15) -> Tensor:
+def distances_to(x: Tensor, z: Tensor, *, chunk: int | None = None) -> Tensor:
     """``(n,)`` L2 distance of each row of ``x`` to the point ``z``.
 
     Computed from explicit differences (accurate when the rows are far from
@@ -105,6 +105,8 @@ def distances_to(x: Tensor, z: Tensor, *, chunk: int = 1 << 15) -> Tensor:
     ``(n, d)`` temporary is allocated.
     """
     n, d = x.shape
+    if chunk is None:  # about 2 MiB of float32 per block: the difference stays in cache
+        chunk = max(1024, (1 << 19) // max(n, 1))
     acc = torch.zeros(n, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32, device=x.device)
     for start in range(0, d, chunk):
         diff = x[:, start : start + chunk] - z[start : start + chunk]

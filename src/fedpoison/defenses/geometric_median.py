@@ -12,8 +12,10 @@ Weiszfeld update
 .. math:: \\beta_i = \\frac{\\alpha_i}{\\max(\\nu, \\|z - x_i\\|)}, \\qquad
     z \\leftarrow \\frac{\\sum_i \\beta_i x_i}{\\sum_i \\beta_i},
 
-for at most ``max_iter`` iterations, stopping early when the objective improves
-by less than ``tol`` relative. :math:`\\alpha_i` are uniform by default
+for at most ``max_iter`` iterations, stopping early when the iterate moves by
+less than ``tol`` times its norm. (RFA stops on the objective's relative
+decrease; with a row at 1e30 the objective's rounding swallows every honest
+term, so that test stops after one step.) :math:`\\alpha_i` are uniform by default
 (``defense.weighting: samples`` uses the clients' sample counts as RFA does;
 uniform is the default because a client can lie about its count). Two
 deliberate choices: the iteration starts at the origin (the server's no-op
@@ -56,7 +58,7 @@ class GeometricMedianParams(BaseModel):
     max_iter: int = Field(default=10, ge=1, le=10_000)
     #: Smoothing nu: distances below it count as nu (RFA's smoothed Weiszfeld).
     smoothing: float = Field(default=1e-6, gt=0.0)
-    #: Stop when the objective improves by less than this fraction.
+    #: Stop when the iterate moves by less than this fraction of its norm.
     tol: float = Field(default=1e-6, ge=0.0)
     #: ``uniform`` weights every row alike; ``samples`` by sample count (RFA).
     weighting: Literal["uniform", "samples"] = "uniform"
@@ -75,19 +77,18 @@ def smoothed_weiszfeld(
     a = a / a.sum()
     z = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device)
     dist = distances_to(x, z)
-    obj = float((a * dist.clamp_min(smoothing)).sum())
     w = a
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007  (iterations are reported)
         beta = a / dist.clamp_min(smoothing)
         # A row at infinite distance has weight 0; never divide by a zero sum.
         w = beta / beta.sum() if bool(beta.sum() > 0) else a
-        z = w @ x
-        dist = distances_to(x, z)
-        new_obj = float((a * dist.clamp_min(smoothing)).sum())
-        if abs(obj - new_obj) <= tol * max(new_obj, 1e-30):
+        z_new = w @ x
+        dist = distances_to(x, z_new)
+        moved = float(torch.linalg.vector_norm(z_new - z))
+        z = z_new
+        if moved <= tol * float(torch.linalg.vector_norm(z)):
             break
-        obj = new_obj
     return z, w, dist, it
 
 

@@ -1,13 +1,15 @@
 """Coordinate-wise order statistics along the client axis, fast on CPU.
 
 The update matrix is ``(n, d)`` row-major: the ``n`` values of one coordinate
-are ``d`` elements apart, which makes ``torch.median(x, dim=0)`` and
-``torch.sort(x, dim=0)`` gather strided memory for every coordinate (ByzFL's
-median and trimmed mean do exactly this). Here the matrix is processed a block
-of columns at a time: each block is transposed into a small contiguous
-``(c, n)`` array that stays in cache, and a selection (introselect, AVX-512
-accelerated in numpy >= 2) finds only the order statistics needed, never a full
-sort. Blocks run on ``torch.get_num_threads()`` threads (numpy's selection
+are ``d`` elements apart, which makes ``torch.median(x, dim=0)``,
+``torch.quantile`` and ``torch.sort(x, dim=0)`` gather strided memory for every
+coordinate (ByzFL's median and trimmed mean do exactly this). Here the matrix
+is processed a block of columns at a time: each block is transposed into a
+small contiguous ``(c, n)`` array that stays in cache and its rows are sorted
+by numpy, whose float sort is vectorised (AVX-512/AVX2 sorting networks in
+numpy >= 2). Measured on (200, 400k) float32, sorting such rows took 0.45 s,
+a multi-``kth`` ``partition`` 1.3 s and ``torch.kthvalue`` on the same blocks
+1.8 s. Blocks run on ``torch.get_num_threads()`` threads (numpy's sort
 releases the GIL). On other devices the plain ``torch.sort`` along the client
 axis is used: GPUs do not need the layout trick.
 
@@ -65,7 +67,7 @@ def _half_sum(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> Tensor | np.nda
 def coordinate_median(x: Tensor) -> Tensor:
     """``(d,)`` coordinate-wise median of the rows (mean of the two middle values for even n).
 
-    .. math:: \\mathrm{med}(x)_j = \\mathrm{median}\\{x_{1j}, \\dots, x_{nj}\\}
+    .. math:: \mathrm{med}(x)_j = \mathrm{median}\{x_{1j}, \dots, x_{nj}\}
     """
     n = x.shape[0]
     lo, hi = (n - 1) // 2, n // 2
@@ -74,7 +76,7 @@ def coordinate_median(x: Tensor) -> Tensor:
         return s[lo] if lo == hi else _half_sum(s[lo], s[hi])  # type: ignore[return-value]
 
     def kernel(block: np.ndarray) -> np.ndarray:
-        block.partition((lo, hi) if lo != hi else lo, axis=1)
+        block.sort(axis=1)
         return block[:, lo] if lo == hi else _half_sum(block[:, lo], block[:, hi])  # type: ignore[return-value]
 
     return map_column_blocks(x, kernel).to(x.dtype)
@@ -83,12 +85,11 @@ def coordinate_median(x: Tensor) -> Tensor:
 def coordinate_trimmed_mean(x: Tensor, b: int) -> Tensor:
     """``(d,)`` mean of the middle ``n - 2b`` values of each coordinate.
 
-    .. math:: \\mathrm{trmean}_b(x)_j = \\frac{1}{n - 2b} \\sum_{k=b+1}^{n-b} x_{(k)j}
+    .. math:: \mathrm{trmean}_b(x)_j = \frac{1}{n - 2b} \sum_{k=b+1}^{n-b} x_{(k)j}
 
-    where :math:`x_{(k)j}` is the k-th smallest value of coordinate j. Only
-    the two order statistics bounding the kept range are selected; the kept
-    values are then averaged directly (never "sum minus extremes", which loses
-    every honest digit when an attacker sends 1e30).
+    where :math:`x_{(k)j}` is the k-th smallest value of coordinate j. The kept
+    values are averaged directly (never "sum minus extremes", which loses every
+    honest digit when an attacker sends 1e30).
     """
     n = x.shape[0]
     if not 0 <= 2 * b < n:
@@ -99,10 +100,28 @@ def coordinate_trimmed_mean(x: Tensor, b: int) -> Tensor:
         return torch.sort(x, dim=0).values[b : n - b].mean(dim=0)
 
     def kernel(block: np.ndarray) -> np.ndarray:
-        block.partition((b, n - b - 1), axis=1)
+        block.sort(axis=1)
         return block[:, b : n - b].mean(axis=1, dtype=np.float64).astype(block.dtype)
 
     return map_column_blocks(x, kernel).to(x.dtype)
+
+
+def closest_window_start(s: Tensor | np.ndarray, med: Tensor | np.ndarray, beta: int) -> Tensor | np.ndarray:
+    """Start of the ``beta`` consecutive sorted values closest to ``med``, per row of ``s``.
+
+    ``s`` is ``(c, n)`` sorted along its rows. The ``beta`` values closest to
+    the median are a window of consecutive sorted values; among the ``n - beta + 1``
+    windows it is the one whose farthest end is nearest to the median (ties:
+    the leftmost window, which depends only on the values).
+    """
+    n = s.shape[1]
+    left = s[:, : n - beta + 1]
+    right = s[:, beta - 1 :]
+    if isinstance(s, np.ndarray):
+        cost = np.maximum(med[:, None] - left, right - med[:, None])
+        return cost.argmin(axis=1)
+    cost = torch.maximum(med[:, None] - left, right - med[:, None])  # type: ignore[index]
+    return cost.argmin(dim=1)
 
 
 def coordinate_closest_to_median_mean(x: Tensor, beta: int) -> Tensor:
@@ -110,24 +129,29 @@ def coordinate_closest_to_median_mean(x: Tensor, beta: int) -> Tensor:
 
     This is Bulyan's coordinate-wise step (El Mhamdi et al. 2018):
 
-    .. math:: \\mathrm{out}_j = \\frac{1}{\\beta} \\sum_{k \\in N_j} x_{kj},\\quad
-        N_j = \\arg\\min_{|N| = \\beta} \\sum_{k \\in N} |x_{kj} - \\mathrm{med}(x)_j|
+    .. math:: \mathrm{out}_j = \frac{1}{\beta} \sum_{k \in N_j} x_{kj},\quad
+        N_j = \arg\min_{|N| = \beta} \max_{k \in N} |x_{kj} - \mathrm{med}(x)_j|
+
+    computed from one sort per coordinate: the closest values form a window of
+    consecutive sorted values.
     """
     n = x.shape[0]
     if not 1 <= beta <= n:
         raise ValueError(f"closest-to-median mean needs 1 <= beta <= n, got beta={beta}, n={n}")
-    if x.device.type != "cpu":
-        dev = (x - coordinate_median(x)).abs()
-        idx = torch.topk(dev, beta, dim=0, largest=False).indices
-        return torch.gather(x, 0, idx).mean(dim=0)
     lo, hi = (n - 1) // 2, n // 2
+    offsets = np.arange(beta)
+    if x.device.type != "cpu":
+        s = torch.sort(x, dim=0).values.T
+        med = s[:, lo] if lo == hi else _half_sum(s[:, lo], s[:, hi])
+        start = closest_window_start(s, med, beta)
+        idx = start[:, None] + torch.as_tensor(offsets, device=x.device)  # type: ignore[index]
+        return torch.gather(s, 1, idx).mean(dim=1)
 
     def kernel(block: np.ndarray) -> np.ndarray:
-        part = block.copy()
-        part.partition((lo, hi) if lo != hi else lo, axis=1)
-        m = part[:, lo] if lo == hi else _half_sum(part[:, lo], part[:, hi])
-        dev = np.abs(block - m[:, None])
-        idx = np.argpartition(dev, beta - 1, axis=1)[:, :beta]
-        return np.take_along_axis(block, idx, axis=1).mean(axis=1, dtype=np.float64).astype(block.dtype)
+        block.sort(axis=1)
+        med = block[:, lo] if lo == hi else _half_sum(block[:, lo], block[:, hi])
+        start = closest_window_start(block, med, beta)
+        window = np.take_along_axis(block, start[:, None] + offsets, axis=1)  # type: ignore[index]
+        return window.mean(axis=1, dtype=np.float64).astype(block.dtype)
 
     return map_column_blocks(x, kernel).to(x.dtype)
