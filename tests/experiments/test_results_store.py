@@ -106,6 +106,7 @@ class ScriptedExecutor(Executor):
     """Fails the tasks whose key is in ``fail``; finishes the rest with small fake files."""
 
     def __init__(self, fail: set[str], *, workers: int = 1) -> None:
+        super().__init__(workers=workers)
         self.fail, self.seen = fail, []
 
     def run(self, tasks: Iterable[RunTask]) -> Iterator[RunOutcome]:

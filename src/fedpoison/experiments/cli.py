@@ -128,7 +128,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     console.print(f"{progress.skipped + progress.done}/{progress.total} runs finished, {failed} failed; "
                   f"results in [bold]{out}[/bold]", soft_wrap=True)
     if failed:
-        console.print(f"see {out}/failed/<key>/error.txt; rerun the failures with --retry-failed")
+        console.print(f"see {out}/failed/<key>/error.txt; rerun the failures with --retry-failed", soft_wrap=True)
     return 1 if failed else 0
 
 

@@ -151,8 +151,9 @@ class Executor(ABC):
     context manager so workers are released.
     """
 
-    #: Worker slots, used by the grid to size its progress and threads.
-    workers: int = 1
+    def __init__(self, *, workers: int = 1) -> None:
+        #: Worker slots (runs in flight at most).
+        self.workers = workers
 
     @abstractmethod
     def run(self, tasks: Iterable[RunTask]) -> Iterator[RunOutcome]:

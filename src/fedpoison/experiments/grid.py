@@ -190,7 +190,7 @@ def expand_grid(data: Mapping[str, Any], overrides: Iterable[str] | Mapping[str,
     for group in groups:
         n = len(next(iter(group.values())))
         dims.append([{k: group[k][i] for k in group} for i in range(n)])
-    defaults = ExperimentConfig().to_dict()
+    defaults = ExperimentConfig.model_validate({}).to_dict()
     runs: list[GridRun] = []
     keys: set[str] = set()
     merged = excluded = 0
@@ -222,17 +222,17 @@ def expand_grid(data: Mapping[str, Any], overrides: Iterable[str] | Mapping[str,
         keys.add(key)
         runs.append(GridRun(len(runs), assignment, cfg))
     if first_error is not None:
-        assignment, exc = first_error
-        shown = ", ".join(f"{k}={_show(v)}" for k, v in assignment.items()) or "the base config"
-        never = [f"{k}={_show(v)}" for k, v in assignment.items() if (k, _hashable(v)) not in valid_values]
-        if len(assignment) > 1 and not never:
+        bad, error = first_error
+        shown = ", ".join(f"{k}={_show(v)}" for k, v in bad.items()) or "the base config"
+        never = [f"{k}={_show(v)}" for k, v in bad.items() if (k, _hashable(v)) not in valid_values]
+        if len(bad) > 1 and not never:
             hint = (" (each of these values works in other runs: use a zip group or an exclude rule for "
                     "combinations that do not go together)")
-        elif len(assignment) > 1:
+        elif len(bad) > 1:
             hint = f" ({', '.join(never)} works in no run of the grid)"
         else:
             hint = ""
-        raise fail(f"run ({shown}): {exc}{hint}")
+        raise fail(f"run ({shown}): {error}{hint}")
     if not runs:
         raise fail("the exclude rules leave no run")
     source = {k: copy.deepcopy(data[k]) for k in GRID_KEYS if k in data}

@@ -32,7 +32,7 @@ ONE_COLUMN = 3.5
 TWO_COLUMNS = 7.0
 DPI = 200
 
-_STYLE = {
+_STYLE: dict[str, Any] = {
     "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7,
     "ytick.labelsize": 7, "lines.linewidth": 1.2, "axes.spines.top": False, "axes.spines.right": False,
     "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.5, "savefig.bbox": "tight",
@@ -55,7 +55,7 @@ class FigureFile:
 @contextmanager
 def paper_style() -> Iterator[None]:
     """Matplotlib settings for paper figures (8 pt text, light grid, tight boxes)."""
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(_STYLE):  # type: ignore[arg-type]
         yield
 
 
@@ -354,7 +354,7 @@ def detection(results: Results, folder: Path) -> FigureFile | None:
         stats = sub.groupby("defense_label")[cols].agg(["mean", "std"]).reindex(defenses)
         x = np.arange(len(defenses))
         for i, c in enumerate(cols):
-            ax.bar(x + (i - 1) * width, stats[(c, "mean")].fillna(0.0), width,
+            ax.bar(x + (i - 1) * width, stats[(c, "mean")], width,  # NaN (undefined) draws no bar
                    yerr=stats[(c, "std")].fillna(0.0), color=colors[c], label=names[c], capsize=1.5,
                    error_kw={"linewidth": 0.6})
         ax.set_xticks(x, defenses, rotation=30, ha="right")
@@ -367,7 +367,8 @@ def detection(results: Results, folder: Path) -> FigureFile | None:
     fig.tight_layout(rect=(0, 0, 1, 0.88))
     caption = ("Detection of the attacking rows per defense or auditor, one panel per attack: precision, "
                "recall and false-positive rate over all participant rows of all rounds (mean over seeds "
-               "± one standard deviation). Rules that keep every row detect nothing and are left out.")
+               "± one standard deviation); a missing bar is undefined (e.g. precision when nothing was "
+               "flagged). Rules that keep every row detect nothing and are left out.")
     return _save(fig, folder, "detection", "Detection precision and recall", _with_fixed(caption, fixed))
 
 
