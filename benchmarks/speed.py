@@ -19,7 +19,6 @@ Run: ``python benchmarks/speed.py [W1 W1-krum W2 W3 W4] [--repeats 3] [--no-writ
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -31,7 +30,17 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed_common import WORKLOADS, Contender, compare, machine, markdown_table, update_results
+from speed_common import (
+    WORKLOADS,
+    Contender,
+    bench_env,
+    best_reference,
+    compare,
+    machine,
+    markdown_table,
+    reference_contenders,
+    update_results,
+)
 
 HERE = Path(__file__).resolve().parent
 PEERS_PY = HERE / ".env-peers" / "bin" / "python"
@@ -47,7 +56,7 @@ GOALS = {
 def contenders_for(name: str) -> list[Contender]:
     py = sys.executable
     out = [
-        Contender("reference (plain PyTorch)", [py, str(HERE / "speed_reference.py"), name]),
+        *reference_contenders(name),
         Contender("fedpoison (engine auto)", [py, str(HERE / "speed_fedpoison.py"), name]),
         Contender("fedpoison (engine sequential)", [py, str(HERE / "speed_fedpoison.py"), name, "--engine", "sequential"]),
     ]
@@ -65,12 +74,12 @@ def run_workload(name: str, repeats: int, write: bool) -> dict[str, Any]:
     before = machine()
     summaries = compare(contenders_for(name), repeats)
     after = machine()
-    ref = summaries[0]
-    auto = summaries[1]
+    ref = best_reference(summaries)
+    auto = summaries[2]
     goal_text, goal = GOALS[name]
     ratio = auto["wall_s"] / ref["wall_s"] if not auto.get("failed") else float("nan")
     train_ratio = auto["result"].get("train_s", float("nan")) / ref["result"].get("train_s", float("nan"))
-    peers = [s for s in summaries[3:]]
+    peers = summaries[4:]
     peer_lines = "".join(
         f"- {p['name']}: " + ("failed (see the log)" if p.get("failed") else
                               f"{p['wall_s']:.2f} s; fedpoison is {p['wall_s'] / auto['wall_s']:.2f}x faster") + "\n"
@@ -84,7 +93,9 @@ Machine: {before['cpu']}, {before['cores']} cores, torch {before['torch']}, Pyth
 **Shared machine**: load average {before['loadavg']} before, {after['loadavg']} after (other engineers'
 jobs ran at the same time); medians of {repeats} interleaved runs, whole-process wall time and peak RSS.
 
-{markdown_table(summaries, 'reference (plain PyTorch)')}
+{markdown_table(summaries, ref['name'])}
+
+Ratios are to the faster reference variant ({ref['name']}); all contenders ran with `OMP_WAIT_POLICY=PASSIVE`.
 
 Training phase only (sum of the per-round client training time): reference
 {ref['result'].get('train_s', float('nan')):.2f} s, fedpoison (auto)
@@ -144,7 +155,8 @@ def run_w4(repeats: int, write: bool, workers: int = 2) -> None:
             grid_file.write_text(yaml.safe_dump({"name": "w4", "base": W4_BASE, "axes": W4_AXES}))
             t0 = time.perf_counter()
             proc = subprocess.run([exe, "grid", str(grid_file), "--workers", str(workers), "--out",
-                                   str(Path(tmp) / "grid"), "--quiet"], capture_output=True, text=True)
+                                   str(Path(tmp) / "grid"), "--quiet"], capture_output=True, text=True,
+                                  env=bench_env())
             grid_s.append(time.perf_counter() - t0)
             if proc.returncode != 0:
                 print(proc.stdout[-2000:], proc.stderr[-2000:], flush=True)
@@ -155,7 +167,7 @@ def run_w4(repeats: int, write: bool, workers: int = 2) -> None:
                 args = [exe, "run", "--out", str(Path(tmp) / "serial" / str(i))]
                 for s in sets:
                     args += ["--set", s]
-                p = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "COLUMNS": "80"})
+                p = subprocess.run(args, capture_output=True, text=True, env=bench_env(COLUMNS="80"))
                 if p.returncode != 0:
                     print(p.stdout[-2000:], p.stderr[-2000:], flush=True)
                     raise SystemExit(f"W4: fedpoison run failed (rc={p.returncode})")

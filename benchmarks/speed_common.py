@@ -14,6 +14,13 @@ its memory is its own. Peak memory is measured two ways:
 A contender prints one line ``RESULT {json}`` (final accuracy and the like).
 Runs of different contenders are interleaved (A B A B ...) so drifting load on
 a shared machine hits them alike, and medians are reported.
+
+OpenMP waiting: every contender runs with ``OMP_WAIT_POLICY=PASSIVE`` unless
+``FEDPOISON_BENCH_OMP_DEFAULT=1``. On a shared, oversubscribed machine the
+default policy (spin at every barrier) made a two-thread training step 25x
+slower (778 ms vs 31 ms per cnn28 step at load ~11 on 2 cores), which measures
+the neighbours, not the code. The reference is run with one and with two
+intra-op threads, and ratios are taken against the faster of the two.
 """
 
 from __future__ import annotations
@@ -145,8 +152,18 @@ class Measurement:
         return max(self.maxrss_mib, self.tree_rss_mib)
 
 
+def bench_env(**extra: str) -> dict[str, str]:
+    """The environment contenders run in (see the module docstring on OpenMP waiting)."""
+    env = dict(os.environ)
+    if env.get("FEDPOISON_BENCH_OMP_DEFAULT") != "1":
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    env.update(extra)
+    return env
+
+
 def measure(cmd: list[str], *, env: dict[str, str] | None = None, timeout: float = 3600) -> Measurement:
     """Run ``cmd`` to completion; return its wall time, peak memory and ``RESULT`` line."""
+    env = env if env is not None else bench_env()
     with tempfile.TemporaryFile(mode="w+") as log:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
@@ -233,6 +250,19 @@ def machine() -> dict[str, Any]:
 
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "loadavg": [round(x, 2) for x in os.getloadavg()]}
+
+
+def best_reference(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The faster of the reference variants (the strongest baseline)."""
+    refs = [s for s in summaries if s["name"].startswith("reference") and not s.get("failed")]
+    return min(refs, key=lambda s: s["wall_s"])
+
+
+def reference_contenders(workload: str, python: str = sys.executable) -> list[Contender]:
+    """The plain PyTorch reference with one and with two intra-op threads."""
+    script = str(HERE / "speed_reference.py")
+    return [Contender("reference, 2 threads", [python, script, workload, "--threads", "2"]),
+            Contender("reference, 1 thread", [python, script, workload, "--threads", "1"])]
 
 
 def markdown_table(summaries: list[dict[str, Any]], baseline: str) -> str:
