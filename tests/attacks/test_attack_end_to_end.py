@@ -160,6 +160,30 @@ def test_source_to_target_label_flip_raises_targeted_misclassification(no_attack
     assert after >= before + 0.1 and after >= 3 * before, (before, after)
 
 
+# ---- Fang et al.'s attacks against the rules they target (digits, Fang's non-IID split) ----------------
+#: Fang et al.'s setting: group-biased split (bias 0.5), 20% attackers with full knowledge, the rules told f = 4.
+FANG = ["partition.name=fang", "partition.bias=0.5", "defense.f=4"]
+FANG_ATTACK = ["attack.count=4", "attack.knowledge=omniscient"]
+
+
+@pytest.mark.parametrize("rule", ["median", "trimmed_mean"])
+def test_fang_trim_raises_the_error_of_median_and_trimmed_mean(rule) -> None:
+    clean = run(f"defense.name={rule}", *FANG)
+    attacked = run(f"defense.name={rule}", *FANG, "attack.name=fang_trim", *FANG_ATTACK)
+    rise = final(clean, "final_accuracy") - final(attacked, "final_accuracy")
+    assert rise >= 0.08, (final(clean, "final_accuracy"), final(attacked, "final_accuracy"))
+
+
+def test_fang_krum_makes_krum_fail() -> None:
+    clean = run("defense.name=krum", *FANG)
+    attacked = run("defense.name=krum", *FANG, "attack.name=fang_krum", *FANG_ATTACK)
+    assert final(clean, "final_accuracy") >= 0.6
+    assert final(attacked, "final_accuracy") <= 0.2  # chance is 0.1
+    c = attacked.clients
+    picked = c[c["selected"] & c["malicious"]]["round"].nunique()
+    assert picked >= 12, f"Krum chose a crafted row in only {picked} of 15 rounds"
+
+
 # ---- the same figures on other seeds (slow) -----------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])

@@ -7,7 +7,9 @@ References and exact variants:
   :math:`\\mathrm{round}(p \\cdot N)` of a malicious client's :math:`N`
   samples (drawn uniformly with its poisoning generator; ``p`` is
   ``attack.poison_fraction``), and those samples are relabelled to
-  ``attack.target_class``. Triggers (all channels alike):
+  ``attack.target_class``: in place (``attack.poison_mode: replace``, the
+  default), or as copies added after all the clean samples (``append``).
+  Triggers (all channels alike):
 
   - ``pixel``: BadNets' pattern backdoor, a checkerboard in an
     ``s x s`` square: pixel :math:`(r, c)` of the square is set to ``v`` when
