@@ -27,9 +27,12 @@ from fedpoison.defenses.foolsgold import foolsgold_weights
 from fedpoison.defenses.krum import krum_scores
 from fedpoison.defenses.nnm import nnm_mixing
 from fedpoison.defenses.order_statistics import (
+    closest_to_median_mean_by_sort,
     coordinate_closest_to_median_mean,
     coordinate_median,
     coordinate_trimmed_mean,
+    median_by_sort,
+    trimmed_mean_by_sort,
 )
 
 SETTINGS = settings(max_examples=25, deadline=None)
@@ -45,6 +48,7 @@ def test_coordinate_median_matches_numpy(n: int, d: int, seed: int) -> None:
     x = matrix(n, d, seed)
     ref = torch.from_numpy(np.median(x.numpy(), axis=0))
     torch.testing.assert_close(coordinate_median(x), ref)
+    torch.testing.assert_close(median_by_sort(x), ref)  # the GPU path, run on CPU
 
 
 @SETTINGS
@@ -54,6 +58,7 @@ def test_coordinate_trimmed_mean_matches_a_sort(n: int, d: int, seed: int, data)
     x = matrix(n, d, seed)
     ref = torch.sort(x, dim=0).values[b : n - b].double().mean(dim=0).float()
     torch.testing.assert_close(coordinate_trimmed_mean(x, b), ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(trimmed_mean_by_sort(x, b), ref, rtol=1e-5, atol=1e-6)
 
 
 def test_order_statistics_on_a_large_matrix_use_several_blocks() -> None:
@@ -76,6 +81,7 @@ def test_closest_to_median_mean_matches_a_loop(n: int, d: int, seed: int, data) 
         med = col.median() if n % 2 else col.sort().values[n // 2 - 1 : n // 2 + 1].mean()
         ref[j] = col[torch.argsort((col - med).abs(), stable=True)[:beta]].mean()
     torch.testing.assert_close(coordinate_closest_to_median_mean(x, beta), ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(closest_to_median_mean_by_sort(x, beta), ref, rtol=1e-5, atol=1e-6)
 
 
 @SETTINGS

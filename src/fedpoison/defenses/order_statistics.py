@@ -72,8 +72,7 @@ def coordinate_median(x: Tensor) -> Tensor:
     n = x.shape[0]
     lo, hi = (n - 1) // 2, n // 2
     if x.device.type != "cpu":
-        s = torch.sort(x, dim=0).values
-        return s[lo] if lo == hi else _half_sum(s[lo], s[hi])  # type: ignore[return-value]
+        return median_by_sort(x)
 
     def kernel(block: np.ndarray) -> np.ndarray:
         block.sort(axis=1)
@@ -97,7 +96,7 @@ def coordinate_trimmed_mean(x: Tensor, b: int) -> Tensor:
     if b == 0:
         return x.mean(dim=0)
     if x.device.type != "cpu":
-        return torch.sort(x, dim=0).values[b : n - b].mean(dim=0)
+        return trimmed_mean_by_sort(x, b)
 
     def kernel(block: np.ndarray) -> np.ndarray:
         block.sort(axis=1)
@@ -138,14 +137,10 @@ def coordinate_closest_to_median_mean(x: Tensor, beta: int) -> Tensor:
     n = x.shape[0]
     if not 1 <= beta <= n:
         raise ValueError(f"closest-to-median mean needs 1 <= beta <= n, got beta={beta}, n={n}")
+    if x.device.type != "cpu":
+        return closest_to_median_mean_by_sort(x, beta)
     lo, hi = (n - 1) // 2, n // 2
     offsets = np.arange(beta)
-    if x.device.type != "cpu":
-        s = torch.sort(x, dim=0).values.T
-        med = s[:, lo] if lo == hi else _half_sum(s[:, lo], s[:, hi])
-        start = closest_window_start(s, med, beta)
-        idx = start[:, None] + torch.as_tensor(offsets, device=x.device)  # type: ignore[index]
-        return torch.gather(s, 1, idx).mean(dim=1)
 
     def kernel(block: np.ndarray) -> np.ndarray:
         block.sort(axis=1)
@@ -155,3 +150,29 @@ def coordinate_closest_to_median_mean(x: Tensor, beta: int) -> Tensor:
         return window.mean(axis=1, dtype=np.float64).astype(block.dtype)
 
     return map_column_blocks(x, kernel).to(x.dtype)
+
+
+# ---- the same maths with torch.sort along the client axis (GPUs; tested on CPU too) ----------
+def median_by_sort(x: Tensor) -> Tensor:
+    """:func:`coordinate_median` with one ``torch.sort`` along the client axis."""
+    n = x.shape[0]
+    lo, hi = (n - 1) // 2, n // 2
+    s = torch.sort(x, dim=0).values
+    return s[lo] if lo == hi else _half_sum(s[lo], s[hi])  # type: ignore[return-value]
+
+
+def trimmed_mean_by_sort(x: Tensor, b: int) -> Tensor:
+    """:func:`coordinate_trimmed_mean` with one ``torch.sort`` along the client axis."""
+    n = x.shape[0]
+    return torch.sort(x, dim=0).values[b : n - b].to(torch.float64).mean(dim=0).to(x.dtype)
+
+
+def closest_to_median_mean_by_sort(x: Tensor, beta: int) -> Tensor:
+    """:func:`coordinate_closest_to_median_mean` with one ``torch.sort`` along the client axis."""
+    n = x.shape[0]
+    lo, hi = (n - 1) // 2, n // 2
+    s = torch.sort(x, dim=0).values.T
+    med = s[:, lo] if lo == hi else _half_sum(s[:, lo], s[:, hi])
+    start = closest_window_start(s, med, beta)
+    idx = start[:, None] + torch.arange(beta, device=x.device)  # type: ignore[index]
+    return torch.gather(s, 1, idx).to(torch.float64).mean(dim=1).to(x.dtype)
