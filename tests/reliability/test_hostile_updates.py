@@ -163,3 +163,35 @@ def test_rule_requirement_broken_at_call_time_skips_the_round_and_records_it() -
     assert len(r.history) == 6 and not r.summary["diverged"]
     with pytest.raises(AggregationError, match="median"):
         fedpoison.run(overrides=[*over, "defense.on_violation=raise"])
+
+
+def test_defense_aware_probing_leaves_the_server_defense_untouched() -> None:
+    """A defense-aware attacker probes a private copy of the defense: the server's
+    stateful rule and the round's defense generator are exactly as before crafting."""
+    from fedpoison.simulation.federation import build_federation
+    from fedpoison.simulation.loop import LoopState, craft_updates
+
+    cfg = fedpoison.load_config(overrides=["attack.name=fang_krum", "attack.count=4",
+                                           "attack.knowledge=defense_aware", "defense.name=centered_clipping"])
+    fed = build_federation(cfg)
+    state = LoopState(params=fed.init_params.clone())
+    ids = torch.arange(20)
+    attacked = fed.is_malicious(ids)
+    updates = torch.randn(20, fed.spec.dim) * 0.01
+    fed.defense(updates, torch.ones(20), ctx_for(20))  # give the rule some state (its centre)
+    before = {k: {kk: vv.clone() if isinstance(vv, torch.Tensor) else vv for kk, vv in v.items()}
+              for k, v in fed.defense.state_dict().items()}
+    g = torch.Generator().manual_seed(5)
+    g_state = g.get_state()
+    ctx = RoundContext(1, ids, g, state.params, fed.spec.slices, None)
+    assert before["rule"], "centered clipping holds a centre to protect"
+    crafted = craft_updates(fed, state, 1, ids, updates, torch.ones(20), attacked, ctx)
+    assert not torch.equal(crafted[attacked], updates[attacked])
+    after = fed.defense.state_dict()
+    for key, value in before.items():
+        for k2, v2 in value.items():
+            if isinstance(v2, torch.Tensor):
+                assert torch.equal(after[key][k2], v2), f"{key}.{k2} changed"
+            else:
+                assert after[key][k2] == v2
+    assert torch.equal(g.get_state(), g_state), "the server's generator was not consumed"

@@ -66,3 +66,29 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path, capsys: pytest.Capt
     assert main(["run", "--resume", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "not a readable fedpoison checkpoint" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("rule", ["centered_clipping", "foolsgold"])
+def test_stateful_rules_resume_to_the_same_model(tmp_path: Path, rule: str) -> None:
+    """Rules that keep state across rounds put it in the checkpoint: two rounds, checkpoint,
+    a fresh process's worth of objects restored from it, two more rounds == four rounds."""
+    import torch
+
+    import fedpoison
+    from fedpoison.simulation.checkpoint import restore, save_checkpoint
+    from fedpoison.simulation.federation import build_federation
+    from fedpoison.simulation.loop import LoopState, run_round
+
+    cfg = fedpoison.load_config(overrides=["rounds=4", f"defense.name={rule}", "clients.per_round=8"])
+    full = fedpoison.run(cfg)
+    fed = build_federation(cfg)
+    state = LoopState(params=fed.init_params.clone())
+    for _ in range(2):
+        run_round(fed, state)
+    save_checkpoint(fed, state, tmp_path)
+    fresh = build_federation(cfg)
+    resumed = restore(fresh, tmp_path)
+    assert fresh.defense.state_dict(), "the rule's state came back"
+    while resumed.round < cfg.rounds:
+        run_round(fresh, resumed)
+    assert torch.equal(resumed.params.cpu(), full.final_params)

@@ -17,14 +17,14 @@ attack.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 
-class Knowledge(str, Enum):
+class Knowledge(StrEnum):
     """What the attacker knows, from least to most."""
 
     LOCAL = "local"
@@ -37,7 +37,7 @@ class Knowledge(str, Enum):
         return ["local", "omniscient", "defense_aware"].index(self.value)
 
 
-class AttackKind(str, Enum):
+class AttackKind(StrEnum):
     """Whether an attack changes data, updates, or both."""
 
     DATA = "data"

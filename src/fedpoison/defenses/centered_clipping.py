@@ -85,6 +85,14 @@ class CenteredClipping:
         self.f = f
         self.center: Tensor | None = None
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """The previous aggregate (the centre), for checkpoints; empty before the first round."""
+        return {} if self.center is None else {"center": self.center.detach().cpu()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.center = state.get("center")
+
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
         n, d = updates.shape
         if self.center is None:

@@ -82,6 +82,24 @@ class FoolsGold:
         self._row_of: dict[int, int] = {}
         self._history: Tensor | None = None
 
+    def state_dict(self) -> dict[str, object]:
+        """Per-client update histories and which row holds whom, for checkpoints."""
+        if self._history is None:
+            return {}
+        ids = sorted(self._row_of, key=self._row_of.__getitem__)
+        return {"client_ids": torch.tensor(ids, dtype=torch.long), "history": self._history.detach().cpu()}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Restore :meth:`state_dict`."""
+        if not state:
+            self._row_of, self._history = {}, None
+            return
+        ids = state["client_ids"]
+        history = state["history"]
+        assert isinstance(ids, Tensor) and isinstance(history, Tensor)
+        self._row_of = {int(c): i for i, c in enumerate(ids.tolist())}
+        self._history = history
+
     def _histories(self, updates: Tensor, client_ids: Tensor) -> Tensor:
         n, d = updates.shape
         ids = [int(i) for i in client_ids.reshape(-1).tolist()]

@@ -8,6 +8,7 @@ before it.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -107,6 +108,11 @@ def craft_updates(
     assert attack is not None
     level = Knowledge(cfg.attack.knowledge)
     sees_honest = level.level >= Knowledge.OMNISCIENT.level
+    # A defense-aware attacker probes a private copy of the defense, with its own
+    # generator and rows ordered honest-then-malicious as it stacks candidates, so
+    # its probing neither consumes the server's random draws nor changes the state
+    # of stateful rules (centered clipping, FoolsGold).
+    aware = level is Knowledge.DEFENSE_AWARE
     mal_ids = ids[attacked].tolist()
     prev = torch.stack([state.previous_malicious.get(c, torch.zeros_like(updates[0])) for c in mal_ids])
     ctx = AttackContext(
@@ -119,8 +125,10 @@ def craft_updates(
         global_params=state.params.clone(),
         server_lr=cfg.server.lr,
         generator=generator(cfg.seed, "attack", rnd),
-        defense=fed.defense if level is Knowledge.DEFENSE_AWARE else None,
-        defense_ctx=round_ctx if level is Knowledge.DEFENSE_AWARE else None,
+        defense=copy.deepcopy(fed.defense) if aware else None,
+        defense_ctx=RoundContext(rnd, torch.cat([ids[~attacked], ids[attacked]]),
+                                 generator(cfg.seed, "attack", rnd, 1), round_ctx.global_params,
+                                 round_ctx.slices, round_ctx.root_update) if aware else None,
         previous_updates=prev,
     )
     crafted = attack.craft(ctx)
