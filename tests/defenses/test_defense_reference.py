@@ -96,6 +96,8 @@ def test_distances_and_cosines_match_loops(n: int, d: int, seed: int) -> None:
     torch.testing.assert_close(cosine_similarity_matrix(x), cos, rtol=1e-4, atol=1e-5)
     z = x[0] * 0.5
     torch.testing.assert_close(distances_to(x, z), (x - z).norm(dim=1), rtol=1e-5, atol=1e-5)
+    near = x[0] + 1e-3  # closer than the norms resolve through the dot product: exact path
+    torch.testing.assert_close(distances_to(x, near)[0], (x[0] - near).norm(), rtol=1e-3, atol=1e-6)
     torch.testing.assert_close(cosine_to(x, z), cos[:, 0], rtol=1e-4, atol=1e-5)
 
 

@@ -41,12 +41,18 @@ def bucket_rows(n: int, s: int, perm: Tensor) -> Tensor:
     return bucket_of
 
 
-def bucket_means(x: Tensor, bucket_of: Tensor, buckets: int) -> tuple[Tensor, Tensor]:
-    """``(means (buckets, d), mixing matrix (buckets, n))`` of the rows grouped by ``bucket_of``."""
-    n = x.shape[0]
+def bucket_means(x: Tensor, perm: Tensor, s: int) -> tuple[Tensor, Tensor]:
+    """``(means (buckets, d), mixing matrix (buckets, n))``: rows ``perm[k*s:(k+1)*s]`` form bucket ``k``."""
+    n, d = x.shape
+    buckets = math.ceil(n / s)
+    full = n // s
+    bucket_of = bucket_rows(n, s, perm)
     counts = torch.bincount(bucket_of, minlength=buckets).to(x.dtype)
-    sums = torch.zeros(buckets, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, bucket_of, x)
-    means = sums / counts[:, None]
+    means = torch.empty(buckets, d, dtype=x.dtype, device=x.device)
+    if full:
+        torch.mean(x[perm[: full * s]].view(full, s, d), dim=1, out=means[:full])
+    if full < buckets:
+        means[full] = x[perm[full * s :]].mean(dim=0)
     groups = torch.zeros(buckets, n, dtype=x.dtype, device=x.device)
     groups[bucket_of, torch.arange(n, device=x.device)] = 1.0 / counts[bucket_of]
     return means, groups
@@ -76,7 +82,7 @@ class Bucketing:
         buckets = math.ceil(n / self.s)
         perm = permutation(n, ctx.generator, updates.device)
         bucket_of = bucket_rows(n, self.s, perm)
-        means, groups = bucket_means(updates, bucket_of, buckets)
+        means, groups = bucket_means(updates, perm, self.s)
         w = torch.zeros(buckets, dtype=weights.dtype, device=weights.device).index_add_(
             0, bucket_of.to(weights.device), weights
         )

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from fedpoison.defenses.base import AggregationResult, RoundContext
-from fedpoison.defenses.distances import clip_factors, distances_to
+from fedpoison.defenses.distances import clip_factors, distances_to, row_norms
 from fedpoison.defenses.registry import RULES
 from fedpoison.defenses.requirements import requirement_error
 
@@ -54,8 +54,9 @@ def centered_clip(x: Tensor, center: Tensor, *, tau: float, iterations: int) -> 
     v = center
     first = None
     clipped = 0
+    sq = row_norms(x).square()
     for _ in range(iterations):
-        dist = distances_to(x, v)
+        dist = distances_to(x, v, sq_norms=sq)
         if first is None:
             first = dist
         scale = clip_factors(dist, tau) / n

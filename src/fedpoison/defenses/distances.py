@@ -97,13 +97,35 @@ def cosine_to(x: Tensor, ref: Tensor) -> Tensor:
     return cos.clamp(-1.0, 1.0)
 
 
-def distances_to(x: Tensor, z: Tensor, *, chunk: int | None = None) -> Tensor:
+def distances_to(x: Tensor, z: Tensor, *, sq_norms: Tensor | None = None) -> Tensor:
     """``(n,)`` L2 distance of each row of ``x`` to the point ``z``.
 
-    Computed from explicit differences (accurate when the rows are far from
-    the origin but close to ``z``), a block of columns at a time so that no
-    ``(n, d)`` temporary is allocated.
+    .. math:: \|x_i - z\|^2 = \|x_i\|^2 - 2 x_i \cdot z + \|z\|^2
+
+    One matrix-vector product (pass ``sq_norms = row_norms(x) ** 2`` to reuse
+    the norms across calls). Where that identity cancels (the distance is under
+    a tenth of the norms, so float32 rounding of the dot product would show) or
+    overflows, those rows are recomputed from explicit differences, a block of
+    columns at a time, so no ``(n, d)`` temporary is allocated.
     """
+    sq = row_norms(x).square() if sq_norms is None else sq_norms
+    zz = torch.dot(z, z)
+    if not bool(zz > 0):
+        return sq.sqrt()
+    d2 = sq - 2.0 * (x @ z) + zz
+    risky = ~torch.isfinite(d2) | (d2 <= 1e-2 * (sq + zz))
+    if bool(risky.any()):
+        d2 = d2.clone()
+        if int(risky.sum()) * 2 > x.shape[0]:
+            exact = exact_distances_to(x, z)
+            d2 = torch.where(risky, exact.square(), d2)
+        else:
+            d2[risky] = exact_distances_to(x[risky], z).square()
+    return d2.clamp_min(0.0).sqrt()
+
+
+def exact_distances_to(x: Tensor, z: Tensor, *, chunk: int | None = None) -> Tensor:
+    """``(n,)`` distances from explicit differences ``x_i - z``, a block of columns at a time."""
     n, d = x.shape
     if chunk is None:  # about 2 MiB of float32 per block: the difference stays in cache
         chunk = max(1024, (1 << 19) // max(n, 1))

@@ -97,7 +97,7 @@ class DnC:
         score_sum = torch.zeros(n, dtype=torch.float64, device=updates.device)
         for _ in range(p.dnc_iters):
             dims = permutation(d, ctx.generator, updates.device)[:b].sort().values
-            s = dnc_outlier_scores(updates.index_select(1, dims))
+            s = dnc_outlier_scores(updates[:, dims])
             order = torch.sort(s, stable=True).indices
             kept = torch.zeros(n, dtype=torch.bool, device=updates.device)
             kept[order[:keep_n]] = True

@@ -24,11 +24,13 @@ budget a mean start stays wherever a ``1e30`` row put it; and the default budget
 is 10 iterations with early stopping, not RFA's 3 (``defense.max_iter: 3``
 restores it).
 
-Each iteration reads the update matrix twice (the distances to ``z``, a block
-of columns at a time, and one ``beta @ X`` product) and allocates no ``(n, d)``
-temporary. The reported ``weights`` are the last step's normalised
-:math:`\\beta` (the aggregate is exactly ``weights @ updates``) and ``scores``
-the rows' distances to the aggregate.
+Each iteration reads the update matrix twice (one ``X @ z`` product for the
+distances, from norms computed once, and one ``beta @ X`` product) and
+allocates no ``(n, d)`` temporary; rows whose distance the product cannot
+resolve in float32 are recomputed from explicit differences. The reported
+``weights`` are the last step's normalised :math:`\\beta` (the aggregate is
+exactly ``weights @ updates``) and ``scores`` the rows' distances to the
+aggregate.
 
 Guarantee used by the tests (Minsker 2015, Lemma 2.1): with a fraction
 :math:`\\alpha = f / n < 1/2` of arbitrary rows, the geometric median lies within
@@ -45,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from fedpoison.defenses.base import AggregationResult, RoundContext
-from fedpoison.defenses.distances import distances_to
+from fedpoison.defenses.distances import distances_to, row_norms
 from fedpoison.defenses.registry import RULES
 from fedpoison.defenses.requirements import require
 
@@ -76,7 +78,8 @@ def smoothed_weiszfeld(
     a = alpha.to(x.dtype)
     a = a / a.sum()
     z = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device)
-    dist = distances_to(x, z)
+    sq = row_norms(x).square()
+    dist = sq.sqrt()  # distances to the origin
     w = a
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007  (iterations are reported)
@@ -84,7 +87,7 @@ def smoothed_weiszfeld(
         # A row at infinite distance has weight 0; never divide by a zero sum.
         w = beta / beta.sum() if bool(beta.sum() > 0) else a
         z_new = w @ x
-        dist = distances_to(x, z_new)
+        dist = distances_to(x, z_new, sq_norms=sq)
         moved = float(torch.linalg.vector_norm(z_new - z))
         z = z_new
         if moved <= tol * float(torch.linalg.vector_norm(z)):

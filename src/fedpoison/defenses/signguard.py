@@ -148,7 +148,7 @@ class SignGuard:
         by_norm = (ratio >= p.sg_lower) & (ratio <= p.sg_upper)
         k = max(1, math.ceil(p.sg_coord_fraction * d))
         coords = permutation(d, ctx.generator, device)[:k].sort().values
-        feats = sign_features(updates.index_select(1, coords))
+        feats = sign_features(updates[:, coords])
         by_sign = largest_sign_cluster(feats)
         kept = by_norm & by_sign
         center = feats[by_sign].mean(dim=0)
