@@ -1,9 +1,9 @@
 """Batched client engine: many clients train in lockstep as one computation.
 
 The per-client parameters are stacked into one ``(m, d)`` matrix and every SGD
-step of every client is one call of ``vmap(grad_and_value(loss))`` over
-``torch.func.functional_call``, the recipe of PyTorch's *model ensembling*
-tutorial. Each client keeps
+step of every client is one forward pass ``vmap(functional_call)`` over the
+stacked parameters, the recipe of PyTorch's *model ensembling* tutorial, and one
+backward pass of ordinary autograd (see :class:`_VmapLane`). Each client keeps
 
 * its own batches: the positions come from :func:`~fedpoison.training.local.batch_schedule`
   with the client's own generator, drawn exactly as :class:`SequentialEngine` draws them;
@@ -22,13 +22,16 @@ one and the padding is masked out of the loss, so each client's loss is the mean
 over its real samples only, as in the sequential engine. With equal sizes (IID
 partitions) no step is padded.
 
-First step and FedSGD
----------------------
-At step 0 every client starts from the same global model, so the first step
-passes the parameters unbatched (``in_dims=None``): the forward pass is one
-dense computation over all clients' samples and only the gradients are per
-client. FedSGD (``local.steps: 1``, batch at least the client size) is exactly
-this single batched pass: per-client gradients of the shared global model.
+FedSGD
+------
+FedSGD (``local.steps: 1``, batch at least the client size) is a single
+batched pass: one vmapped forward over every client's samples and one backward,
+giving each client's gradient of the shared global model.
+
+Lanes
+-----
+On a CPU with several cores the clients are also dealt to lanes, one thread
+each with one intra-op thread (see :class:`BatchedEngine`).
 
 Agreement
 ---------
@@ -53,13 +56,21 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad_and_value, vmap
-from torch.nn import functional as F
+from torch.func import functional_call, vmap
 
 from fedpoison.models.paramspec import ParamSpec
 from fedpoison.training.local import ClientJob, LocalPlan, SequentialEngine, batch_schedule
 
-__all__ = ["BatchedEngine", "assign_lanes", "choose_engine", "default_workers", "sgd_step_", "stack_batches"]
+__all__ = [
+    "DEFAULT_CHUNK",
+    "BatchedEngine",
+    "assign_lanes",
+    "choose_engine",
+    "client_loss",
+    "default_workers",
+    "sgd_step_",
+    "stack_batches",
+]
 
 
 # ---- pure pieces -----------------------------------------------------------------
@@ -214,32 +225,48 @@ def assign_lanes(costs: Sequence[float], lanes: int) -> list[list[int]]:
     return [sorted(rows) for rows in out]
 
 
+def client_loss(logits: Tensor, y: Tensor, mask: Tensor | None = None) -> Tensor:
+    """One client's mean cross-entropy over its real samples.
+
+    ``-log_softmax(logits)[y]`` averaged (over ``mask`` when given): the same
+    quantity as ``F.cross_entropy``, written with ``gather`` because under
+    ``vmap`` ``cross_entropy`` goes through a decomposition whose first call
+    imports sympy (two seconds per process).
+    """
+    picked = -logits.log_softmax(-1).gather(-1, y[..., None])[..., 0]
+    if mask is None:
+        return picked.mean()
+    return (picked * mask).sum() / mask.sum()
+
+
 class _VmapLane:
-    """Trains chunks of clients in lockstep with vmap; owns its model copy (functional_call is not thread-safe)."""
+    """Trains chunks of clients in lockstep with vmap; owns its model copy (functional_call is not thread-safe).
+
+    The forward pass is ``vmap(functional_call)`` over the stacked parameters;
+    the backward pass is ordinary autograd from the sum of the clients' losses
+    to one leaf per parameter (a view into the ``(k, d)`` rows). Client ``i``'s
+    rows enter only client ``i``'s loss, so the gradient of the sum is each
+    client's own gradient. (``torch.func.grad`` would do the same, but its first
+    call imports ``torch._dynamo``: two to five seconds per process.)
+    """
 
     def __init__(self, model: nn.Module, spec: ParamSpec, plan: LocalPlan, max_clients: int | None) -> None:
         self.model = model
         self.spec = spec
         self.plan = plan
         self.max_clients = max_clients
-        mean = grad_and_value(self._mean_loss)
-        masked = grad_and_value(self._masked_loss)
-        self._shared_step: dict[bool, Callable[..., tuple[dict[str, Tensor], Tensor]]] = {
-            False: vmap(mean, in_dims=(None, 0, 0)),
-            True: vmap(masked, in_dims=(None, 0, 0, 0)),
-        }
-        self._stacked_step: dict[bool, Callable[..., tuple[dict[str, Tensor], Tensor]]] = {
-            False: vmap(mean, in_dims=(0, 0, 0)),
-            True: vmap(masked, in_dims=(0, 0, 0, 0)),
+        self._names = [s.name for s in spec.slices]
+        self._losses: dict[bool, Callable[..., Tensor]] = {
+            False: vmap(self._loss, in_dims=(0, 0, 0)),
+            True: vmap(self._masked_loss, in_dims=(0, 0, 0, 0)),
         }
 
     # one client's loss, written once; vmap lifts it to all clients
-    def _mean_loss(self, params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(functional_call(self.model, params, (x,)), y)
+    def _loss(self, params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+        return client_loss(functional_call(self.model, params, (x,)), y)
 
     def _masked_loss(self, params: dict[str, Tensor], x: Tensor, y: Tensor, mask: Tensor) -> Tensor:
-        per_sample = F.cross_entropy(functional_call(self.model, params, (x,)), y, reduction="none")
-        return (per_sample * mask).sum() / mask.sum()
+        return client_loss(functional_call(self.model, params, (x,)), y, mask)
 
     def train_rows(self, global_params: Tensor, jobs: list[ClientJob], rows: list[int],
                    updates: Tensor, losses: Tensor) -> None:
@@ -252,7 +279,7 @@ class _VmapLane:
             part = order[start : start + chunk]
             u, lo = self._train_chunk(global_params, [jobs[i] for i in part], [schedules[i] for i in part])
             where = torch.tensor(part)
-            updates[where.to(updates.device)] = u
+            updates.index_copy_(0, where.to(updates.device), u)
             losses[where] = lo
 
     @torch.no_grad()
@@ -272,28 +299,27 @@ class _VmapLane:
         params = global_params.detach().expand(k, -1).clone()
         loss_sum = torch.zeros(k, device=global_params.device)
         bufs: list[Tensor] | None = None  # momentum buffers, one (k, *shape) tensor per parameter
-        first: list[Tensor] = []
         for t in range(steps[0] if steps else 0):
             a = sum(1 for s in steps if s > t)  # active clients: a prefix
             xb, yb, mask = stack_batches(sources, source_of[:a], [s.batches[t] for s in scheds[:a]])
             args = (xb, yb) if mask is None else (xb, yb, mask)
-            with torch.enable_grad():
-                if t == 0:
-                    grads, loss = self._shared_step[mask is not None](self.spec.unflatten(global_params), *args)
-                else:
-                    grads, loss = self._stacked_step[mask is not None](self.spec.unflatten(params[:a]), *args)
-            # SGD per parameter on views into the (k, d) rows: no flat copy of the gradients
             views = self.spec.unflatten(params[:a])
-            for j, sl in enumerate(self.spec.slices):
-                b = sgd_step_(views[sl.name], grads[sl.name], None if bufs is None else bufs[j][:a],
+            leaves = {name: v.detach().requires_grad_() for name, v in views.items()}
+            with torch.enable_grad():
+                loss = self._losses[mask is not None](leaves, *args)
+                grads = torch.autograd.grad(loss.sum(), [leaves[name] for name in self._names])
+            # SGD per parameter on views into the (k, d) rows: no flat copy of the gradients
+            new_bufs = []
+            for j, name in enumerate(self._names):
+                b = sgd_step_(views[name], grads[j], None if bufs is None else bufs[j][:a],
                               lr=plan.lr, momentum=plan.momentum, weight_decay=plan.weight_decay)
-                if bufs is None and b is not None:
-                    first.append(b)
-            if bufs is None and first:
-                bufs = first
+                if b is not None:
+                    new_bufs.append(b)
+            if bufs is None and new_bufs:
+                bufs = new_bufs
             loss_sum[:a] += loss.detach()
         counts = torch.tensor([max(s, 1) for s in steps], dtype=loss_sum.dtype, device=loss_sum.device)
-        return params - global_params, (loss_sum / counts).cpu()
+        return params.sub_(global_params), (loss_sum / counts).cpu()
 
 
 class _LoopLane:
@@ -306,6 +332,12 @@ class _LoopLane:
                    updates: Tensor, losses: Tensor) -> None:
         for i in rows:
             updates[i], losses[i] = self.engine.train_one(global_params, jobs[i])
+
+
+#: Default vmap chunk: big enough to amortise per-step overhead (W2's 100 clients
+#: per round fit in one chunk per lane), small enough that a 1,000-client round
+#: does not hold three more ``k x d`` matrices (parameters, momentum, gradients).
+DEFAULT_CHUNK = 128
 
 
 # ---- the engine --------------------------------------------------------------------
@@ -341,7 +373,9 @@ class BatchedEngine:
         Local SGD settings.
     max_clients:
         Clients trained together in one vmap chunk (``None``: all of a lane's).
-        Smaller chunks bound memory: activations grow with ``max_clients * batch_size``.
+        Chunks bound memory: the stacked parameters, momentum buffers and
+        gradients are ``max_clients x d`` each, and activations grow with
+        ``max_clients * batch_size``. Default :data:`DEFAULT_CHUNK`.
     workers:
         Lanes (``None``: :func:`default_workers`, the usable cores on CPU, 1 on a GPU).
     vectorize:
@@ -350,8 +384,9 @@ class BatchedEngine:
 
     name = "batched"
 
-    def __init__(self, model: nn.Module, spec: ParamSpec, plan: LocalPlan, *, max_clients: int | None = None,
-                 workers: int | None = None, vectorize: bool | None = None) -> None:
+    def __init__(self, model: nn.Module, spec: ParamSpec, plan: LocalPlan, *,
+                 max_clients: int | None = DEFAULT_CHUNK, workers: int | None = None,
+                 vectorize: bool | None = None) -> None:
         if max_clients is not None and max_clients < 1:
             raise ValueError(f"max_clients: expected a positive integer or None, got {max_clients}")
         if workers is not None and workers < 1:
