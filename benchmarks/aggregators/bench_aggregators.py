@@ -315,6 +315,29 @@ def bench_size(n: int, d: int, names: list[tuple[str, bool]], repeats: int, env:
                 fh.write(json.dumps({"n": n, "d": d, "f": f, "rule": name, **t, "gram": gram, **env}) + "\n")
 
 
+def markdown(json_path: str) -> str:
+    """A markdown table of the JSON lines in ``json_path`` (the last measurement of each cell wins)."""
+    rows: dict[tuple[int, int, str], dict[str, Any]] = {}
+    with open(json_path) as fh:
+        for line in fh:
+            r = json.loads(line)
+            rows[(r["n"], r["d"], r["rule"])] = r
+    out = ["| n | d | rule | fedpoison (s) | reference (s) | ByzFL (s) | Gram (s) | reference / fedpoison "
+           "| ByzFL / fedpoison | fedpoison / Gram |", "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for (n, d, rule), r in sorted(rows.items()):
+        fp = r["fedpoison"]
+
+        def cell(k: str, r: dict[str, Any] = r) -> str:
+            return f"{r[k]:.3f}" if k in r else "-"
+
+        def ratio(k: str, r: dict[str, Any] = r, fp: float = fp) -> str:
+            return f"{r[k] / fp:.2f}x" if k in r else "-"
+
+        out.append(f"| {n} | {d:.0e} | {rule} | {fp:.3f} | {cell('reference')} | {cell('byzfl')} | "
+                   f"{r['gram']:.3f} | {ratio('reference')} | {ratio('byzfl')} | {fp / r['gram']:.2f}x |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, nargs="+", default=[50, 200])
@@ -322,7 +345,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rules", nargs="*", default=None, help="rule/pre-aggregator names (default: all)")
     ap.add_argument("--json", default=None, help="append one JSON line per measurement here")
+    ap.add_argument("--markdown", default=None, help="print the markdown table of this JSON file and exit")
     args = ap.parse_args(argv)
+    if args.markdown:
+        print(markdown(args.markdown))
+        return 0
 
     names = [(r, False) for r in RULES.names()] + [(p, True) for p in PRE_AGGREGATORS.names()]
     if args.rules:
@@ -330,12 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     env: dict[str, Any] = {
         "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
         "threads": torch.get_num_threads(), "machine": platform.machine(), "cpus": os.cpu_count(),
-        "byzfl": None,
+        "byzfl_version": None,
     }
     if byzfl is not None:
         from importlib.metadata import version
 
-        env["byzfl"] = version("byzfl")
+        env["byzfl_version"] = version("byzfl")
     print(json.dumps(env), flush=True)
     print(f"{'n':>4} {'d':>8} {'rule':<18} {'fedpoison':>10} {'reference':>10} {'byzfl':>10} {'gram':>8}"
           f" {'ref/fp':>7} {'byzfl/fp':>8} {'fp/gram':>7}", flush=True)
