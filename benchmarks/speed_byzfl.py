@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, TensorDataset
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from speed_common import WORKLOADS  # noqa: E402
-from speed_reference import FMNIST, build, load  # noqa: E402
+from speed_reference import FMNIST, build, init_seed, load  # noqa: E402
 
 
 class _Stub(types.ModuleType):
@@ -62,13 +62,16 @@ def main(name: str) -> dict[str, float]:
 
     w = WORKLOADS[name]
     setattr(bmodels, w.model, lambda: build(w.model))
-    torch.manual_seed(0)
     x_tr, y_tr, x_te, y_te = load(FMNIST)
     x_tr, y_tr = x_tr[: w.limit], y_tr[: w.limit]
     rng = np.random.default_rng(0)
     parts = np.array_split(rng.permutation(w.limit), w.clients)
     common = {"model_name": w.model, "device": "cpu", "weight_decay": 0.0, "milestones": [],
               "learning_rate_decay": 1.0}
+    agg = {"name": "Krum", "parameters": {"f": w.attackers}} if w.defense == "krum" else {"name": "Average", "parameters": {}}
+    torch.manual_seed(init_seed(0))  # the global model: the same initial weights as the others
+    server = Server({**common, "optimizer_name": "SGD", "learning_rate": 1.0, "aggregator_info": agg,
+                     "pre_agg_list": [], "test_loader": DataLoader(TensorDataset(x_te, y_te), batch_size=2048)})
     clients = [
         Client({**common, "optimizer_name": "SGD", "optimizer_params": {"momentum": w.momentum},
                 "learning_rate": w.lr, "loss_name": "CrossEntropyLoss", "LabelFlipping": False, "nb_labels": 10,
@@ -77,9 +80,6 @@ def main(name: str) -> dict[str, float]:
                                                   shuffle=True)})
         for p in parts
     ]
-    agg = {"name": "Krum", "parameters": {"f": w.attackers}} if w.defense == "krum" else {"name": "Average", "parameters": {}}
-    server = Server({**common, "optimizer_name": "SGD", "learning_rate": 1.0, "aggregator_info": agg,
-                     "pre_agg_list": [], "test_loader": DataLoader(TensorDataset(x_te, y_te), batch_size=2048)})
     attacker = ByzantineClient({"f": w.attackers, "name": "SignFlipping", "parameters": {}}) if w.attackers else None
     steps = w.steps if w.steps is not None else w.epochs * -(-w.samples // w.batch_size)
     acc = float("nan")

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from speed_common import WORKLOADS  # noqa: E402
-from speed_reference import FMNIST, accuracy, build, load  # noqa: E402
+from speed_reference import FMNIST, accuracy, build, init_seed, load  # noqa: E402
 
 _DATA: dict[str, tuple[torch.Tensor, ...]] = {}
 
@@ -85,7 +85,7 @@ def make_apps(name: str) -> tuple[object, object, dict[str, float]]:
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        torch.manual_seed(0)
+        torch.manual_seed(init_seed(0))
         model = build(w.model)
         _, _, x_te, y_te = data(w.limit)
         fraction = w.per_round / w.clients

@@ -54,6 +54,16 @@ def build(name: str) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
 
 
+def init_seed(seed: int = 0) -> int:
+    """The torch seed fedpoison draws its initial model from (``derive_seed(seed, "init")``).
+
+    Seeding the same architecture with it gives the same initial weights as
+    fedpoison's run, so final accuracies compare like for like.
+    """
+    ss = np.random.SeedSequence([seed, 1])  # 1 = fedpoison.seeding.PURPOSES["init"]
+    return int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
 def krum(updates: torch.Tensor, f: int) -> torch.Tensor:
     """Krum (Blanchard et al. 2017): the row with the smallest sum of n - f - 2 nearest squared distances."""
     n = len(updates)
@@ -79,6 +89,7 @@ def main(w: Workload, seed: int = 0) -> dict[str, float]:
     parts = [torch.from_numpy(p) for p in np.array_split(rng.permutation(w.limit), w.clients)]
     attackers = set(range(w.attackers))
 
+    torch.manual_seed(init_seed(seed))
     model = build(w.model)
     params = list(model.parameters())
     global_flat = torch.cat([p.detach().reshape(-1) for p in params])
