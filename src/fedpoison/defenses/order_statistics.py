@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -59,7 +60,10 @@ def map_column_blocks(x: Tensor, kernel: BlockKernel) -> Tensor:
     return torch.from_numpy(out)
 
 
-def _half_sum(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> Tensor | np.ndarray:
+ArrayT = TypeVar("ArrayT", Tensor, np.ndarray)
+
+
+def _half_sum(a: ArrayT, b: ArrayT) -> ArrayT:
     # (a + b) / 2 without overflow for values near the float32 limit.
     return a * 0.5 + b * 0.5
 
@@ -76,7 +80,7 @@ def coordinate_median(x: Tensor) -> Tensor:
 
     def kernel(block: np.ndarray) -> np.ndarray:
         block.sort(axis=1)
-        return block[:, lo] if lo == hi else _half_sum(block[:, lo], block[:, hi])  # type: ignore[return-value]
+        return block[:, lo] if lo == hi else _half_sum(block[:, lo], block[:, hi])
 
     return map_column_blocks(x, kernel).to(x.dtype)
 
@@ -105,7 +109,7 @@ def coordinate_trimmed_mean(x: Tensor, b: int) -> Tensor:
     return map_column_blocks(x, kernel).to(x.dtype)
 
 
-def closest_window_start(s: Tensor | np.ndarray, med: Tensor | np.ndarray, beta: int) -> Tensor | np.ndarray:
+def closest_window_start(s: np.ndarray, med: np.ndarray, beta: int) -> np.ndarray:
     """Start of the ``beta`` consecutive sorted values closest to ``med``, per row of ``s``.
 
     ``s`` is ``(c, n)`` sorted along its rows. The ``beta`` values closest to
@@ -114,12 +118,14 @@ def closest_window_start(s: Tensor | np.ndarray, med: Tensor | np.ndarray, beta:
     the leftmost window, which depends only on the values).
     """
     n = s.shape[1]
-    left = s[:, : n - beta + 1]
-    right = s[:, beta - 1 :]
-    if isinstance(s, np.ndarray):
-        cost = np.maximum(med[:, None] - left, right - med[:, None])
-        return cost.argmin(axis=1)
-    cost = torch.maximum(med[:, None] - left, right - med[:, None])  # type: ignore[index]
+    cost = np.maximum(med[:, None] - s[:, : n - beta + 1], s[:, beta - 1 :] - med[:, None])
+    return cost.argmin(axis=1)
+
+
+def closest_window_start_torch(s: Tensor, med: Tensor, beta: int) -> Tensor:
+    """:func:`closest_window_start` on tensors."""
+    n = s.shape[1]
+    cost = torch.maximum(med[:, None] - s[:, : n - beta + 1], s[:, beta - 1 :] - med[:, None])
     return cost.argmin(dim=1)
 
 
@@ -146,7 +152,7 @@ def coordinate_closest_to_median_mean(x: Tensor, beta: int) -> Tensor:
         block.sort(axis=1)
         med = block[:, lo] if lo == hi else _half_sum(block[:, lo], block[:, hi])
         start = closest_window_start(block, med, beta)
-        window = np.take_along_axis(block, start[:, None] + offsets, axis=1)  # type: ignore[index]
+        window = np.take_along_axis(block, start[:, None] + offsets, axis=1)
         return window.mean(axis=1, dtype=np.float64).astype(block.dtype)
 
     return map_column_blocks(x, kernel).to(x.dtype)
@@ -158,7 +164,7 @@ def median_by_sort(x: Tensor) -> Tensor:
     n = x.shape[0]
     lo, hi = (n - 1) // 2, n // 2
     s = torch.sort(x, dim=0).values
-    return s[lo] if lo == hi else _half_sum(s[lo], s[hi])  # type: ignore[return-value]
+    return s[lo] if lo == hi else _half_sum(s[lo], s[hi])
 
 
 def trimmed_mean_by_sort(x: Tensor, b: int) -> Tensor:
@@ -173,6 +179,6 @@ def closest_to_median_mean_by_sort(x: Tensor, beta: int) -> Tensor:
     lo, hi = (n - 1) // 2, n // 2
     s = torch.sort(x, dim=0).values.T
     med = s[:, lo] if lo == hi else _half_sum(s[:, lo], s[:, hi])
-    start = closest_window_start(s, med, beta)
-    idx = start[:, None] + torch.arange(beta, device=x.device)  # type: ignore[index]
+    start = closest_window_start_torch(s, med, beta)
+    idx = start[:, None] + torch.arange(beta, device=x.device)
     return torch.gather(s, 1, idx).to(torch.float64).mean(dim=1).to(x.dtype)
