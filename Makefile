@@ -1,7 +1,7 @@
 # The two set-up commands of the README. Each installs what it needs.
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
-EXTRAS ?= dev,flower
+EXTRAS ?= dev,flower,ray
 
 .PHONY: install demo test test-slow lint
 

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fedpoison.cli import command, console
+from fedpoison.errors import ConfigError
 
 
 def print_wide(renderable: Any, **kwargs: Any) -> None:
@@ -51,7 +52,7 @@ def _run_line(event: Any) -> str:
 
 
 def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, retry_failed: bool,
-                 quiet: bool = False) -> Any:
+                 quiet: bool = False, options: dict[str, Any] | None = None) -> Any:
     """Run ``grid`` into ``out`` with one progress bar and a line per finished run; return the counts."""
     from fedpoison.experiments.executor import make_executor
     from fedpoison.experiments.runner import run_grid
@@ -62,7 +63,7 @@ def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, re
     name = "inline" if n == 0 and executor == "local" else executor
     with Progress(TextColumn("[bold]grid"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), console=console, disable=quiet, transient=False) as bar, \
-            make_executor(name, workers=max(n, 1)) as ex:
+            make_executor(name, workers=max(n, 1), **(options or {})) as ex:
         task = bar.add_task("grid", total=len(grid), info="")
 
         def on_event(event: Any) -> None:
@@ -99,6 +100,11 @@ def _configure_grid(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="worker processes (default: one per core, at most one per run; 0 = this process)")
     p.add_argument("--executor", default="local", choices=EXECUTORS.names(), help="where runs are computed")
+    p.add_argument("--address", default=None, metavar="auto|HOST:PORT",
+                   help="--executor ray: the cluster to use (default: start a private local instance)")
+    p.add_argument("--cpus-per-run", type=float, default=1.0, help="--executor ray: CPUs each run declares")
+    p.add_argument("--gpus-per-run", type=float, default=0.0,
+                   help="--executor ray: GPUs (or a fraction) each non-CPU run declares")
     p.add_argument("--retry-failed", action="store_true", help="rerun the runs that failed before")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key in every run, e.g. --set dataset.name=fashion-mnist")
@@ -122,8 +128,13 @@ def cmd_grid(args: argparse.Namespace) -> int:
         console.print(f"{len(grid)} runs{extra}")
         return 0
     out = args.out or Path("runs") / grid.name
+    options: dict[str, Any] = {}
+    if args.executor == "ray":
+        options = {"address": args.address, "cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run}
+    elif args.address is not None:
+        raise ConfigError(f"--address: only used with --executor ray, got --executor {args.executor}")
     progress = run_grid_cli(grid, out, workers=args.workers, executor=args.executor,
-                            retry_failed=args.retry_failed, quiet=args.quiet)
+                            retry_failed=args.retry_failed, quiet=args.quiet, options=options)
     failed = progress.failed + progress.failed_before
     console.print(f"{progress.skipped + progress.done}/{progress.total} runs finished, {failed} failed; "
                   f"results in [bold]{out}[/bold]", soft_wrap=True)

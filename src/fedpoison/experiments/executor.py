@@ -344,7 +344,10 @@ def prestart(name: str) -> None:
             forkserver.ensure_running()
 
 
-def make_executor(name: str, *, workers: int) -> Executor:
-    """Build a registered executor by name (unknown names raise a ConfigError naming them)."""
+def make_executor(name: str, *, workers: int, **options: Any) -> Executor:
+    """Build a registered executor by name (unknown names raise a ConfigError naming them).
+
+    ``options`` go to the executor's constructor (e.g. ``address`` for ``ray``).
+    """
     cls = EXECUTORS.get(name, key="--executor").obj
-    return cls(workers=workers)
+    return cls(workers=workers, **options)
