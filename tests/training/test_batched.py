@@ -21,6 +21,7 @@ from fedpoison.training.batched import (
     BatchedEngine,
     assign_lanes,
     choose_engine,
+    client_loss,
     default_workers,
     sgd_step_,
     stack_batches,
@@ -237,6 +238,14 @@ def test_sgd_step_is_torch_sgd(momentum: float, weight_decay: float, lr: float, 
         opt.step()
         buf = sgd_step_(ours, gr.clone(), buf, lr=lr, momentum=momentum, weight_decay=weight_decay)
     assert torch.equal(ours, ref.detach())  # same ops in the same order: bit for bit
+
+
+def test_client_loss_is_cross_entropy_over_real_samples() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(7, 10, generator=g), torch.randint(10, (7,), generator=g)
+    torch.testing.assert_close(client_loss(logits, y), torch.nn.functional.cross_entropy(logits, y))
+    mask = torch.tensor([1.0, 1, 1, 1, 0, 0, 0])
+    torch.testing.assert_close(client_loss(logits, y, mask), torch.nn.functional.cross_entropy(logits[:4], y[:4]))
 
 
 def test_stack_batches_pads_and_masks() -> None:
