@@ -45,14 +45,12 @@ def bucket_means(x: Tensor, perm: Tensor, s: int) -> tuple[Tensor, Tensor]:
     """``(means (buckets, d), mixing matrix (buckets, n))``: rows ``perm[k*s:(k+1)*s]`` form bucket ``k``."""
     n, d = x.shape
     buckets = math.ceil(n / s)
-    full = n // s
     bucket_of = bucket_rows(n, s, perm)
     counts = torch.bincount(bucket_of, minlength=buckets).to(x.dtype)
-    means = torch.empty(buckets, d, dtype=x.dtype, device=x.device)
-    if full:
-        torch.mean(x[perm[: full * s]].view(full, s, d), dim=1, out=means[:full])
-    if full < buckets:
-        means[full] = x[perm[full * s :]].mean(dim=0)
+    # Sum rows into their buckets in place: allocates only the (buckets, d) output. Gathering
+    # the shuffled rows first (x[perm], then a mean) was 2.5x slower at (50, 1e6).
+    means = torch.zeros(buckets, d, dtype=x.dtype, device=x.device).index_add_(0, bucket_of, x)
+    means.div_(counts[:, None])
     groups = torch.zeros(buckets, n, dtype=x.dtype, device=x.device)
     groups[bucket_of, torch.arange(n, device=x.device)] = 1.0 / counts[bucket_of]
     return means, groups
