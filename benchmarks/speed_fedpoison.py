@@ -25,11 +25,22 @@ if __name__ == "__main__":
 
     w = WORKLOADS[args.workload]
     result = fedpoison.run(overrides=[*w.fedpoison_overrides(), f"local.engine={args.engine}", *args.extra])
-    fed_engine = result.extras.get("engine") if isinstance(result.extras, dict) else None
+    engine = args.engine
+    if engine == "auto":  # what auto resolved to, by the same rule the run used
+        from fedpoison.models import ParamSpec, build_model
+        from fedpoison.training import LocalPlan
+        from fedpoison.training.batched import BatchedEngine, choose_engine
+
+        cfg = result.config
+        model = build_model(cfg.model.name, (1, 28, 28), 10, cfg.model)
+        engine = choose_engine(model, ParamSpec.of(model), LocalPlan(), "cpu")
+        if engine == "batched":
+            b = BatchedEngine(model, ParamSpec.of(model), LocalPlan())
+            engine = f"batched ({b.workers} lanes, {'vmap' if b.vectorize else 'per-client loops'})"
     # the last evaluation (fedpoison's summary "final_accuracy" is the mean of the last k evaluations,
     # which with eval.every = rounds would mix in the first round's)
     last = float(result.history["test_accuracy"].dropna().iloc[-1])
     out = {"final_accuracy": last, "summary_final_accuracy": result.summary["final_accuracy"],
            "inner_s": time.perf_counter() - t0,
-           "train_s": float(result.timings["train_s"].sum()), "engine": fed_engine or args.engine}
+           "train_s": float(result.timings["train_s"].sum()), "engine": engine}
     print("RESULT " + json.dumps(out), flush=True)
