@@ -63,7 +63,7 @@ threads), Python {before['python']}. **Shared machine**: load average {before['l
 Ratios are to the faster script variant ({ref['name']}). All contenders ran with `OMP_WAIT_POLICY=PASSIVE`
 (see speed_common.py: on the loaded machine OpenMP's default spinning made two-thread steps 25x slower).
 
-Training phase only (sum over rounds): script {ref['result'].get('train_s', float('nan')):.2f} s, fedpoison
+Training phase only (sum over rounds, medians): script {ref['result'].get('train_s', float('nan')):.2f} s, fedpoison
 {fp['result'].get('train_s', float('nan')):.2f} s.
 
 Goal: time <= 1.10x, memory <= 1.2x. Measured: time **{time_ratio:.2f}x** ({'met' if time_ratio <= 1.10 else 'not met'}),
