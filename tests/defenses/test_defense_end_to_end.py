@@ -2,9 +2,9 @@
 
 Median, trimmed mean, Krum, geometric median and FLTrust keep the final accuracy
 within 10 points of the clean FedAvg run; FedAvg itself collapses (to chance
-under sign flip, by more than 20 points under Gaussian rows). Each run takes
-20-130 s on two shared cores (15 minutes for the module), so it is ``slow``:
-``pytest tests/defenses/test_defense_end_to_end.py -m slow``.
+under sign flip, by more than 20 points under Gaussian rows). Thirteen runs:
+about a minute for the module on two quiet cores, fifteen on a heavily loaded
+machine, so it is ``slow``: ``pytest tests/defenses/test_defense_end_to_end.py -m slow``.
 """
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ def cosine_to(x: Tensor, ref: Tensor) -> Tensor:
 
 
 def distances_to(x: Tensor, z: Tensor, *, sq_norms: Tensor | None = None) -> Tensor:
-    """``(n,)`` L2 distance of each row of ``x`` to the point ``z``.
+    r"""``(n,)`` L2 distance of each row of ``x`` to the point ``z``.
 
     .. math:: \|x_i - z\|^2 = \|x_i\|^2 - 2 x_i \cdot z + \|z\|^2
 

@@ -69,7 +69,7 @@ def _half_sum(a: ArrayT, b: ArrayT) -> ArrayT:
 
 
 def coordinate_median(x: Tensor) -> Tensor:
-    """``(d,)`` coordinate-wise median of the rows (mean of the two middle values for even n).
+    r"""``(d,)`` coordinate-wise median of the rows (mean of the two middle values for even n).
 
     .. math:: \mathrm{med}(x)_j = \mathrm{median}\{x_{1j}, \dots, x_{nj}\}
     """
@@ -86,7 +86,7 @@ def coordinate_median(x: Tensor) -> Tensor:
 
 
 def coordinate_trimmed_mean(x: Tensor, b: int) -> Tensor:
-    """``(d,)`` mean of the middle ``n - 2b`` values of each coordinate.
+    r"""``(d,)`` mean of the middle ``n - 2b`` values of each coordinate.
 
     .. math:: \mathrm{trmean}_b(x)_j = \frac{1}{n - 2b} \sum_{k=b+1}^{n-b} x_{(k)j}
 
@@ -130,7 +130,7 @@ def closest_window_start_torch(s: Tensor, med: Tensor, beta: int) -> Tensor:
 
 
 def coordinate_closest_to_median_mean(x: Tensor, beta: int) -> Tensor:
-    """``(d,)`` per coordinate, the mean of the ``beta`` values closest to the median.
+    r"""``(d,)`` per coordinate, the mean of the ``beta`` values closest to the median.
 
     This is Bulyan's coordinate-wise step (El Mhamdi et al. 2018):
 
