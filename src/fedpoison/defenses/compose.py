@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
-from fedpoison.defenses.base import AggregationResult, PreAggregator, RoundContext
+from fedpoison.defenses.base import AggregationResult, AggregationRule, PreAggregator, RoundContext
 from fedpoison.defenses.registry import PRE_AGGREGATORS, RULES
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class Defense:
 
     def __init__(
         self,
-        rule: object,
+        rule: AggregationRule,
         pre: Sequence[PreAggregator] = (),
         *,
         nonfinite: NonFinitePolicy = "drop",
