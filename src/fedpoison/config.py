@@ -304,6 +304,24 @@ class ExperimentConfig(_Strict):
             return self.attack.count
         return round(self.attack.fraction * self.clients.num)
 
+    @property
+    def expected_malicious_per_round(self) -> int:
+        """Malicious participants expected per round: the defense's default ``f``.
+
+        This is what the threat model says (how many), never who they are: all
+        ``m`` attackers under full participation or ``attack.always_participate``,
+        else their expected count ``round(m * k / N)`` among the ``k`` sampled.
+        """
+        m, k, n = self.num_malicious, self.participants_per_round, self.clients.num
+        if k >= n or self.attack.always_participate:
+            return min(m, k)
+        return min(k, round(m * k / n))
+
+    @property
+    def assumed_f(self) -> int:
+        """The ``f`` the defense assumes: ``defense.f`` if set, else :attr:`expected_malicious_per_round`."""
+        return self.defense.f if self.defense.f is not None else self.expected_malicious_per_round
+
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain JSON-able data (plug-in keys included)."""
         return self.model_dump(mode="json")

@@ -121,3 +121,23 @@ def test_fashion_mnist_cnn_reaches_080_within_10_rounds() -> None:
     with pytest.raises(_Reached):
         fedpoison.run(cfg, progress=stop_when_reached)
     assert len(seen) <= 10 and seen[-1] >= 0.80
+
+
+def test_fltrust_gets_its_root_dataset_from_the_default_root_size() -> None:
+    """defense.root_size has a default; the server must train on it without the user setting it."""
+    cfg = fedpoison.load_config(overrides=["rounds=2", "defense.name=fltrust"])
+    fed = build_federation(cfg)
+    from fedpoison.defenses import RULES
+
+    default = RULES.get("fltrust").params().root_size
+    assert fed.root_index is not None and len(fed.root_index) == default
+    r = fedpoison.run(cfg)
+    assert r.summary["skipped_rounds"] == 0
+
+
+def test_defense_f_defaults_to_the_expected_attackers_per_round() -> None:
+    cfg = fedpoison.load_config(overrides=["attack.name=sign_flip", "attack.fraction=0.3"])
+    assert cfg.assumed_f == 6
+    sampled = fedpoison.load_config(overrides=["attack.name=sign_flip", "attack.fraction=0.3", "clients.per_round=10"])
+    assert sampled.assumed_f == 3
+    assert fedpoison.load_config(overrides=["defense.f=2"]).assumed_f == 2

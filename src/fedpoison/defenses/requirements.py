@@ -40,18 +40,8 @@ def require(ok: bool, rule: str, requirement: str, **values: Any) -> None:
 
 
 def assumed_f(config: ExperimentConfig) -> int:
-    """The ``f`` a defense assumes for ``config``: ``defense.f``, else the expected attackers per round.
-
-    With full participation (or ``attack.always_participate``) that is the
-    number of malicious clients; with sampling it is their expected count among
-    the participants, ``round(m * n / N)``.
-    """
-    if config.defense.f is not None:
-        return config.defense.f
-    n, total, m = config.participants_per_round, config.clients.num, config.num_malicious
-    if n >= total or config.attack.always_participate:
-        return min(m, n)
-    return min(n, round(m * n / total))
+    """The ``f`` a defense assumes for ``config`` (:attr:`ExperimentConfig.assumed_f`)."""
+    return config.assumed_f
 
 
 @register_check

@@ -33,19 +33,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def expected_malicious_per_round(cfg: ExperimentConfig) -> int:
-    """The defense's default f: malicious participants expected per round.
-
-    This is what the threat model says (how many), never who they are.
-    """
-    m, k, n = cfg.num_malicious, cfg.participants_per_round, cfg.clients.num
-    if m == 0:
-        return 0
-    if cfg.attack.always_participate:
-        return min(m, k)
-    return min(k, round(m * k / n))
-
-
 @dataclass
 class Federation:
     """The fixed parts of one run."""
@@ -123,7 +110,7 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
             input_shape=data.input_shape,
             collude=cfg.attack.collude,
         )
-    defense = build_defense(cfg.defense, f=expected_malicious_per_round(cfg))
+    defense = build_defense(cfg.defense, f=cfg.expected_malicious_per_round)
 
     auditor = None
     if cfg.audit.name != "none":
@@ -137,7 +124,10 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
     engine = make_engine(cfg, model, spec, plan, device)
 
     root_index = None
-    root_size = (cfg.defense.model_extra or {}).get("root_size")
+    from fedpoison.defenses import RULES
+
+    rule_params = cfg.defense.params(RULES.get(cfg.defense.name, key="defense.name").params)
+    root_size = getattr(rule_params, "root_size", None)  # FLTrust's root dataset, defaults included
     if root_size:
         if root_size > len(data.y_train):
             raise ConfigError(f"defense.root_size: expected at most {len(data.y_train)} samples, got {root_size}")
