@@ -112,6 +112,19 @@ class Attack:
     #: False for attacks that skip local training (free riders, pure noise).
     trains: ClassVar[bool] = True
 
+    def __init__(
+        self, params: Any, *, num_classes: int, input_shape: tuple[int, ...], collude: bool = False
+    ) -> None:
+        """Keep the validated params and the facts every attack may need.
+
+        Subclasses that need more set-up override this and call ``super().__init__``
+        or set the same attributes.
+        """
+        self.params = params
+        self.num_classes = num_classes
+        self.input_shape = input_shape
+        self.collude = collude
+
     def poison(
         self, x: Tensor, y: Tensor, *, client_id: int, slot: int, generator: torch.Generator
     ) -> tuple[Tensor, Tensor]:

@@ -52,16 +52,6 @@ class FreeRider(Attack):
     knowledge = Knowledge.LOCAL
     trains = False
 
-    def __init__(
-        self,
-        params: FreeRiderParams,
-        *,
-        num_classes: int,
-        input_shape: tuple[int, ...],
-        collude: bool = False,
-    ) -> None:
-        self.params = params
-        self.collude = collude
 
     def craft(self, ctx: AttackContext) -> Tensor:
         """Zero, random or stale rows."""

@@ -64,16 +64,6 @@ class Gaussian(Attack):
     kind = AttackKind.UPDATE
     knowledge = Knowledge.LOCAL
 
-    def __init__(
-        self,
-        params: GaussianParams,
-        *,
-        num_classes: int,
-        input_shape: tuple[int, ...],
-        collude: bool = False,
-    ) -> None:
-        self.params = params
-        self.collude = collude
 
     def craft(self, ctx: AttackContext) -> Tensor:
         """Noise rows (plus the own updates in ``additive`` mode)."""

@@ -63,16 +63,6 @@ class NonFinite(Attack):
     knowledge = Knowledge.LOCAL
     trains = False
 
-    def __init__(
-        self,
-        params: NonFiniteParams,
-        *,
-        num_classes: int,
-        input_shape: tuple[int, ...],
-        collude: bool = False,
-    ) -> None:
-        self.params = params
-        self.collude = collude
 
     def craft(self, ctx: AttackContext) -> Tensor:
         """Zero rows with the chosen coordinates non-finite."""

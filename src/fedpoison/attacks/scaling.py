@@ -88,16 +88,6 @@ class Scaling(Attack):
     kind = AttackKind.UPDATE
     knowledge = Knowledge.LOCAL
 
-    def __init__(
-        self,
-        params: ScalingParams,
-        *,
-        num_classes: int,
-        input_shape: tuple[int, ...],
-        collude: bool = False,
-    ) -> None:
-        self.params = params
-        self.collude = collude
 
     def craft(self, ctx: AttackContext) -> Tensor:
         """``scale`` times each own update (or their mean, when colluding)."""

@@ -54,16 +54,6 @@ class SignFlip(Attack):
     kind = AttackKind.UPDATE
     knowledge = Knowledge.LOCAL
 
-    def __init__(
-        self,
-        params: SignFlipParams,
-        *,
-        num_classes: int,
-        input_shape: tuple[int, ...],
-        collude: bool = False,
-    ) -> None:
-        self.params = params
-        self.collude = collude
 
     def craft(self, ctx: AttackContext) -> Tensor:
         """``-scale`` times each own update (or their mean, when colluding)."""
