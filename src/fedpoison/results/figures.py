@@ -167,16 +167,21 @@ def _curves(results: Results, folder: Path, metric: str, name: str, title: str, 
         ax.set_xlabel("round")
         ax.set_ylim(-0.02, 1.02)
     axes[0].set_ylabel(ylabel)
-    handles, labels = axes[0].get_legend_handles_labels()
-    for ax in axes[1:]:
+    _shared_legend(fig, axes, top=0.9)
+    return _save(fig, folder, name, title, _with_fixed(caption, fixed))
+
+
+def _shared_legend(fig: Any, axes: Any, *, top: float) -> None:
+    """One legend above all panels, each label once (panels may lack some lines)."""
+    handles, labels = [], []
+    for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
     fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), bbox_to_anchor=(0.5, 1.0),
                frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 0.9))
-    return _save(fig, folder, name, title, _with_fixed(caption, fixed))
+    fig.tight_layout(rect=(0, 0, 1, top))
 
 
 def accuracy_vs_round(results: Results, folder: Path) -> FigureFile | None:
@@ -275,15 +280,7 @@ def _sweep(results: Results, folder: Path, x_of: Callable[[pd.DataFrame], pd.Ser
             ax.set_xticks([*ticks, inf_at], [*(f"{t:g}" for t in ticks), inf_label])
             ax.set_xlim(float(finite.min()) / 2 if logx else None, inf_at * 1.5 if logx else None)
     axes[0].set_ylabel("final accuracy")
-    handles, labels = [], []
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), bbox_to_anchor=(0.5, 1.0),
-               frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 0.88))
+    _shared_legend(fig, axes, top=0.88)
     return _save(fig, folder, name, title, _with_fixed(caption, fixed))
 
 
