@@ -21,7 +21,7 @@ import pytest
 from fedpoison.cli import main
 from fedpoison.simulation.checkpoint import CHECKPOINT
 
-ARGS = ["--set", "rounds=12", "--set", "clients.per_round=10", "--set", "partition.name=dirichlet",
+ARGS = ["--set", "rounds=40", "--set", "clients.per_round=10", "--set", "partition.name=dirichlet",
         "--set", "attack.name=none"]
 
 
@@ -49,7 +49,7 @@ def test_sigkill_mid_run_then_resume_reproduces_history(reference: Path, tmp_pat
     time.sleep(random.Random(attempt).uniform(0.0, 0.6))  # somewhere inside a later round
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (out / "summary.json").exists() or proc.returncode == 0
+    assert not (out / "summary.json").exists(), "the kill landed mid-run, before the run finished"
     assert main(["run", "--quiet", "--resume", str(out)]) == 0
     for name in ("history.csv", "audit.csv"):
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name

@@ -81,16 +81,6 @@ class ALIE(Attack):
     knowledge = Knowledge.OMNISCIENT
     trains = False
 
-    def __init__(
-        self,
-        params: ALIEParams,
-        *,
-        num_classes: int,
-        input_shape: tuple[int, ...],
-        collude: bool = False,
-    ) -> None:
-        self.params = params
-
     def z(self, ctx: AttackContext) -> float:
         """The z used this round."""
         if self.params.z is not None:

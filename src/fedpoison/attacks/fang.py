@@ -317,16 +317,6 @@ class FangTrim(Attack):
     kind = AttackKind.UPDATE
     knowledge = Knowledge.LOCAL
 
-    def __init__(
-        self,
-        params: FangTrimParams,
-        *,
-        num_classes: int,
-        input_shape: tuple[int, ...],
-        collude: bool = False,
-    ) -> None:
-        self.params = params
-
     def craft(self, ctx: AttackContext) -> Tensor:
         """``c`` rows, each drawn independently from the attack's intervals."""
         benign, full = benign_for(self.params.variant, ctx)

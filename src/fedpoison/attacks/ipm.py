@@ -56,16 +56,6 @@ class IPM(Attack):
     knowledge = Knowledge.OMNISCIENT
     trains = False
 
-    def __init__(
-        self,
-        params: IPMParams,
-        *,
-        num_classes: int,
-        input_shape: tuple[int, ...],
-        collude: bool = False,
-    ) -> None:
-        self.params = params
-
     def craft(self, ctx: AttackContext) -> Tensor:
         """One ``-eps * mean(honest)`` row, sent by every malicious client."""
         return repeat_row(ipm_update(benign_reference(ctx), self.params.eps), ctx.num_malicious)

@@ -70,16 +70,6 @@ class Mimic(Attack):
     knowledge = Knowledge.OMNISCIENT
     trains = False
 
-    def __init__(
-        self,
-        params: MimicParams,
-        *,
-        num_classes: int,
-        input_shape: tuple[int, ...],
-        collude: bool = False,
-    ) -> None:
-        self.params = params
-
     def craft(self, ctx: AttackContext) -> Tensor:
         """The chosen honest row, sent by every malicious client."""
         honest = benign_reference(ctx)

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from fedpoison.errors import ResultsError
+from fedpoison.simulation.result import atomic_write_bytes as _atomic_write_bytes
 
 RUNS = "runs"
 FAILED = "failed"
@@ -80,18 +81,8 @@ def _write_file(path: Path, data: bytes) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``path`` atomically, with the store's file mode."""
+    _atomic_write_bytes(path, data, mode=_FILE_MODE)
 
 
 class StoreLocked(ResultsError):
