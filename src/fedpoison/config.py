@@ -363,6 +363,8 @@ def _to_config_error(exc: ValidationError, prefix: tuple[str, ...] = ()) -> Conf
     err = exc.errors()[0]
     loc = prefix + tuple(str(p) for p in err["loc"])
     key = ".".join(loc) if loc else "config"
+    if not key.isprintable():
+        key = repr(key)[1:-1]
     if err["type"] == "extra_forbidden":
         parent = _model_at(loc[:-1])
         known = sorted(parent.model_fields) if parent else []
@@ -399,6 +401,8 @@ def parse_override(item: str) -> tuple[str, Any]:
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     """Set ``data['a']['b'] = value`` for ``key='a.b'``, creating sections."""
     parts = key.split(".")
+    if not all(part.isidentifier() for part in parts):
+        raise ConfigError(f"--set: expected a dotted key of names (e.g. clients.num), got {key!r}")
     node = data
     for i, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
