@@ -118,7 +118,9 @@ class EvalConfig(_Strict):
     """When and how the global model is evaluated on the test set."""
 
     every: int = Field(1, ge=1)
-    batch_size: int = Field(2048, ge=1)
+    #: Test images per forward pass. A speed knob only; 256 keeps a CNN's activations in cache
+    #: (cnn28 on CPU: 10,000 images in 0.2 s at 256, 0.4 s at 2048).
+    batch_size: int = Field(256, ge=1)
 
 
 class _PluginSection(BaseModel):

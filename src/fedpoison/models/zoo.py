@@ -31,6 +31,19 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, cfg: 
     return MODELS.get(name, key="model.name").obj(input_shape, num_classes, cfg)
 
 
+def _conv_pool_relu(cin: int, cout: int, kernel: int, padding: int = 0) -> tuple[nn.Module, ...]:
+    """Convolution, 2x2 max-pooling, then ReLU.
+
+    ``relu(maxpool(z)) == maxpool(relu(z))`` exactly (ReLU is monotone), and the
+    gradients agree too, except on exact ties inside a pooling window. Pooling
+    first runs the ReLU, its backward pass and the pooling's zero-fill on a
+    quarter of the values: 1.3x faster training of cnn28 on CPU
+    (``benchmarks/RESULTS.md``). The parameter names are those of the
+    conv-ReLU-pool order, so saved models load either way.
+    """
+    return nn.Conv2d(cin, cout, kernel, padding=padding), nn.MaxPool2d(2), nn.ReLU()
+
+
 @MODELS.register("logreg", description="Multinomial logistic regression on flattened inputs.")
 def logreg(input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), num_classes))
@@ -52,20 +65,22 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.
     reference="The two-conv CNN of the poisoning literature (e.g. Fang et al. 2020, Cao et al. 2021).",
 )
 def cnn28(input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.Module:
+    """The two-conv CNN, ReLU after max-pooling (see :func:`_conv_pool_relu`)."""
     c = input_shape[0]
     return nn.Sequential(
-        nn.Conv2d(c, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
+        *_conv_pool_relu(c, 16, 5),
+        *_conv_pool_relu(16, 32, 5),
         nn.Flatten(), nn.Linear(32 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, num_classes),
     )
 
 
 @MODELS.register("cnn8", description="CNN for 1x8x8 digits: conv 1->16 k3, pool, conv 16->32 k3, pool, fc 128->64->C.")
 def cnn8(input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.Module:
+    """The small digits CNN, ReLU after max-pooling (see :func:`_conv_pool_relu`)."""
     c = input_shape[0]
     return nn.Sequential(
-        nn.Conv2d(c, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        *_conv_pool_relu(c, 16, 3, padding=1),
+        *_conv_pool_relu(16, 32, 3, padding=1),
         nn.Flatten(), nn.Linear(32 * 2 * 2, 64), nn.ReLU(), nn.Linear(64, num_classes),
     )
 

@@ -18,6 +18,7 @@ from fedpoison.config import ExperimentConfig
 from fedpoison.data import PARTITIONERS, Dataset, load_dataset
 from fedpoison.defenses import Defense, build_defense
 from fedpoison.models import ParamSpec, build_model, default_model_name
+from fedpoison.models.paramspec import use_fast_layout_
 from fedpoison.seeding import derive_seed, generator
 from fedpoison.training import LocalPlan, SequentialEngine
 
@@ -53,7 +54,6 @@ class Federation:
     plan: LocalPlan
     root_index: Tensor | None
     eval_model: nn.Module
-    eval_params: Tensor
 
     @property
     def num_clients(self) -> int:
@@ -133,8 +133,6 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
             raise ConfigError(f"defense.root_size: expected at most {len(data.y_train)} samples, got {root_size}")
         g = generator(cfg.seed, "root")
         root_index = torch.randperm(len(data.y_train), generator=g)[:root_size].to(device)
-    eval_model = copy.deepcopy(model)
-    eval_params = init_params.clone()
-    spec.bind(eval_model, eval_params)
+    eval_model = use_fast_layout_(copy.deepcopy(model))
     return Federation(cfg, device, data, parts, sizes, model, spec, init_params, malicious, attack,
-                      defense, auditor, engine, plan, root_index, eval_model, eval_params)
+                      defense, auditor, engine, plan, root_index, eval_model)

@@ -202,7 +202,7 @@ def root_update_fn(fed: Federation, rnd: int) -> Callable[[Tensor], Tensor] | No
 
 def evaluate_global(fed: Federation, params: Tensor) -> dict[str, float]:
     """Clean accuracy, loss, per-class recall, backdoor success and targeted misclassification."""
-    fed.eval_params.copy_(params)
+    fed.spec.load_(fed.eval_model, params)
     data, bs = fed.data, fed.cfg.eval.batch_size
     preds, loss = evaluate(fed.eval_model, data.x_test, data.y_test, bs)
     y = data.y_test

@@ -59,7 +59,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from fedpoison.models.paramspec import ParamSpec
-from fedpoison.training.local import ClientJob, LocalPlan, SequentialEngine, batch_schedule
+from fedpoison.training.local import ClientJob, LocalPlan, SequentialEngine, batch_schedule, sgd_step_
 
 __all__ = [
     "DEFAULT_CHUNK",
@@ -74,55 +74,6 @@ __all__ = [
 
 
 # ---- pure pieces -----------------------------------------------------------------
-def sgd_step_(
-    params: Tensor,
-    grads: Tensor,
-    buf: Tensor | None,
-    *,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-) -> Tensor | None:
-    """One :class:`torch.optim.SGD` step on the rows of ``params``, in place.
-
-    .. math::
-
-        g_t = \\nabla_t + \\lambda\\, p_{t-1},\\qquad
-        b_t = \\begin{cases} g_t & t = 1\\\\ \\mu\\, b_{t-1} + g_t & t > 1\\end{cases},\\qquad
-        p_t = p_{t-1} - \\eta\\, b_t
-
-    with :math:`\\lambda` the weight decay, :math:`\\mu` the momentum (:math:`b_t = g_t`
-    when :math:`\\mu = 0`) and :math:`\\eta` the learning rate: PyTorch's SGD with
-    dampening 0 and ``nesterov=False``, applied row-wise.
-
-    Parameters
-    ----------
-    params:
-        Parameters (any shape, e.g. ``(k, d)`` rows or a ``(k, *shape)`` view),
-        updated in place.
-    grads:
-        Gradients of the same shape.
-    buf:
-        Momentum buffers of the same shape, updated in place, or ``None`` on the
-        first step (a new buffer is returned when ``momentum`` is non-zero).
-
-    Returns
-    -------
-    The momentum buffer to pass to the next step (``None`` without momentum).
-    """
-    g = grads
-    if weight_decay != 0:
-        g = g.add(params, alpha=weight_decay)
-    if momentum != 0:
-        if buf is None:
-            buf = g.detach().clone()
-        else:
-            buf.mul_(momentum).add_(g)
-        g = buf
-    params.add_(g, alpha=-lr)
-    return buf
-
-
 def stack_batches(
     sources: Sequence[tuple[Tensor, Tensor]],
     source_of: Sequence[int],

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from fedpoison.models.paramspec import ParamSpec
+from fedpoison.models.paramspec import ParamSpec, use_fast_layout_
 
 
 @dataclass(frozen=True)
@@ -78,42 +78,97 @@ def batch_schedule(n: int, plan: LocalPlan, generator: torch.Generator) -> list[
     return out
 
 
-class SequentialEngine:
-    """Train clients one after another on one model whose parameters view a flat buffer.
+def sgd_step_(
+    params: Tensor,
+    grads: Tensor,
+    buf: Tensor | None,
+    *,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+) -> Tensor | None:
+    """One :class:`torch.optim.SGD` step on the rows of ``params``, in place.
 
-    The model's parameters share storage with ``self.flat``
-    (:meth:`ParamSpec.bind`), so loading the global model is one ``copy_`` and
-    reading the update is one subtraction; nothing is copied per step.
+    .. math::
+
+        g_t = \\nabla_t + \\lambda\\, p_{t-1},\\qquad
+        b_t = \\begin{cases} g_t & t = 1\\\\ \\mu\\, b_{t-1} + g_t & t > 1\\end{cases},\\qquad
+        p_t = p_{t-1} - \\eta\\, b_t
+
+    with :math:`\\lambda` the weight decay, :math:`\\mu` the momentum (:math:`b_t = g_t`
+    when :math:`\\mu = 0`) and :math:`\\eta` the learning rate: PyTorch's SGD with
+    dampening 0 and ``nesterov=False``, applied row-wise.
+
+    Parameters
+    ----------
+    params:
+        Parameters (any shape, e.g. ``(k, d)`` rows or a ``(k, *shape)`` view),
+        updated in place.
+    grads:
+        Gradients of the same shape.
+    buf:
+        Momentum buffers of the same shape, updated in place, or ``None`` on the
+        first step (a new buffer is returned when ``momentum`` is non-zero).
+
+    Returns
+    -------
+    The momentum buffer to pass to the next step (``None`` without momentum).
+    """
+    g = grads
+    if weight_decay != 0:
+        g = g.add(params, alpha=weight_decay)
+    if momentum != 0:
+        if buf is None:
+            buf = g.detach().clone()
+        else:
+            buf.mul_(momentum).add_(g)
+        g = buf
+    params.add_(g, alpha=-lr)
+    return buf
+
+
+class SequentialEngine:
+    """Train clients one after another on one model.
+
+    The model's parameters are stored in the fastest layout for the device
+    (:func:`~fedpoison.models.paramspec.use_fast_layout_`: ``channels_last``
+    convolution weights on CPU). Loading the global model is one copy per
+    parameter and reading the update is one flatten and one subtraction per
+    client; nothing is copied per step.
     """
 
     name = "sequential"
 
     def __init__(self, model: nn.Module, spec: ParamSpec, plan: LocalPlan) -> None:
-        self.model = model
+        self.model = use_fast_layout_(model)
         self.spec = spec
         self.plan = plan
-        self.flat = torch.zeros(spec.dim, device=next(model.parameters()).device)
-        spec.bind(model, self.flat)
-        self.opt = torch.optim.SGD(
-            model.parameters(), lr=plan.lr, momentum=plan.momentum, weight_decay=plan.weight_decay
-        )
+        self.params = list(model.parameters())
 
     def train_one(self, global_params: Tensor, job: ClientJob) -> tuple[Tensor, float]:
-        """Train one client from ``global_params``; return ``(update, mean loss)``."""
-        self.flat.copy_(global_params)
-        self.opt.state.clear()  # momentum starts from zero every round, as on a fresh client
-        model, opt = self.model, self.opt
+        """Train one client from ``global_params``; return ``(update, mean loss)``.
+
+        The SGD step is :func:`sgd_step_` per parameter (``torch.optim.SGD``'s
+        update rule; constructing a ``torch.optim.SGD`` imports ``torch._dynamo``,
+        about a second per process). Momentum starts from zero every round, as on
+        a fresh client.
+        """
+        model, params, plan = self.model, self.params, self.plan
+        self.spec.load_(model, global_params)
         model.train()
-        total = torch.zeros((), device=self.flat.device)
-        steps = batch_schedule(job.size, self.plan, job.generator)
+        bufs: list[Tensor | None] = [None] * len(params)
+        total = torch.zeros((), device=global_params.device)
+        steps = batch_schedule(job.size, plan, job.generator)
         for pos in steps:
             idx = job.index[pos.to(job.index.device)]
             loss = F.cross_entropy(model(job.x[idx]), job.y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            grads = torch.autograd.grad(loss, params)
+            with torch.no_grad():
+                for j, (p, g) in enumerate(zip(params, grads, strict=True)):
+                    bufs[j] = sgd_step_(p, g, bufs[j], lr=plan.lr, momentum=plan.momentum,
+                                        weight_decay=plan.weight_decay)
             total += loss.detach()
-        return self.flat - global_params, float(total) / max(len(steps), 1)
+        return self.spec.flatten(model).sub_(global_params), float(total) / max(len(steps), 1)
 
     def train(self, global_params: Tensor, jobs: list[ClientJob]) -> tuple[Tensor, Tensor]:
         """Train ``jobs``; return the ``(m, d)`` update matrix and ``(m,)`` mean losses."""
