@@ -163,6 +163,19 @@ def test_defense_drops_nonfinite_rows_before_the_rule(name: str) -> None:
     assert res.info["nonfinite"] == 2.0
 
 
+def test_nonfinite_rows_flags_nan_and_inf_but_not_rows_whose_sum_overflows() -> None:
+    from fedpoison.defenses.compose import nonfinite_rows
+
+    x = torch.zeros(6, 10)
+    x[1, 2] = float("nan")
+    x[2, 9] = float("inf")
+    x[3, 0] = -float("inf")
+    x[4] = 3e38  # finite entries, but the row's sum overflows to inf
+    x[5, :2] = torch.tensor([float("inf"), -float("inf")])  # sum is nan
+    assert nonfinite_rows(x).tolist() == [False, True, True, True, False, True]
+    assert nonfinite_rows(torch.zeros(0, 4)).tolist() == []
+
+
 @pytest.mark.parametrize("entry", list(RULES), ids=lambda e: e.name)
 def test_rules_declare_what_list_defenses_shows(entry) -> None:
     assert entry.description and entry.reference
