@@ -92,3 +92,18 @@ def test_stateful_rules_resume_to_the_same_model(tmp_path: Path, rule: str) -> N
     while resumed.round < cfg.rounds:
         run_round(fresh, resumed)
     assert torch.equal(resumed.params.cpu(), full.final_params)
+
+
+def test_resume_removes_the_temp_file_of_a_write_killed_midway(tmp_path: Path) -> None:
+    """A SIGKILL during the checkpoint's write leaves ``.checkpoint.<random>.tmp``; resuming
+    finishes the run and leaves no such file (seen when the random kill above hit the write)."""
+    out = tmp_path / "run"
+    args = ["--set", "rounds=3", "--set", "clients.per_round=5", "--set", "attack.name=none"]
+    assert main(["run", "--quiet", *args, "--set", "rounds=2", "--checkpoint-every", "1", "--out", str(out)]) == 0
+    (out / "summary.json").unlink()
+    ckpt = out / CHECKPOINT
+    half = out / ".checkpoint.k1ll3d.tmp"
+    half.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    assert main(["run", "--quiet", "--resume", str(out)]) == 0
+    assert (out / "summary.json").exists()
+    assert not list(out.glob(".*.tmp"))

@@ -12,22 +12,20 @@ draws exactly the bits the uninterrupted run would have drawn.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor
 
 from fedpoison.config import ExperimentConfig, validate_config
 from fedpoison.errors import ConfigError
 from fedpoison.simulation.federation import Federation, build_federation
 from fedpoison.simulation.loop import LoopState, run_round
-from fedpoison.simulation.result import RunResult, make_result
+from fedpoison.simulation.result import RunResult, atomic_write_bytes, make_result, remove_stale_temps
 
 CHECKPOINT = "checkpoint.safetensors"
 FORMAT = 1
@@ -77,14 +75,7 @@ def save_checkpoint(fed: Federation, state: LoopState, out: Path) -> Path:
         "plugins": json.dumps(_split(plugin_state, "plugins", tensors)),
     }
     out.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".checkpoint.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, out / CHECKPOINT)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(out / CHECKPOINT, save(tensors, metadata=meta))
     return out / CHECKPOINT
 
 
@@ -145,6 +136,7 @@ def run_with_checkpoints(
         if out is None:
             raise ConfigError("--resume: expected a run directory, got none")
         state = restore(fed, out)
+        remove_stale_temps(out)  # a kill during a write leaves its temp file behind
     else:
         state = LoopState(params=fed.init_params.clone())
     setup_s = time.perf_counter() - start

@@ -116,17 +116,22 @@ def atomic_write(path: Path, text: str) -> None:
 
 def save_model(path: Path, params: torch.Tensor, config: ExperimentConfig) -> None:
     """Write the flat global model as safetensors (never pickle), atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({"params": params.detach().cpu().contiguous()}, tmp,
-                  metadata={"config": json.dumps(config.to_dict())})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    data = save({"params": params.detach().cpu().contiguous()}, metadata={"config": json.dumps(config.to_dict())})
+    atomic_write_bytes(path, data)
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete the temp files :func:`atomic_write_bytes` left in ``folder`` when killed mid-write.
+
+    Only names of the writer's pattern (``.<name>.<random>.tmp``) are removed;
+    returns them.
+    """
+    stale = [p for p in folder.glob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def load_model_params(path: str | Path) -> torch.Tensor:
