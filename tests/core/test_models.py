@@ -40,3 +40,44 @@ def test_paramspec_round_trip_and_bind(name: str) -> None:
     assert torch.equal(spec.flatten(model), flat + 1.0)
     views = spec.unflatten(torch.stack([flat, flat]))
     assert all(v.shape[0] == 2 for v in views.values())
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_fast_layout_keeps_the_function_and_load_flatten_round_trip(name: str) -> None:
+    from fedpoison.models.paramspec import has_conv2d, use_fast_layout_
+
+    torch.manual_seed(0)
+    model = build_model(name, SHAPES[name], 10, ModelConfig())
+    spec = ParamSpec.of(model)
+    x = torch.rand(8, *SHAPES[name])
+    before = model(x).detach()
+    flat = spec.flatten(model)
+    use_fast_layout_(model)
+    conv_weights = [p for p in model.parameters() if p.dim() == 4]
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in conv_weights)
+    assert bool(conv_weights) == has_conv2d(model)
+    torch.testing.assert_close(model(x), before)
+    assert torch.equal(spec.flatten(model), flat), "the flat vector keeps its element order"
+    other = torch.randn(spec.dim)
+    spec.load_(model, other)
+    assert torch.equal(spec.flatten(model), other)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in conv_weights), "load_ keeps the layout"
+
+
+@pytest.mark.parametrize(("name", "kernel", "padding"), [("cnn28", 5, 0), ("cnn8", 3, 1)])
+def test_pooling_before_relu_computes_the_conv_relu_pool_network(name: str, kernel: int, padding: int) -> None:
+    """The zoo pools before the ReLU (faster); outputs and gradients equal the usual order's."""
+    torch.manual_seed(0)
+    ours = build_model(name, SHAPES[name], 10, ModelConfig())
+    usual = torch.nn.Sequential(*[
+        torch.nn.ReLU() if isinstance(m, torch.nn.MaxPool2d) else torch.nn.MaxPool2d(2) if isinstance(m, torch.nn.ReLU)
+        and i in (2, 5) else m for i, m in enumerate(ours)
+    ])
+    assert [type(m).__name__ for m in usual][:6] == ["Conv2d", "ReLU", "MaxPool2d"] * 2
+    assert [n for n, _ in usual.named_parameters()] == [n for n, _ in ours.named_parameters()]
+    x, y = torch.randn(16, *SHAPES[name]), torch.randint(0, 10, (16,))
+    assert torch.equal(ours(x), usual(x))
+    g1 = torch.autograd.grad(torch.nn.functional.cross_entropy(ours(x), y), list(ours.parameters()))
+    g2 = torch.autograd.grad(torch.nn.functional.cross_entropy(usual(x), y), list(usual.parameters()))
+    for a, b in zip(g1, g2, strict=True):
+        torch.testing.assert_close(a, b)
