@@ -36,6 +36,19 @@ def test_accuracy_metrics_by_hand() -> None:
         accuracy_metrics(np.array([0]), np.array([0.5]), last_k=0)
 
 
+def test_final_numbers_never_average_in_an_early_sparse_evaluation() -> None:
+    """eval.every=50 over 50 rounds evaluates rounds 0 and 49: "final" is round 49's, not their mean."""
+    m = accuracy_metrics(np.array([0, 49]), np.array([0.1, 0.58]), last_k=3)
+    assert m["final_accuracy"] == pytest.approx(0.58)
+    assert math.isnan(m["accuracy_std_last_k"]), "one evaluation in the window: no spread to report"
+    every2 = accuracy_metrics(np.array([0, 2, 4, 6, 8, 9]), np.array([0.1, 0.2, 0.3, 0.4, 0.6, 0.8]), last_k=3)
+    assert every2["final_accuracy"] == pytest.approx(0.7)  # rounds 8 and 9 lie in the last 3 rounds
+    h = pd.DataFrame({"round": [0, 10, 19], "test_accuracy": [0.2, 0.6, 0.9],
+                      "attack_success_rate": [0.0, 0.5, 0.8]})
+    s = summarize(h, pd.DataFrame(), last_k=3)
+    assert s["final_accuracy"] == pytest.approx(0.9) and s["attack_success_rate"] == pytest.approx(0.8)
+
+
 def test_summarize_uses_evaluated_rounds_and_attack_rates() -> None:
     h = pd.DataFrame({"round": [0, 1, 2, 3], "test_accuracy": [0.5, np.nan, 0.7, 0.9],
                       "test_loss": [1.0, np.nan, 0.8, 0.5], "attack_success_rate": [0.1, np.nan, 0.9, 0.5]})

@@ -3,8 +3,12 @@
 Every number here is a pure function of ``history`` (one row per round, with
 ``test_accuracy`` only on evaluated rounds) and ``timings``. The definitions:
 
-* **final accuracy**: the mean of the last ``k`` evaluations (``last_k``), which
-  is less sensitive to the last round's noise than the last value alone;
+* **final accuracy**: the mean of the evaluations made in the run's last ``k``
+  rounds (``last_k``), which is less sensitive to the last round's noise than
+  the last value alone. With one evaluation per round that is the last ``k``
+  evaluations; with sparser evaluations (``eval.every`` > 1) fewer of them, and
+  the last one alone when they are ``k`` or more rounds apart, so an early
+  evaluation is never averaged into a "final" number;
 * **best accuracy**: the highest evaluation;
 * **rounds to target**: the number of rounds trained when an evaluation first
   reached ``target`` (``NaN`` when it never did); grids also report it relative
@@ -12,10 +16,11 @@ Every number here is a pure function of ``history`` (one row per round, with
 * **accuracy AUC**: the area under the accuracy-vs-round curve by the
   trapezoid rule, divided by the span of rounds, so it lies in [0, 1] and
   rewards learning early (a single evaluation gives that accuracy);
-* **stability**: the standard deviation of the last ``k`` evaluations
-  (``ddof=0``) and the largest drop between two consecutive evaluations;
+* **stability**: the standard deviation of the evaluations in the last ``k``
+  rounds (``ddof=0``; ``NaN`` when that window holds fewer than two) and the
+  largest drop between two consecutive evaluations;
 * **attack success rate** and **targeted misclassification**: the mean of the
-  last ``k`` evaluations and the maximum over the run;
+  evaluations in the last ``k`` rounds and the maximum over the run;
 * **seconds per round**: training + aggregation + evaluation wall time.
 """
 
@@ -41,6 +46,22 @@ def _evaluated(history: pd.DataFrame, column: str) -> pd.DataFrame:
     return rows.astype(float)
 
 
+def final_window(rounds: np.ndarray, last_k: int) -> np.ndarray:
+    """bool mask of the evaluations made in the last ``last_k`` rounds of the run.
+
+    ``rounds`` are the evaluated rounds, increasing; the window ends at the last
+    one and always holds it.
+
+    >>> final_window(np.array([0, 1, 2, 3, 4]), 3).tolist()
+    [False, False, True, True, True]
+    >>> final_window(np.array([0, 10, 19]), 3).tolist()  # eval.every=10, 20 rounds
+    [False, False, True]
+    """
+    if len(rounds) == 0:
+        return np.zeros(0, dtype=bool)
+    return np.asarray(rounds) > rounds[-1] - last_k
+
+
 def accuracy_metrics(rounds: np.ndarray, acc: np.ndarray, *, last_k: int = LAST_K,
                      target: float = TARGET_ACCURACY) -> dict[str, float]:
     """Accuracy, convergence and stability numbers of one accuracy curve.
@@ -51,7 +72,8 @@ def accuracy_metrics(rounds: np.ndarray, acc: np.ndarray, *, last_k: int = LAST_
         Round indices (0-based) of the evaluations and the accuracy measured
         after each; same length, rounds increasing.
     last_k:
-        Evaluations averaged into ``final_accuracy`` and into the stability std.
+        Final rounds whose evaluations are averaged into ``final_accuracy`` and
+        into the stability std (:func:`final_window`).
     target:
         Accuracy whose first attainment defines ``rounds_to_target``.
 
@@ -67,7 +89,7 @@ def accuracy_metrics(rounds: np.ndarray, acc: np.ndarray, *, last_k: int = LAST_
     if len(acc) == 0:
         return {"final_accuracy": nan, "best_accuracy": nan, "rounds_to_target": nan, "accuracy_auc": nan,
                 "accuracy_std_last_k": nan, "max_accuracy_drop": nan}
-    tail = acc[-last_k:]
+    tail = acc[final_window(rounds, last_k)]
     reached = np.flatnonzero(acc >= target)
     if len(acc) > 1 and rounds[-1] > rounds[0]:
         auc = float(np.trapezoid(acc, rounds) / (rounds[-1] - rounds[0]))
@@ -79,7 +101,7 @@ def accuracy_metrics(rounds: np.ndarray, acc: np.ndarray, *, last_k: int = LAST_
         "best_accuracy": float(acc.max()),
         "rounds_to_target": float(rounds[reached[0]] + 1) if len(reached) else nan,
         "accuracy_auc": auc,
-        "accuracy_std_last_k": float(tail.std()),
+        "accuracy_std_last_k": float(tail.std()) if len(tail) > 1 else nan,
         "max_accuracy_drop": round(float(max(drops.max(), 0.0)), 12) if len(drops) else 0.0,
     }
 
@@ -103,9 +125,10 @@ def summarize(history: pd.DataFrame, timings: pd.DataFrame, *, last_k: int = LAS
     loss = _evaluated(history, "test_loss")["test_loss"]
     out["final_loss"] = float(loss.iloc[-1]) if len(loss) else math.nan
     for key in ("attack_success_rate", "targeted_misclassification"):
-        values = _evaluated(history, key)[key]
-        if len(values):
-            out[key] = round(float(values.iloc[-last_k:].mean()), 12)
+        rows = _evaluated(history, key)
+        if len(rows):
+            values = rows[key].to_numpy()
+            out[key] = round(float(values[final_window(rows["round"].to_numpy(), last_k)].mean()), 12)
             out[f"max_{key}"] = float(values.max())
     if "attack_success_rate" in out or "targeted_misclassification" in out:
         out["clean_accuracy"] = out["final_accuracy"]

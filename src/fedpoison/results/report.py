@@ -74,7 +74,7 @@ def make_tables(results: Results, folder: Path) -> list[TableFile]:
     specs: list[tuple[str, str, str, Any]] = []
     k = results.analysis.get("last_k", 3)
     specs.append(("final_accuracy", "Final accuracy: attack x defense",
-                  f"Final clean test accuracy (mean of the last {k} evaluations), mean ± std over seeds; "
+                  f"Final clean test accuracy (mean of the evaluations in the last {k} rounds), mean ± std over seeds; "
                   "the last row is each defense's worst case over the attacks (of the means).",
                   lambda latex: pivot_mean_std(results, "final_accuracy", latex=latex, worst_case=True)))
     runs = results.runs
@@ -160,7 +160,7 @@ def render_html(results: Results, figures: Sequence[FigureFile], tables: Sequenc
     parts.append(
         f'<p class="meta">{len(runs)} finished runs{planned}, {len(results.failed)} failed; seeds '
         f"{html.escape(', '.join(map(str, seeds)))}; axes: {html.escape(axes)}. Final numbers are the mean of "
-        f"the last {results.analysis.get('last_k')} evaluations; rounds to target use accuracy "
+        f"the evaluations in the last {results.analysis.get('last_k')} rounds; rounds to target use accuracy "
         f"{results.analysis.get('target_accuracy')}. fedpoison {__version__}, generated {now}.</p>")
     if findings:
         parts.append("<h2>Findings</h2><ul>")
