@@ -26,7 +26,7 @@ from fedpoison.config import AuditSection, DefenseSection
 from fedpoison.defenses import PRE_AGGREGATORS, RULES, RoundContext, build_defense
 from fedpoison.defenses.base import ParamSlice
 from fedpoison.errors import AggregationError
-from fedpoison.simulation.loop import subset_decision
+from fedpoison.simulation.server import subset_decision
 
 D = 40
 KINDS = ["honest", "nan", "inf", "-inf", "huge", "-huge", "zero"]

@@ -18,13 +18,12 @@ import torch
 from torch import Tensor
 
 from fedpoison.attacks import AttackContext, Knowledge
-from fedpoison.audit.base import AuditDecision
 from fedpoison.config import ExperimentConfig, load_config
-from fedpoison.defenses import AggregationResult, RoundContext
-from fedpoison.defenses.compose import nonfinite_rows
-from fedpoison.errors import AggregationError, UpdateError
+from fedpoison.defenses import RoundContext
+from fedpoison.errors import UpdateError
 from fedpoison.seeding import generator
 from fedpoison.simulation.federation import Federation, build_federation
+from fedpoison.simulation.server import audit_and_defend
 from fedpoison.training import ClientJob, SequentialEngine, clip_rows, evaluate
 
 if TYPE_CHECKING:
@@ -143,49 +142,6 @@ def craft_updates(
     return out
 
 
-def sanitize_rows(updates: Tensor, policy: str) -> tuple[Tensor, Tensor, int]:
-    """Apply the non-finite policy (``defense.nonfinite``) before anything reads the rows.
-
-    Returns the (possibly zeroed) updates, the rows still in play, and how many
-    rows held NaN or Inf. ``drop`` takes such rows out, ``zero`` replaces them
-    by zero rows, ``keep`` passes them on unchanged (plain FedAvg then diverges,
-    which the loop records).
-    """
-    bad = nonfinite_rows(updates)
-    n_bad = int(bad.sum())
-    keep = torch.ones(len(updates), dtype=torch.bool, device=updates.device)
-    if n_bad and policy == "drop":
-        keep = ~bad
-    elif n_bad and policy == "zero":
-        updates = torch.where(bad[:, None], torch.zeros((), dtype=updates.dtype, device=updates.device), updates)
-    return updates, keep, n_bad
-
-
-def expand_decision(dec: AuditDecision, mask: Tensor) -> AuditDecision:
-    """An auditor's decision over ``mask``'s rows, spread over all rows.
-
-    Rows outside ``mask`` (dropped before the audit) are not kept, not flagged,
-    weight 0 and score NaN.
-    """
-    n = len(mask)
-
-    def spread(values: Tensor, fill: float | bool) -> Tensor:
-        out = torch.full((n,), fill, dtype=values.dtype, device=values.device)
-        out[mask] = values
-        return out
-
-    return AuditDecision(
-        keep=spread(dec.keep, False), weight=spread(dec.weight, 0.0), score=spread(dec.score, float("nan")),
-        flagged=spread(dec.flagged, False), signals={k: spread(v, float("nan")) for k, v in dec.signals.items()},
-    )
-
-
-def subset_decision(dec: AuditDecision, mask: Tensor) -> AuditDecision:
-    """The rows of ``dec`` selected by ``mask``."""
-    return AuditDecision(dec.keep[mask], dec.weight[mask], dec.score[mask], dec.flagged[mask],
-                         {k: v[mask] for k, v in dec.signals.items()})
-
-
 def root_update_fn(fed: Federation, rnd: int) -> Callable[[Tensor], Tensor] | None:
     """FLTrust's server update on its root dataset, or ``None`` without root data."""
     if fed.root_index is None:
@@ -256,35 +212,10 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
         updates = craft_updates(fed, state, rnd, ids, updates, weights, attacked, round_ctx)
     t1 = time.perf_counter()
 
-    # sanitize non-finite rows at the server's door, then audit, then the defense on the kept rows
-    updates, keep, n_nonfinite = sanitize_rows(updates, cfg.defense.nonfinite)
-    decision = None
-    agg_weights = weights
-    if fed.auditor is not None and keep.any():
-        audit_ctx = RoundContext(rnd, ids[keep], round_ctx.generator, round_ctx.global_params,
-                                 round_ctx.slices, round_ctx.root_update)
-        decision = expand_decision(fed.auditor.screen(updates[keep], weights[keep], audit_ctx), keep)
-        keep = keep & decision.keep
-        agg_weights = weights * decision.weight
-    sub_ctx = RoundContext(rnd, ids[keep], round_ctx.generator, round_ctx.global_params, round_ctx.slices,
-                           round_ctx.root_update)
-    skipped = ""
-    if keep.any():
-        try:
-            res = fed.defense(updates[keep], agg_weights[keep], sub_ctx)
-        except AggregationError as exc:
-            if cfg.defense.on_violation == "raise":
-                raise
-            skipped = str(exc)
-    else:
-        skipped = "no rows left to aggregate"
-    if skipped:
-        n_kept = int(keep.sum())
-        zeros = torch.zeros(n_kept, device=fed.device)
-        res = AggregationResult(torch.zeros(fed.spec.dim, device=fed.device), zeros,
-                                torch.zeros(n_kept, dtype=torch.bool, device=fed.device), None, 0, {})
-    if fed.auditor is not None and decision is not None:
-        fed.auditor.observe(sub_ctx, subset_decision(decision, keep), res)
+    # the server's step: sanitize non-finite rows, audit, defend the kept rows, observe
+    server = audit_and_defend(updates, weights, round_ctx, fed.defense, fed.auditor,
+                              nonfinite=cfg.defense.nonfinite, on_violation=cfg.defense.on_violation)
+    res, updates, keep, decision, skipped = server.result, server.updates, server.keep, server.decision, server.error
     state.params = state.params + cfg.server.lr * res.aggregate
     t2 = time.perf_counter()
 
@@ -298,7 +229,7 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
         "update_norm_mean": float(updates.norm(dim=1).nan_to_num(posinf=3.4e38).mean()),
         "clipped": res.clipped + honest_clipped,
         "kept": int(keep.sum()),
-        "nonfinite_rows": n_nonfinite,
+        "nonfinite_rows": server.nonfinite,
         "aggregation_skipped": skipped,
     }
     for key, value in res.info.items():
@@ -309,11 +240,7 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
     t3 = time.perf_counter()
 
     # per-client log (ground truth recorded for metrics only)
-    selected = torch.zeros(len(ids), dtype=torch.bool, device=fed.device)
-    sel_w = torch.zeros(len(ids), device=fed.device)
-    if keep.any() and res.selected.numel():
-        selected[keep] = res.selected
-        sel_w[keep] = res.weights.to(sel_w.dtype)
+    selected, sel_w = server.selected, server.weights
     norms = updates.norm(dim=1)
     for i, cid in enumerate(ids.tolist()):
         row: dict[str, Any] = {

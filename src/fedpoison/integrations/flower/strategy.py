@@ -10,7 +10,7 @@
   quarantine therefore lasts a number of rounds the node would have joined.
 - ``aggregate_train`` checks each reply, flattens the valid ones into the
   ``(n, d)`` float32 update matrix, lets the auditor screen it and the defense
-  aggregate it (:func:`~fedpoison.integrations.flower.aggregate.audit_and_defend`),
+  aggregate it (:func:`~fedpoison.simulation.server.audit_and_defend`, the round loop's own step),
   steps the global model by ``server_lr`` times the aggregate, and returns it
   as an ``ArrayRecord`` with metrics saying what happened.
 
@@ -58,11 +58,11 @@ from torch import Tensor
 from fedpoison.config import AuditSection, DefenseSection
 from fedpoison.defenses import Defense, RoundContext, build_defense
 from fedpoison.errors import ConfigError, UpdateError
-from fedpoison.integrations.flower.aggregate import AuditedAggregation, audit_and_defend
 from fedpoison.integrations.flower.config import audit_section, defense_section
 from fedpoison.integrations.flower.records import ArrayLayout, ReplyKind
 from fedpoison.integrations.flower.report import NodeReport, RoundReport
 from fedpoison.seeding import derive_seed, generator
+from fedpoison.simulation.server import AuditedAggregation, audit_and_defend
 
 
 class RobustStrategy(FedAvg):
@@ -312,7 +312,9 @@ class RobustStrategy(FedAvg):
         ctx = RoundContext(server_round - 1, ids, generator(self.seed, "defense", server_round - 1),
                            global_flat.clone(), layout.slices, self.root_update)
         out = audit_and_defend(updates, w_t, ctx, self.defense, self.auditor)
-        info = dict(out.result.info)
+        info = {**out.result.info, "nonfinite_rows": float(out.nonfinite)}
+        if out.error:
+            info["skipped"] = 1.0
         nodes.extend(_accepted_reports(row_nodes, weights, updates, out, contents))
         if out.error:
             log(WARNING, "aggregate_train: the defense skipped round %s, global model kept: %s", server_round, out.error)
