@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,19 +26,65 @@ def load_digits(cfg: DatasetConfig, seed: int = 0) -> Dataset:
 
     The test split is stratified and fixed: it depends on ``cfg.test_fraction``
     and a constant seed, never on the run seed, so every run of every grid
-    evaluates on the same images.
+    evaluates on the same images. It is scikit-learn's ``train_test_split``
+    (``random_state=1797``, stratified); for the default fraction its result is
+    stored in :mod:`fedpoison.data._digits_split`, so scikit-learn and SciPy are
+    not imported.
     """
-    from sklearn.datasets import load_digits as sk_load
+    pixels, y = _digits_arrays()
+    train, test = digits_split(y, cfg.test_fraction)
+    x = (pixels.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
+    return Dataset("digits", torch.from_numpy(x[train]), torch.from_numpy(y[train]),
+                   torch.from_numpy(x[test]), torch.from_numpy(y[test]), 10)
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 x 64 pixel values (0-16) and labels, read from scikit-learn's bundled CSV.
+
+    The file is located without importing scikit-learn (whose import pulls in
+    SciPy); the values are those of ``sklearn.datasets.load_digits``.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise ImportError("dataset 'digits': expected scikit-learn installed (it ships the data), found none")
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+    if not path.is_file():  # another scikit-learn layout: ask it
+        from sklearn.datasets import load_digits as sk_load
+
+        bunch = sk_load()
+        return bunch.data, bunch.target.astype(np.int64)
+    table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+    return table[:, :-1], table[:, -1].astype(np.int64)
+
+
+def digits_split(y: np.ndarray, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of the training and test split, in scikit-learn's order (see :func:`load_digits`)."""
+    from fedpoison.data import _digits_split as stored
+
+    if test_fraction == stored.TEST_FRACTION and len(y) == len(stored.ORDER):
+        order = np.asarray(stored.ORDER, dtype=np.int64)
+        return order[: stored.N_TRAIN], order[stored.N_TRAIN :]
+    return _sklearn_split(y, test_fraction)
+
+
+def _sklearn_split(y: np.ndarray, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.model_selection import train_test_split
 
-    bunch = sk_load()
-    x = (bunch.data.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
-    y = bunch.target.astype(np.int64)
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, y, test_size=cfg.test_fraction, random_state=1797, stratify=y
-    )
-    return Dataset("digits", torch.from_numpy(x_tr), torch.from_numpy(y_tr),
-                   torch.from_numpy(x_te), torch.from_numpy(y_te), 10)
+    train, test = train_test_split(np.arange(len(y)), test_size=test_fraction, random_state=1797, stratify=y)
+    return np.asarray(train, dtype=np.int64), np.asarray(test, dtype=np.int64)
+
+
+def write_stored_split(path: Path | None = None) -> None:
+    """Regenerate :mod:`fedpoison.data._digits_split` (needs scikit-learn)."""
+    from fedpoison.data import _digits_split as stored
+
+    path = path or Path(__file__).with_name("_digits_split.py")
+    train, test = _sklearn_split(_digits_arrays()[1], stored.TEST_FRACTION)
+    order = [*train.tolist(), *test.tolist()]
+    rows = "\n".join("    " + ", ".join(map(str, order[i : i + 20])) + "," for i in range(0, len(order), 20))
+    doc = (stored.__doc__ or "").strip()
+    path.write_text(f'"""{doc}\n"""\n\nTEST_FRACTION = {stored.TEST_FRACTION}\nN_TRAIN = {len(train)}\n'
+                    f"ORDER = (\n{rows}\n)\n")
 
 
 @DATASETS.register(
