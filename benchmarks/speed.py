@@ -13,7 +13,8 @@ Every contender runs in its own subprocess, interleaved, medians reported (speed
 Peers (Flower, ByzFL) run from ``benchmarks/.env-peers`` when it exists and a peer script
 ``speed_<peer>.py`` is present.
 
-Run: ``python benchmarks/speed.py [W1 W1-krum W2 W3 W4] [--repeats 3] [--no-write]``
+Run: ``python benchmarks/speed.py [W1 W1-krum W2 W3 W4] [--repeats 3] [--no-write] [--quick]``
+(``--quick``: the reference and fedpoison only, printed, RESULTS.md untouched).
 """
 
 from __future__ import annotations
@@ -53,14 +54,14 @@ GOALS = {
 }
 
 
-def contenders_for(name: str) -> list[Contender]:
+def contenders_for(name: str, peers: bool = True) -> list[Contender]:
     py = sys.executable
     out = [
         *reference_contenders(name),
         Contender("fedpoison (engine auto)", [py, str(HERE / "speed_fedpoison.py"), name]),
         Contender("fedpoison (engine sequential)", [py, str(HERE / "speed_fedpoison.py"), name, "--engine", "sequential"]),
     ]
-    if PEERS_PY.exists():
+    if peers and PEERS_PY.exists():
         for peer in ("flower", "byzfl"):
             script = HERE / f"speed_{peer}.py"
             if script.exists():
@@ -68,11 +69,11 @@ def contenders_for(name: str) -> list[Contender]:
     return out
 
 
-def run_workload(name: str, repeats: int, write: bool) -> dict[str, Any]:
+def run_workload(name: str, repeats: int, write: bool, with_peers: bool = True) -> dict[str, Any]:
     w = WORKLOADS[name]
     print(f"== {name}: {w.description}", flush=True)
     before = machine()
-    summaries = compare(contenders_for(name), repeats)
+    summaries = compare(contenders_for(name, with_peers), repeats)
     after = machine()
     ref = best_reference(summaries)
     auto = summaries[2]
@@ -84,7 +85,8 @@ def run_workload(name: str, repeats: int, write: bool) -> dict[str, Any]:
         f"- {p['name']}: " + ("failed (see the log)" if p.get("failed") else
                               f"{p['wall_s']:.2f} s; fedpoison is {p['wall_s'] / auto['wall_s']:.2f}x faster") + "\n"
         for p in peers
-    ) or "- Flower, ByzFL: not run (no `benchmarks/.env-peers` with a peer script; see below).\n"
+    ) or ("- Flower, ByzFL: not run (no `benchmarks/.env-peers` with a peer script; see below).\n" if with_peers
+          else "- Flower, ByzFL: not run (`--quick`).\n")
     body = f"""## Speed {name}: {w.description}
 
 Command: `python benchmarks/speed.py {name} --repeats {repeats}`
@@ -206,12 +208,17 @@ def main() -> None:
     parser.add_argument("workloads", nargs="*", default=["W1", "W1-krum", "W2", "W3", "W4"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print, do not update RESULTS.md")
+    parser.add_argument("--quick", action="store_true",
+                        help="the reference and fedpoison only, no Flower or ByzFL (a W3 pass is 40%% Flower); "
+                             "prints, never updates RESULTS.md")
     args = parser.parse_args()
+    if args.quick:
+        args.no_write = True
     for name in args.workloads:
         if name == "W4":
             run_w4(args.repeats, not args.no_write)
         elif name in GOALS:
-            run_workload(name, args.repeats, not args.no_write)
+            run_workload(name, args.repeats, not args.no_write, with_peers=not args.quick)
         else:
             raise SystemExit(f"unknown workload {name!r}; expected one of {[*GOALS, 'W4']}")
 
