@@ -143,7 +143,7 @@ def targeted_rate(result, source: int, target: int) -> float:
     cfg = result.config
     data = load_dataset(cfg.dataset, cfg.seed)
     model = build_model(cfg.model.name, data.input_shape, data.num_classes, cfg.model)
-    ParamSpec.of(model).bind(model, result.final_params.detach().clone())
+    ParamSpec.of(model).load_(model, result.final_params.detach())
     with torch.no_grad():
         preds = model(data.x_test[data.y_test == source]).argmax(dim=1)
     return float((preds == target).float().mean())

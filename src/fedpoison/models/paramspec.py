@@ -60,21 +60,11 @@ class ParamSpec:
         """Copy ``flat`` into ``module``'s parameters, in place, whatever their memory layout.
 
         The inverse of :meth:`flatten`. It works on parameters stored
-        ``channels_last`` (see :func:`use_fast_layout_`), which :meth:`bind`
-        cannot serve, since their element order differs from the flat vector's.
+        ``channels_last`` (see :func:`use_fast_layout_`), whose element order
+        differs from the flat vector's, so they cannot simply view it.
         """
         for p, s in zip(module.parameters(), self.slices, strict=True):
             p.copy_(flat[s.start : s.end].view(s.shape))
-
-    def bind(self, module: nn.Module, flat: Tensor) -> None:
-        """Make ``module``'s parameters views into ``flat`` (shared storage).
-
-        After binding, writing ``flat`` changes the module and an optimizer step
-        on the module changes ``flat``; no copies are made per client.
-        """
-        views = self.unflatten(flat)
-        for name, p in module.named_parameters():
-            p.data = views[name]
 
 
 def has_conv2d(module: nn.Module) -> bool:

@@ -87,7 +87,7 @@ def sgd_step_(
     momentum: float,
     weight_decay: float,
 ) -> Tensor | None:
-    """One :class:`torch.optim.SGD` step on the rows of ``params``, in place.
+    """One :class:`torch.optim.SGD` step on ``params`` (a parameter, or stacked rows of them), in place.
 
     .. math::
 
@@ -97,7 +97,7 @@ def sgd_step_(
 
     with :math:`\\lambda` the weight decay, :math:`\\mu` the momentum (:math:`b_t = g_t`
     when :math:`\\mu = 0`) and :math:`\\eta` the learning rate: PyTorch's SGD with
-    dampening 0 and ``nesterov=False``, applied row-wise.
+    dampening 0 and ``nesterov=False``, applied elementwise (so row by row on stacked rows).
 
     Parameters
     ----------
