@@ -132,6 +132,18 @@ def test_pre_aggregator_is_permutation_equivariant(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", RULES.names())
+def test_defense_never_writes_its_input(name: str) -> None:
+    """The server step passes the round's matrix itself when every row is kept, so no rule may write it."""
+    n = 20
+    pre = "[clip,nnm]" if name != "foolsgold" else "[clip]"  # FoolsGold's history needs unmixed rows
+    cfg = fedpoison.load_config(overrides=[f"defense.name={name}", f"defense.pre={pre}", "defense.f=1"])
+    x, w = _data(n=n)
+    x_before, w_before = x.clone(), w.clone()
+    build_defense(cfg.defense, f=1)(x, w, _make_ctx(n, D))
+    assert torch.equal(x, x_before) and torch.equal(w, w_before)
+
+
+@pytest.mark.parametrize("name", RULES.names())
 @pytest.mark.parametrize("pre", [["clip"], ["bucketing"], ["nnm"], ["clip", "bucketing"]])
 def test_composed_defense_traces_back_to_clients(name: str, pre: list[str]) -> None:
     """Built from a config, with pre-aggregators: weights and selection refer to the input rows."""

@@ -164,7 +164,7 @@ def audit_and_defend(
     decision: AuditDecision | None = None
     agg_weights = weights
     if auditor is not None and keep.any():
-        decision = expand_decision(auditor.screen(x[keep], weights[keep], _subset(ctx, keep)), keep)
+        decision = expand_decision(auditor.screen(_rows(x, keep), _rows(weights, keep), _subset(ctx, keep)), keep)
         keep = keep & decision.keep.to(device=device, dtype=torch.bool)
         agg_weights = weights * decision.weight.to(weights)
     sub_ctx = _subset(ctx, keep)
@@ -172,7 +172,7 @@ def audit_and_defend(
     res: AggregationResult | None = None
     if not error:
         try:
-            res = defense(x[keep], agg_weights[keep], sub_ctx)
+            res = defense(_rows(x, keep), _rows(agg_weights, keep), sub_ctx)
         except AggregationError as exc:  # a data-dependent limit (too few rows for f)
             if on_violation == "raise":
                 raise
@@ -189,6 +189,11 @@ def audit_and_defend(
         selected[keep] = res.selected.to(device=device, dtype=torch.bool)
         eff[keep] = res.weights.to(device=device, dtype=torch.float32)
     return AuditedAggregation(res, x, keep, decision, selected, eff, n_bad, error)
+
+
+def _rows(t: Tensor, mask: Tensor) -> Tensor:
+    """``t[mask]``, without copying ``t`` when every row is kept (the usual round)."""
+    return t if bool(mask.all()) else t[mask]
 
 
 def _subset(ctx: RoundContext, mask: Tensor) -> RoundContext:
