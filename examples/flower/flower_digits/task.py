@@ -64,7 +64,6 @@ class Task:
     init_params: Tensor
     engine: SequentialEngine
     eval_model: nn.Module
-    eval_params: Tensor
     _parts: dict[int, list[Tensor]] = field(default_factory=dict)
 
     @classmethod
@@ -80,9 +79,7 @@ class Task:
         plan = LocalPlan(loc.epochs, loc.steps, loc.batch_size, loc.lr, loc.momentum, loc.weight_decay)
         engine = SequentialEngine(model, spec, plan)
         eval_model = copy.deepcopy(model)
-        eval_params = init_params.clone()
-        spec.bind(eval_model, eval_params)
-        return cls(cfg, data, spec, init_params, engine, eval_model, eval_params)
+        return cls(cfg, data, spec, init_params, engine, eval_model)
 
     def partition(self, pid: int, num_partitions: int) -> Tensor:
         """Training-set indices of partition ``pid`` out of ``num_partitions`` (fedpoison's partitioner)."""
@@ -114,7 +111,7 @@ class Task:
         """Accuracy and loss of ``params`` on ``(x, y)``, by default the test split."""
         x = self.data.x_test if x is None else x
         y = self.data.y_test if y is None else y
-        self.eval_params.copy_(params)
+        self.spec.load_(self.eval_model, params)
         preds, loss = evaluate(self.eval_model, x, y, self.cfg.eval.batch_size)
         return {"accuracy": float((preds == y).float().mean()), "loss": loss}
 
