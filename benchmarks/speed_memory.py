@@ -4,10 +4,12 @@ Each configuration runs in its own subprocess, which records its RSS after the
 imports, after loading the data, after building the federation (model, the
 clients' index sets) and at the end (peak, ``ru_maxrss``). The formula
 
-    peak ~= runtime + dataset + partition + c_u * k * d * 4 B + history
+    peak ~= runtime + dataset + partition + c_u * k * d * 4 B + 3 * e(k) * d * 4 B + history
 
-is fitted once (``c_u``, the live copies of the per-round ``k x d`` update matrix, from
-the smallest and the largest ``k``) and then checked on the configurations it was not
+with ``e(k)`` the rows the batched engine stacks at once (each lane's vmap chunk,
+``min(max_clients, ceil(k / lanes))``, summed over the lanes; three copies: parameters,
+momentum buffers, gradients) is fitted once (``c_u``, the live copies of the per-round
+``k x d`` update matrix, from the smallest and the largest ``k``) and then checked on the configurations it was not
 fitted on, including a run with 5x the rounds (nothing but the history may grow).
 
 Run: ``python benchmarks/speed_memory.py [--no-write]``
@@ -58,7 +60,8 @@ def child(overrides: list[str]) -> None:
     stages["end"] = _rss()
     out = {"stages": stages, "dataset_mib": dataset_bytes / MIB, "partition_mib": partition_bytes / MIB,
            "d": fed.spec.dim, "k": cfg.participants_per_round, "rounds": cfg.rounds,
-           "engine": type(fed.engine).__name__, "threads": torch.get_num_threads()}
+           "engine": type(fed.engine).__name__, "threads": torch.get_num_threads(),
+           "lanes": getattr(fed.engine, "workers", 1), "chunk": getattr(fed.engine, "max_clients", None)}
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -94,13 +97,21 @@ def main() -> None:
     # fit c_u on the smallest and the largest k (2 rounds each)
     (k1, p1), (k2, p2) = (rows[0]["k"], rows[0]["peak_mib"]), (rows[2]["k"], rows[2]["peak_mib"])
     matrix = lambda k: k * d * 4 / MIB  # noqa: E731
-    c_u = (p2 - p1) / (matrix(k2) - matrix(k1))
-    fixed = p1 - c_u * matrix(k1)
+    lanes, chunk = rows[0]["lanes"], rows[0]["chunk"] or 10**9
+
+    def engine(k: int) -> float:
+        """The batched engine's stacked rows (3 copies of each lane's chunk), in MiB."""
+        n_lanes = min(lanes, k)
+        per_lane = min(chunk, -(-k // n_lanes))
+        return 3 * n_lanes * per_lane * d * 4 / MIB
+
+    c_u = ((p2 - engine(k2)) - (p1 - engine(k1))) / (matrix(k2) - matrix(k1))
+    fixed = p1 - engine(k1) - c_u * matrix(k1)
     lines = []
     for r in rows:
-        pred = max(fixed + c_u * matrix(r["k"]), load_peak)
+        pred = max(fixed + c_u * matrix(r["k"]) + engine(r["k"]), load_peak)
         err = (r["peak_mib"] - pred) / r["peak_mib"]
-        lines.append(f"| {r['label']} | {r['k']} | {r['rounds']} | {matrix(r['k']):.0f} | {pred:.0f} | "
+        lines.append(f"| {r['label']} | {r['k']} | {r['rounds']} | {matrix(r['k']):.0f} | {engine(r['k']):.0f} | {pred:.0f} | "
                      f"{r['peak_mib']:.0f} | {100 * err:+.1f}% |")
     r0 = rows[0]
     body = f"""## Memory with 1,000 clients (issue 7): the formula of docs/performance.md, checked
@@ -118,11 +129,13 @@ the 1,000 index sets {r0['partition_mib']:.2f} MiB; RSS after building the feder
 while loading {load_peak:.0f} MiB: the gzip bytes and the uint8 arrays are alive while the float32 tensors
 are made).
 
-Fitted on k=100 and k=1000: fixed part {fixed:.0f} MiB, **c_u = {c_u:.2f}** live copies of the k x d float32
-update matrix at the peak of a round.
+The batched engine's own rows: {lanes} lanes, vmap chunk {rows[0]['chunk']}, 3 stacked copies (parameters,
+momentum, gradients) of min(chunk, ceil(k / lanes)) rows per lane (column "engine"; it stops growing at
+k = {lanes * chunk if chunk < 10**9 else 'any'}). Fitted on k=100 and k=1000: fixed part {fixed:.0f} MiB, **c_u = {c_u:.2f}**
+live copies of the k x d float32 update matrix at the peak of a round.
 
-| run | k | rounds | k x d x 4 B (MiB) | predicted peak (MiB) | measured peak (MiB) | error |
-|---|---:|---:|---:|---:|---:|---:|
+| run | k | rounds | k x d x 4 B (MiB) | engine (MiB) | predicted peak (MiB) | measured peak (MiB) | error |
+|---|---:|---:|---:|---:|---:|---:|---:|
 {chr(10).join(lines)}
 
 The 10-round run checks that nothing but the history grows with the rounds.
