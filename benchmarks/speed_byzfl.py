@@ -21,7 +21,6 @@ Run: ``benchmarks/.env-peers/bin/python benchmarks/speed_byzfl.py W1``
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -34,7 +33,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from speed_common import WORKLOADS  # noqa: E402
+from speed_common import WORKLOADS, peer_workload_arg  # noqa: E402
 from speed_reference import FMNIST, build, init_seed, load  # noqa: E402
 
 
@@ -100,15 +99,8 @@ def main(name: str) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("workload", choices=sorted(WORKLOADS))
-    parser.add_argument("--rounds", type=int, default=None, help="fewer rounds (smoke tests only)")
-    args = parser.parse_args()
-    if args.rounds:
-        import dataclasses
-
-        WORKLOADS[args.workload] = dataclasses.replace(WORKLOADS[args.workload], rounds=args.rounds)
+    workload = peer_workload_arg(__doc__.splitlines()[0])
     t0 = time.perf_counter()
-    out = main(args.workload)
+    out = main(workload)
     out["inner_s"] = time.perf_counter() - t0
     print("RESULT " + json.dumps(out), flush=True)

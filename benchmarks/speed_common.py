@@ -100,6 +100,23 @@ WORKLOADS: dict[str, Workload] = {
 }
 
 
+def peer_workload_arg(description: str) -> str:
+    """Parse a peer script's command line (``WORKLOAD [--rounds N]``); return the workload's name.
+
+    ``--rounds`` (smoke tests only) shortens that workload in :data:`WORKLOADS` for this process.
+    """
+    import argparse
+    import dataclasses
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("workload", choices=sorted(WORKLOADS))
+    parser.add_argument("--rounds", type=int, default=None, help="fewer rounds (smoke tests only)")
+    args = parser.parse_args()
+    if args.rounds:
+        WORKLOADS[args.workload] = dataclasses.replace(WORKLOADS[args.workload], rounds=args.rounds)
+    return str(args.workload)
+
+
 # ---- measuring one subprocess ----------------------------------------------------------
 def _children(pid: int) -> list[int]:
     out: list[int] = []

@@ -13,7 +13,6 @@ Run from ``benchmarks/.env-peers`` (``flwr[simulation]`` lives there, never in t
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -26,7 +25,7 @@ from torch.nn import functional as F
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from speed_common import WORKLOADS  # noqa: E402
+from speed_common import WORKLOADS, peer_workload_arg  # noqa: E402
 from speed_reference import FMNIST, accuracy, build, init_seed, load  # noqa: E402
 
 _DATA: dict[str, tuple[torch.Tensor, ...]] = {}
@@ -109,23 +108,16 @@ def make_apps(name: str) -> tuple[object, object, dict[str, float]]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("workload", choices=sorted(WORKLOADS))
-    parser.add_argument("--rounds", type=int, default=None, help="fewer rounds (smoke tests only)")
-    args = parser.parse_args()
-    if args.rounds:
-        import dataclasses
-
-        WORKLOADS[args.workload] = dataclasses.replace(WORKLOADS[args.workload], rounds=args.rounds)
+    workload = peer_workload_arg(__doc__.splitlines()[0])
     t0 = time.perf_counter()
     from flwr.simulation import run_simulation
 
     os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), *sys.path])  # Ray workers import this module
     import speed_flower  # the apps by reference, so each Ray worker caches the data in its module
 
-    server_app, client_app, out = speed_flower.make_apps(args.workload)
+    server_app, client_app, out = speed_flower.make_apps(workload)
     cores = os.cpu_count() or 1
-    run_simulation(server_app=server_app, client_app=client_app, num_supernodes=WORKLOADS[args.workload].clients,
+    run_simulation(server_app=server_app, client_app=client_app, num_supernodes=WORKLOADS[workload].clients,
                    backend_config={"client_resources": {"num_cpus": 1}, "init_args": {"num_cpus": cores}})
     out["inner_s"] = time.perf_counter() - t0
     print("RESULT " + json.dumps(out), flush=True)
