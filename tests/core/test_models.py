@@ -8,7 +8,7 @@ import torch
 from fedpoison.config import ModelConfig
 from fedpoison.models import MODELS, ParamSpec, build_model
 
-SHAPES = {"logreg": (1, 8, 8), "mlp": (1, 8, 8), "cnn8": (1, 8, 8), "cnn28": (1, 28, 28), "resnet8": (3, 32, 32)}
+SHAPES = {"logreg": (1, 8, 8), "mlp": (1, 8, 8), "cnn8": (1, 8, 8), "cnn28": (1, 28, 28), "fang_dnn": (1, 28, 28), "resnet8": (3, 32, 32)}
 
 
 @pytest.mark.parametrize("name", MODELS.names())
@@ -22,6 +22,13 @@ def test_cnn28_has_the_benchmark_layout() -> None:
     model = build_model("cnn28", (1, 28, 28), 10, ModelConfig())
     shapes = [tuple(p.shape) for p in model.parameters()]
     assert shapes == [(16, 1, 5, 5), (16,), (32, 16, 5, 5), (32,), (128, 512), (128,), (10, 128), (10,)]
+
+
+def test_fang_dnn_has_the_layers_of_fang_et_al_table_7a() -> None:
+    """conv 3x3 x30, pool 2, conv 3x3 x50, pool 2, dense 200, dense 10: 28 -> 26 -> 13 -> 11 -> 5."""
+    model = build_model("fang_dnn", (1, 28, 28), 10, ModelConfig())
+    shapes = [tuple(p.shape) for p in model.parameters()]
+    assert shapes == [(30, 1, 3, 3), (30,), (50, 30, 3, 3), (50,), (200, 1250), (200,), (10, 200), (10,)]
 
 
 @pytest.mark.parametrize("name", MODELS.names())
@@ -63,7 +70,7 @@ def test_fast_layout_keeps_the_function_and_load_flatten_round_trip(name: str) -
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in conv_weights), "load_ keeps the layout"
 
 
-@pytest.mark.parametrize(("name", "kernel", "padding"), [("cnn28", 5, 0), ("cnn8", 3, 1)])
+@pytest.mark.parametrize(("name", "kernel", "padding"), [("cnn28", 5, 0), ("cnn8", 3, 1), ("fang_dnn", 3, 0)])
 def test_pooling_before_relu_computes_the_conv_relu_pool_network(name: str, kernel: int, padding: int) -> None:
     """The zoo pools before the ReLU (faster); outputs and gradients equal the usual order's."""
     torch.manual_seed(0)

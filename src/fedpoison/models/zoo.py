@@ -74,6 +74,28 @@ def cnn28(input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> n
     )
 
 
+@MODELS.register(
+    "fang_dnn",
+    description="Fang et al.'s DNN for 1x28x28: conv 3x3 30, pool 2, conv 3x3 50, pool 2, fc 200 ReLU, fc C.",
+    reference="Fang et al. 2020, Local Model Poisoning Attacks to Byzantine-Robust FL (USENIX Security), Table 7a.",
+)
+def fang_dnn(input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.Module:
+    """The DNN of Fang et al.'s Table 7a (MNIST / Fashion-MNIST).
+
+    The table lists the layers but no activation after the convolutions; a ReLU
+    follows each (after the pooling, see :func:`_conv_pool_relu`). Valid
+    convolutions: 28 -> 26 -> 13 -> 11 -> 5, so the dense layer sees 50 x 5 x 5.
+    The softmax is in the loss.
+    """
+    c, h, w = input_shape
+    side_h, side_w = ((h - 2) // 2 - 2) // 2, ((w - 2) // 2 - 2) // 2
+    return nn.Sequential(
+        *_conv_pool_relu(c, 30, 3),
+        *_conv_pool_relu(30, 50, 3),
+        nn.Flatten(), nn.Linear(50 * side_h * side_w, 200), nn.ReLU(), nn.Linear(200, num_classes),
+    )
+
+
 @MODELS.register("cnn8", description="CNN for 1x8x8 digits: conv 1->16 k3, pool, conv 16->32 k3, pool, fc 128->64->C.")
 def cnn8(input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.Module:
     """The small digits CNN, ReLU after max-pooling (see :func:`_conv_pool_relu`)."""
