@@ -140,6 +140,25 @@ def test_gaussian_noise_has_the_configured_std(build_attack, make_context) -> No
     assert torch.equal(joint[0], joint[1])
 
 
+def test_fitted_gaussian_draws_from_the_own_updates_mean_and_std(build_attack, make_context) -> None:
+    """Fang et al.'s Gaussian attack: per coordinate N(mu_j, sigma_j^2) of the own before-attack updates."""
+    from fedpoison.attacks.noise import fitted_gaussian_rows
+
+    own = torch.tensor([[1.0, 5.0, -2.0], [3.0, 5.0, 2.0]])  # mu = (2, 5, 0), sigma = (sqrt 2, 0, 2 sqrt 2)
+    g = torch.Generator().manual_seed(0)
+    rows = fitted_gaussian_rows(own, collude=False, generator=g)
+    assert rows.shape == (2, 3) and rows[:, 1].tolist() == [5.0, 5.0], "a constant coordinate has zero spread"
+    big = fitted_gaussian_rows(own, collude=False, generator=g)
+    many = torch.cat([fitted_gaussian_rows(own, collude=False, generator=g) for _ in range(4000)] + [big])
+    torch.testing.assert_close(many.mean(0), torch.tensor([2.0, 5.0, 0.0]), atol=0.06, rtol=0.0)
+    torch.testing.assert_close(many.std(0), torch.tensor([2**0.5, 0.0, 8**0.5]), atol=0.05, rtol=0.0)
+    ctx = make_context(m=3, d=500)
+    out = build_attack("gaussian", mode="fitted").craft(ctx)
+    assert out.shape == ctx.own_updates.shape and not torch.equal(out[0], out[1])
+    joint = build_attack("gaussian", mode="fitted", collude=True).craft(ctx)
+    assert torch.equal(joint[0], joint[2])
+
+
 def test_free_rider_modes(build_attack, make_context) -> None:
     ctx = make_context(previous=True)
     assert torch.equal(build_attack("free_rider").craft(ctx), torch.zeros(3, 12))
