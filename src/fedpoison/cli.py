@@ -226,10 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_optional_commands() -> None:
-    """Import modules that register more sub-commands (grid, results, report, demo)."""
+    """Import modules that register more sub-commands (grid, results, report, demo, reproduce)."""
     import importlib
 
-    for module in ("fedpoison.experiments.cli",):
+    for module in ("fedpoison.experiments.cli", "fedpoison.reproductions.cli"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

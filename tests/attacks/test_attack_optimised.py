@@ -14,9 +14,12 @@ import torch
 
 from fedpoison.attacks import AttackContext
 from fedpoison.attacks.fang import (
+    KrumSearch,
     change_direction,
     fang_krum_lambda_max,
+    fang_krum_rows,
     fang_trim_full,
+    krum_picks_crafted,
     krum_scores,
 )
 from fedpoison.attacks.min_max import min_max_condition, perturbation, search_gamma
@@ -81,6 +84,43 @@ def test_lambda_max_by_hand() -> None:
     # min_i sum of distances to the others: row 1 -> 1 + 2 = 3; max norm = 3; sqrt(d) = 2.
     expected = 3 / (2 * 2) + 3 / 2
     assert fang_krum_lambda_max(benign, num_participants=7, num_malicious=2) == pytest.approx(expected)
+
+
+def _slow_fang_krum_search(benign: torch.Tensor, c: int, n: int, threshold: float = 1e-5) -> tuple[torch.Tensor, float]:
+    """The search as first written: every halving rebuilds all rows and recomputes every distance."""
+    s = change_direction(benign)
+    lam = fang_krum_lambda_max(benign, num_participants=n, num_malicious=c)
+    while lam >= threshold:
+        rows = (-lam * s).repeat(c, 1)
+        if krum_picks_crafted(benign, rows, c):
+            return rows, lam
+        lam /= 2.0
+    return (-lam * s).repeat(c, 1), lam
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_fast_krum_search_finds_the_slow_searchs_lambda_and_rows(seed: int) -> None:
+    """KrumSearch computes the benign distances once; lambda and output equal the full recomputation's."""
+    g = torch.Generator().manual_seed(seed)
+    k = int(torch.randint(3, 30, (1,), generator=g))
+    c = int(torch.randint(1, max(2, k // 2), (1,), generator=g))
+    d = int(torch.randint(5, 400, (1,), generator=g))
+    centre = torch.randn(d, generator=g) * float(torch.rand(1, generator=g)) * 3
+    benign = centre + torch.randn(k, d, generator=g) * (0.1 + float(torch.rand(1, generator=g)))
+    fast_rows, fast_lam = fang_krum_rows(benign, num_malicious=c, num_participants=k + c)
+    slow_rows, slow_lam = _slow_fang_krum_search(benign, c, k + c)
+    assert fast_lam == slow_lam
+    assert torch.equal(fast_rows, slow_rows)
+
+
+def test_krum_search_distances_equal_the_materialised_rows() -> None:
+    g = torch.Generator().manual_seed(5)
+    benign, t = torch.randn(6, 9, generator=g), torch.randn(9, generator=g)
+    search = KrumSearch(benign, t)
+    rows = torch.cat([benign, (0.7 * t).repeat(3, 1)])
+    torch.testing.assert_close(search.sq_distances(0.7, 3), pairwise_sq_distances(rows, rows), atol=1e-5, rtol=0)
+    for lam in (4.0, 1.0, 0.25, 0.01):
+        assert search.picks_crafted(lam, 3, f=3) == krum_picks_crafted(benign, (lam * t).repeat(3, 1), 3)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])

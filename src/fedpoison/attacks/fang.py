@@ -120,14 +120,18 @@ def krum_picks_crafted(benign: Tensor, crafted: Tensor, f: int) -> bool:
     return bool(scores[k:].min() <= scores[:k].min())
 
 
-def fang_krum_lambda_max(benign: Tensor, *, num_participants: int, num_malicious: int) -> float:
-    """Fang et al.'s upper bound on :math:`\\lambda` (module docstring), in update space."""
+def fang_krum_lambda_max(benign: Tensor, *, num_participants: int, num_malicious: int,
+                         sq_dist: Tensor | None = None) -> float:
+    """Fang et al.'s upper bound on :math:`\\lambda` (module docstring), in update space.
+
+    ``sq_dist``: the benign rows' ``(k, k)`` squared distances when already computed.
+    """
     k, d = benign.shape
     n, c = num_participants, num_malicious
     far = float(row_norms(benign.double()).max()) / math.sqrt(d) if k else 0.0
     if k < 2:
         return far
-    dist = pairwise_sq_distances(benign, benign).sqrt()
+    dist = (pairwise_sq_distances(benign, benign) if sq_dist is None else sq_dist.clone()).sqrt()
     dist.fill_diagonal_(float("inf"))
     near = min(max(n - c - 2, 1), k - 1)
     closest = dist.topk(near, dim=1, largest=False).values.sum(dim=1).min()
@@ -150,19 +154,67 @@ def fang_krum_rows(
     ``threshold`` (that last value is returned).
     """
     c = num_malicious
-    if selected is None:
-
-        def selected(rows: Tensor) -> bool:
-            return krum_picks_crafted(benign, rows, c)
-
     s = change_direction(benign)
-    lam = fang_krum_lambda_max(benign, num_participants=num_participants, num_malicious=c)
+    search = KrumSearch(benign, -s) if selected is None else None
+    lam = fang_krum_lambda_max(benign, num_participants=num_participants, num_malicious=c,
+                               sq_dist=search.benign_sq if search is not None else None)
     while lam >= threshold:
-        rows = repeat_row(s * (-lam), c)
-        if selected(rows):
-            return rows, lam
+        if search is not None:
+            if search.picks_crafted(lam, c, f=c):
+                return repeat_row(s * (-lam), c), lam
+        elif selected is not None and selected(repeat_row(s * (-lam), c)):
+            return repeat_row(s * (-lam), c), lam
         lam /= 2.0
     return repeat_row(s * (-lam), c), lam
+
+
+class KrumSearch:
+    """Krum's check for :math:`c` copies of :math:`\\lambda t`, with the benign distances computed once.
+
+    The halving search of :func:`fang_krum_rows` asks, for each
+    :math:`\\lambda`, whether Krum over the :math:`k` benign rows :math:`b_i`
+    plus :math:`c` copies of :math:`v = \\lambda t` selects a copy. Only the
+    benign-to-copy distances depend on :math:`\\lambda`:
+
+    .. math:: \\|b_i - \\lambda t\\|^2 = \\|b_i\\|^2 + \\lambda^2 \\|t\\|^2 - 2 \\lambda\\, b_i \\cdot t,
+
+    and the copies are at distance 0 from each other. So the :math:`k \\times k`
+    benign block and the :math:`k` dot products :math:`b_i \\cdot t` are
+    computed once (:math:`O(k^2 d)`), and each :math:`\\lambda` then costs
+    :math:`O((k + c)^2)` instead of :math:`O((k + c)^2 d)`. The answers equal
+    :func:`krum_picks_crafted` on the materialised rows up to float64 rounding.
+    """
+
+    def __init__(self, benign: Tensor, t: Tensor) -> None:
+        b64, t64 = benign.double(), t.double()
+        self.benign_sq = pairwise_sq_distances(benign, benign)
+        self.norms_sq = (b64 * b64).sum(dim=1)
+        self.dots = b64 @ t64
+        self.t_sq = float((t64 * t64).sum())
+
+    def sq_distances(self, lam: float, c: int) -> Tensor:
+        """``(k + c, k + c)`` squared distances of the benign rows then ``c`` copies of :math:`\\lambda t`."""
+        k = self.norms_sq.shape[0]
+        cross = (self.norms_sq + lam * lam * self.t_sq - 2.0 * lam * self.dots).clamp_min(0.0)
+        out = self.benign_sq.new_zeros((k + c, k + c))
+        out[:k, :k] = self.benign_sq
+        out[:k, k:] = cross[:, None]
+        out[k:, :k] = cross[None, :]
+        return out
+
+    def picks_crafted(self, lam: float, c: int, *, f: int) -> bool:
+        """Whether Krum with ``f`` selects a copy (ties: the copy), as :func:`krum_picks_crafted`."""
+        k = self.norms_sq.shape[0]
+        if k == 0:
+            return True
+        d2 = self.sq_distances(lam, c)
+        n = k + c
+        if n == 1:
+            return True
+        m = min(max(n - f - 2, 1), n - 1)
+        d2.fill_diagonal_(float("inf"))
+        scores = d2.topk(m, dim=1, largest=False).values.sum(dim=1)
+        return bool(scores[k:].min() <= scores[:k].min())
 
 
 def fang_trim_full(
