@@ -195,11 +195,13 @@ def cells(rep: Reproduction) -> list[Cell]:
 def reproduction_grid(rep: Reproduction, scale: str) -> dict[str, Any]:
     """The grid mapping (``fedpoison grid`` format) of ``rep`` at ``scale``.
 
-    One zip group walks the cells; the scale's seeds are the ``seed`` axis and
+    One zip group walks the cells, the references (such as the calibration
+    run) first; the scale's seeds are the ``seed`` axis and
     its ``set`` goes into ``base`` (merged over the paper's protocol).
     """
     sc = scale_of(rep, scale)
     cs = cells(rep)
+    cs = [c for c in cs if c.row == "ref"] + [c for c in cs if c.row != "ref"]  # references (calibration) first
     keys = sorted({k for c in cs for k in c.settings})
     group = {k: [c.settings.get(k, {}) for c in cs] for k in keys}
     for k, values in group.items():
