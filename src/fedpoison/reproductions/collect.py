@@ -3,7 +3,8 @@
 The grid runner writes ``plan.json`` (each run's key and axis values) and one
 folder per finished run. A run's cell is found from its axis values
 (:func:`~fedpoison.reproductions.spec.cell_of_assignment`); its value is the
-metric of the *last* evaluation in ``history.csv`` (the final global model).
+metric of the last evaluation in ``history.csv`` (the final global model), or
+the mean of the last ``paper.last_k`` evaluations when the paper averages.
 """
 
 from __future__ import annotations
@@ -49,14 +50,17 @@ class Collected:
         return sum(sum(v) for v in self.wall_s.values())
 
 
-def final_metric(history: pd.DataFrame, metric: str) -> float:
-    """The last evaluated accuracy (or 1 - it, for ``error``); NaN when nothing was evaluated."""
+def final_metric(history: pd.DataFrame, metric: str, last_k: int = 1) -> float:
+    """The mean of the last ``last_k`` evaluated accuracies (or 1 - it, for ``error``).
+
+    NaN when nothing was evaluated.
+    """
     if "test_accuracy" not in history:
         return math.nan
     acc = history["test_accuracy"].dropna()
     if acc.empty:
         return math.nan
-    last = float(acc.iloc[-1])
+    last = float(acc.iloc[-last_k:].mean())
     return 1.0 - last if metric == "error" else last
 
 
@@ -83,7 +87,7 @@ def collect(rep: Reproduction, out: str | Path) -> Collected:
             value = rep.diverged_error if rep.paper.metric == "error" else 1.0 - rep.diverged_error
             got.diverged[cell.id] = got.diverged.get(cell.id, 0) + 1
         else:
-            value = final_metric(pd.read_csv(folder / "history.csv"), rep.paper.metric)
+            value = final_metric(pd.read_csv(folder / "history.csv"), rep.paper.metric, rep.paper.last_k)
         got.values.setdefault(cell.id, []).append(value)
         got.wall_s.setdefault(cell.id, []).append(float(done.get("wall_s", math.nan)))
         got.finished += 1

@@ -62,7 +62,7 @@ def counts(results: Sequence[CellResult]) -> dict[str, int]:
 
 def markdown_table(rep: Reproduction, results: Sequence[CellResult]) -> str:
     """The comparison as a Markdown table, one line per cell."""
-    lines = [f"| cell | paper | fedpoison (mean ± std over seeds) | seeds | difference | verdict |",
+    lines = ["| cell | paper | fedpoison (mean ± std over seeds) | seeds | difference | verdict |",
              "|---|---:|---:|---:|---:|---|"]
     for r in results:
         lines.append(f"| {r.label} | {_f(r.paper)} | {_ours(r)} | {len(r.values)} | {_signed(r.difference)} "

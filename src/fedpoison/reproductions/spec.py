@@ -60,6 +60,8 @@ class PaperSource(_Strict):
     page: str
     #: ``error`` (1 - accuracy of the final global model) or ``accuracy``.
     metric: Literal["error", "accuracy"] = "error"
+    #: Evaluations averaged into a run's value (1: the final global model only).
+    last_k: int = Field(1, ge=1)
     #: What one cell means, in the paper's words.
     meaning: str
 
