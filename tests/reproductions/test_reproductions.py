@@ -129,3 +129,5 @@ def test_a_bad_reproduction_file_gets_one_line(tmp_path: Path, capsys: pytest.Ca
     assert not (tmp_path / "o").exists(), "nothing written for a bad file"
     assert main(["reproduce", "fang2020_t2", "--scale", "smoke"]) == 2
     assert "did you mean" in capsys.readouterr().err
+    assert main(["reproduce", "fang2020_t2c", "--scale", "smoke", "--set", "bogus.key=1", "--dry-run"]) == 2
+    assert "bogus.key" in capsys.readouterr().err

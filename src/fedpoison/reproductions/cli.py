@@ -26,6 +26,11 @@ def _configure(p: argparse.ArgumentParser) -> None:
                    help="worker processes (default: one per core; 0 = this process)")
     p.add_argument("--executor", default="local", choices=EXECUTORS.names(), help="where runs are computed")
     p.add_argument("--address", default=None, metavar="auto|HOST:PORT", help="--executor ray: the cluster to use")
+    p.add_argument("--cpus-per-run", type=float, default=1.0, help="--executor ray: CPUs each run declares")
+    p.add_argument("--gpus-per-run", type=float, default=0.0, help="--executor ray: GPUs (or a fraction) per run")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key in every run (e.g. dataset.path=..., device=cuda); "
+                        "listed in the report")
     p.add_argument("--compare-only", action="store_true",
                    help="do not run anything: compare the runs finished so far and write the report")
     p.add_argument("--dry-run", action="store_true", help="list the runs of this scale and exit")
@@ -63,7 +68,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.name is None:
         raise ConfigError("reproduce: expected a reproduction name (see `fedpoison reproduce --list`), got none")
     rep = load_reproduction(args.name)
-    grid = expand_grid(reproduction_grid(rep, args.scale), where=f"reproduction {rep.name} ({args.scale})")
+    grid = expand_grid(reproduction_grid(rep, args.scale), args.overrides,
+                       where=f"reproduction {rep.name} ({args.scale})")
     out = args.out or Path("runs") / "repro" / f"{rep.name}-{args.scale}"
     if args.dry_run:
         for line in describe(grid):
@@ -80,7 +86,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             prestart(args.executor)
         options: dict[str, Any] = {}
         if args.executor == "ray":
-            options = {"address": args.address}
+            options = {"address": args.address, "cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run}
+        elif args.address is not None:
+            raise ConfigError(f"--address: only used with --executor ray, got --executor {args.executor}")
         progress = run_grid_cli(grid, out, workers=args.workers, executor=args.executor, retry_failed=False,
                                 quiet=args.quiet, options=options)
         failed = progress.failed + progress.failed_before
@@ -89,6 +97,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     meta = {"results": str(out), "runs finished": f"{got.finished}/{got.planned}",
             "sum of run wall times (s)": round(got.total_wall_s, 1),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"}
+    if args.overrides:
+        meta["--set (applied to every run)"] = ", ".join(args.overrides)
     if not args.compare_only:
         meta["this command's wall time (s)"] = round(time.perf_counter() - start, 1)
     files = write_report(rep, args.scale, results, out / "reproduction", meta)
