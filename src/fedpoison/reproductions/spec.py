@@ -142,12 +142,13 @@ class Reproduction(_Strict):
         for row, by_col in self.cells.items():
             if row not in rows:
                 raise ValueError(f"cells.{row}: not a row{suggest(row, rows)}")
-            for col in by_col:
-                if col not in cols:
-                    raise ValueError(f"cells.{row}.{col}: not a column{suggest(col, cols)}")
-        for col in self.columns:
-            if col.against is not None and col.against not in cols + refs:
-                raise ValueError(f"columns.{col.id}.against: expected a column or reference id, got '{col.against}'")
+            for col_id in by_col:
+                if col_id not in cols:
+                    raise ValueError(f"cells.{row}.{col_id}: not a column{suggest(col_id, cols)}")
+        for axis in self.columns:
+            if axis.against is not None and axis.against not in cols + refs:
+                raise ValueError(f"columns.{axis.id}.against: expected a column or reference id, "
+                                 f"got '{axis.against}'")
         missing = [s for s in SCALES if s not in self.scales]
         if missing:
             raise ValueError(f"scales: expected {', '.join(SCALES)}, missing {', '.join(missing)}")
