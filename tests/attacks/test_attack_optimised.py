@@ -156,6 +156,22 @@ def test_fang_krum_gives_up_below_the_threshold_when_krum_never_picks_it(build_a
     assert float(rows.abs().max()) < 1e-3
 
 
+def test_partial_knowledge_krum_check_can_fail() -> None:
+    """With only c own rows and c copies, Krum with f = c always picks a copy (c - 2 neighbours, c - 1 of
+    them identical copies); the server's neighbour count n - c - 2 makes the check a real one."""
+    g = torch.Generator().manual_seed(0)
+    c, n, d = 5, 25, 40
+    own = 2.0 + 0.01 * torch.randn(c, d, generator=g)  # a tight cluster far from the crafted copies
+    far = (-1.0 * change_direction(own)).repeat(c, 1)
+    assert krum_picks_crafted(own, far, c), "the vacuous check accepts a copy far from every own row"
+    assert not krum_picks_crafted(own, far, c, neighbours=n - c - 2)
+    search = KrumSearch(own, -change_direction(own))
+    assert search.picks_crafted(1.0, c, f=c) and not search.picks_crafted(1.0, c, f=c, neighbours=n - c - 2)
+    _rows, lam = fang_krum_rows(own, num_malicious=c, num_participants=n)
+    lam_max = fang_krum_lambda_max(own, num_participants=n, num_malicious=c)
+    assert lam < lam_max, "the partial-knowledge search halves now"
+
+
 def test_fang_krum_partial_knowledge_uses_only_the_own_updates(build_attack) -> None:
     local = spread_context(m=4, k=15, d=30, honest=False)
     attack = build_attack("fang_krum")

@@ -52,7 +52,8 @@ The paper works on model parameters (``attack.space: model``, the default);
 **Partial knowledge** (both attacks). The attackers know only their own
 benign updates and use them in place of the honest ones: Krum's bound, the
 direction :math:`s` and the Krum check use them (the check over the own rows
-plus the crafted copies); for Trim, with the per-coordinate mean
+plus the crafted copies, with the server's neighbour count :math:`n - c - 2`
+clipped to those rows: see :func:`fang_krum_rows`); for Trim, with the per-coordinate mean
 :math:`\\mu_j` and standard deviation :math:`\\sigma_j` of the own updates,
 each attacker draws from :math:`[\\mu_j + 3\\sigma_j, \\mu_j + 4\\sigma_j]`
 when :math:`s_j = -1` and from :math:`[\\mu_j - 4\\sigma_j, \\mu_j - 3\\sigma_j]`
@@ -98,24 +99,25 @@ def change_direction(benign: Tensor) -> Tensor:
     return torch.where(mean > 0, 1.0, -1.0).to(benign.dtype)
 
 
-def krum_scores(rows: Tensor, f: int) -> Tensor:
+def krum_scores(rows: Tensor, f: int, neighbours: int | None = None) -> Tensor:
     """``(n,)`` float64 Krum scores: sum of squared distances to the ``n - f - 2`` nearest other rows.
 
-    The neighbour count is clipped to ``[1, n - 1]`` (Blanchard et al. 2017 need
-    ``n > 2f + 2`` for it to be positive).
+    ``neighbours`` replaces ``n - f - 2`` (the attacker simulating a server
+    that sees more rows than it has). The count is clipped to ``[1, n - 1]``
+    (Blanchard et al. 2017 need ``n > 2f + 2`` for it to be positive).
     """
     n = rows.shape[0]
     if n == 1:
         return torch.zeros(1, dtype=torch.float64, device=rows.device)
-    k = min(max(n - f - 2, 1), n - 1)
+    k = min(max(n - f - 2 if neighbours is None else neighbours, 1), n - 1)
     d2 = pairwise_sq_distances(rows, rows)
     d2.fill_diagonal_(float("inf"))
     return d2.topk(k, dim=1, largest=False).values.sum(dim=1)
 
 
-def krum_picks_crafted(benign: Tensor, crafted: Tensor, f: int) -> bool:
+def krum_picks_crafted(benign: Tensor, crafted: Tensor, f: int, neighbours: int | None = None) -> bool:
     """Whether Krum over ``benign`` then ``crafted`` rows selects a crafted row (ties: crafted)."""
-    scores = krum_scores(torch.cat([benign, crafted]), f)
+    scores = krum_scores(torch.cat([benign, crafted]), f, neighbours)
     k = benign.shape[0]
     if k == 0:
         return True
@@ -151,7 +153,14 @@ def fang_krum_rows(
     """``(c, d)`` copies of :math:`-\\lambda s` and the :math:`\\lambda` found.
 
     ``selected(crafted_rows)`` tells whether the rule picks a crafted row;
-    by default Krum with ``f = c`` over ``benign`` plus the crafted rows.
+    by default Krum over ``benign`` plus the crafted rows with the server's
+    neighbour count :math:`n - c - 2` (``n`` = ``num_participants``), clipped
+    to the rows there are. With full knowledge the rows are the round's
+    :math:`n`, so this is Krum with :math:`f = c`. With partial knowledge they
+    are only the :math:`c` own rows and :math:`c` copies: Krum with
+    :math:`f = c` over those :math:`2c` rows would count :math:`c - 2`
+    neighbours, and each copy has :math:`c - 1` identical ones, so every
+    :math:`\\lambda` would pass and the search would never halve.
     Halving stops at the first selected :math:`\\lambda`, or once it is below
     ``threshold`` (that last value is returned).
     """
@@ -162,7 +171,7 @@ def fang_krum_rows(
                                sq_dist=search.benign_sq if search is not None else None)
     while lam >= threshold:
         if search is not None:
-            if search.picks_crafted(lam, c, f=c):
+            if search.picks_crafted(lam, c, f=c, neighbours=num_participants - c - 2):
                 return repeat_row(s * (-lam), c), lam
         elif selected is not None and selected(repeat_row(s * (-lam), c)):
             return repeat_row(s * (-lam), c), lam
@@ -204,7 +213,7 @@ class KrumSearch:
         out[k:, :k] = cross[None, :]
         return out
 
-    def picks_crafted(self, lam: float, c: int, *, f: int) -> bool:
+    def picks_crafted(self, lam: float, c: int, *, f: int, neighbours: int | None = None) -> bool:
         """Whether Krum with ``f`` selects a copy (ties: the copy), as :func:`krum_picks_crafted`."""
         k = self.norms_sq.shape[0]
         if k == 0:
@@ -213,7 +222,7 @@ class KrumSearch:
         n = k + c
         if n == 1:
             return True
-        m = min(max(n - f - 2, 1), n - 1)
+        m = min(max(n - f - 2 if neighbours is None else neighbours, 1), n - 1)
         d2.fill_diagonal_(float("inf"))
         scores = d2.topk(m, dim=1, largest=False).values.sum(dim=1)
         return bool(scores[k:].min() <= scores[:k].min())
