@@ -112,50 +112,25 @@ cmd_run.configure = _configure_run  # type: ignore[attr-defined]
 
 # ---- list --------------------------------------------------------------------
 def _registries() -> dict[str, Any]:
-    from fedpoison.attacks import ATTACKS
-    from fedpoison.audit import AUDITORS
-    from fedpoison.data import DATASETS, PARTITIONERS
-    from fedpoison.defenses import PRE_AGGREGATORS, RULES
-    from fedpoison.models import MODELS
+    from fedpoison.catalog import registries
 
-    return {"datasets": DATASETS, "partitions": PARTITIONERS, "models": MODELS, "attacks": ATTACKS,
-            "defenses": RULES, "pre-aggregators": PRE_AGGREGATORS, "auditors": AUDITORS}
+    return registries()
 
 
 def _configure_list(p: argparse.ArgumentParser) -> None:
-    p.add_argument("family", choices=["datasets", "partitions", "models", "attacks", "defenses",
-                                      "pre-aggregators", "auditors"])
+    from fedpoison.catalog import FAMILIES
+
+    p.add_argument("family", choices=list(FAMILIES))
+    p.add_argument("--format", default="table", choices=["table", "plain", "json"],
+                   help="table (default), plain (tab-separated, with a header line) or json")
 
 
 @command("list", "list registered datasets, partitions, models, attacks, defenses or auditors")
 def cmd_list(args: argparse.Namespace) -> int:
-    reg = _registries()[args.family]
-    table = Table(title=args.family)
-    table.add_column("name", style="bold")
-    table.add_column("description")
-    extra_cols: list[str] = []
-    if args.family == "attacks":
-        extra_cols = ["kind", "knowledge"]
-    elif args.family in {"defenses", "pre-aggregators"}:
-        extra_cols = ["params", "requires"]
-    elif args.family == "auditors":
-        extra_cols = ["params"]
-    for col in extra_cols:
-        table.add_column(col)
-    table.add_column("reference")
-    for entry in reg:
-        cells = [entry.name, entry.description]
-        for col in extra_cols:
-            if col == "params":
-                cells.append(", ".join(entry.params.model_fields))
-            elif col in {"kind", "knowledge"}:
-                value = getattr(entry.obj, col, entry.meta.get(col, ""))
-                cells.append(str(getattr(value, "value", value)))
-            else:
-                cells.append(str(entry.meta.get(col, "")))
-        cells.append(entry.reference)
-        table.add_row(*cells)
-    console.print(table)
+    from fedpoison.catalog import columns, rows
+    from fedpoison.output import print_rows
+
+    print_rows(rows(args.family), columns(args.family), fmt=args.format, title=args.family)
     return 0
 
 
@@ -210,16 +185,26 @@ cmd_config.configure = _configure_config  # type: ignore[attr-defined]
 
 
 # ---- entry point -------------------------------------------------------------
+DESCRIPTION = ("Simulate model-poisoning attacks on federated learning and the defenses against them, "
+               "and measure both.")
+EPILOG = """examples:
+  fedpoison demo                                   a small attack x defense grid and its report
+  fedpoison run --set attack.name=sign_flip --set attack.fraction=0.3 --set defense.name=median
+  fedpoison list attacks                           also: datasets, partitions, models, defenses, ...
+  fedpoison <command> --help                       the options of one command"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every registered sub-command."""
     _load_optional_commands()
-    parser = argparse.ArgumentParser(prog="fedpoison", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog="fedpoison", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     from fedpoison import __version__
 
     parser.add_argument("--version", action="version", version=f"fedpoison {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, handler in COMMANDS.items():
-        p = sub.add_parser(name, help=getattr(handler, "help", None))
+        p = sub.add_parser(name, help=getattr(handler, "help", None), description=getattr(handler, "help", None))
         getattr(handler, "configure", lambda parser: None)(p)
         p.set_defaults(handler=handler)
     return parser

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fedpoison.cli import command, console
@@ -54,6 +53,8 @@ def _run_line(event: Any) -> str:
 def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, retry_failed: bool,
                  quiet: bool = False, options: dict[str, Any] | None = None) -> Any:
     """Run ``grid`` into ``out`` with one progress bar and a line per finished run; return the counts."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from fedpoison.experiments.executor import make_executor
     from fedpoison.experiments.runner import run_grid
     from fedpoison.experiments.store import ResultStore
@@ -93,13 +94,12 @@ def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, re
 
 # ---- grid --------------------------------------------------------------------------
 def _configure_grid(p: argparse.ArgumentParser) -> None:
-    from fedpoison.experiments.executor import EXECUTORS
-
     p.add_argument("grid", type=Path, help="grid file (YAML: base config + axes; see docs/experiments.md)")
     p.add_argument("--out", type=Path, default=None, help="results directory (default runs/<grid name>)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="worker processes (default: one per core, at most one per run; 0 = this process)")
-    p.add_argument("--executor", default="local", choices=EXECUTORS.names(), help="where runs are computed")
+    p.add_argument("--executor", default="local", metavar="NAME",
+                   help="where runs are computed: local (default), inline (this process) or ray")
     p.add_argument("--address", default=None, metavar="auto|HOST:PORT",
                    help="--executor ray: the cluster to use (default: start a private local instance)")
     p.add_argument("--cpus-per-run", type=float, default=1.0, help="--executor ray: CPUs each run declares")
@@ -114,9 +114,10 @@ def _configure_grid(p: argparse.ArgumentParser) -> None:
 
 @command("grid", "run a grid of experiments (resumable) into a results directory")
 def cmd_grid(args: argparse.Namespace) -> int:
-    from fedpoison.experiments.executor import prestart
+    from fedpoison.experiments.executor import executor_class, prestart
     from fedpoison.experiments.grid import describe, load_grid
 
+    executor_class(args.executor)  # an unknown name fails here, before any work
     if not args.dry_run and args.workers != 0:
         prestart(args.executor)
     grid = load_grid(args.grid, args.overrides)
