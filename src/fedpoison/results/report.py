@@ -24,7 +24,14 @@ from typing import Any
 import pandas as pd
 
 from fedpoison.experiments.store import atomic_write_bytes
-from fedpoison.results.export import latex_escape, pivot_mean_std, summary_table, to_latex, to_markdown
+from fedpoison.results.export import (
+    label_columns_only,
+    latex_escape,
+    pivot_mean_std,
+    summary_table,
+    to_latex,
+    to_markdown,
+)
 from fedpoison.results.figures import FigureFile, make_figures
 from fedpoison.results.findings import Finding
 from fedpoison.results.tables import Results, load
@@ -95,7 +102,8 @@ def make_tables(results: Results, folder: Path) -> list[TableFile]:
                                   lambda t: ~t.index.astype(str).str.startswith("none")]))
     specs.append(("summary", "All metrics per configuration",
                   "Every summary metric per configuration, mean ± std over seeds.",
-                  lambda latex: summary_table(results, latex=latex)))
+                  lambda latex: label_columns_only(summary_table(results, latex=latex)) if latex
+                  else summary_table(results)))
     out = []
     for name, title, caption, build in specs:
         plain = build(False)
@@ -105,7 +113,7 @@ def make_tables(results: Results, folder: Path) -> list[TableFile]:
         tex = folder / f"{name}.tex"
         atomic_write_bytes(md, (f"<!-- {title}: {caption} -->\n" + to_markdown(plain, index=has_index)).encode())
         atomic_write_bytes(tex, to_latex(tex_frame, caption=f"{title}. {caption}", label=f"tab:{name}",
-                                         index=has_index).encode())
+                                         index=has_index, keys=1 if has_index else 2).encode())
         out.append(TableFile(name, title, caption, plain, md, tex))
     return out
 
