@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedpoison.errors import FedPoisonError
+from fedpoison.output import escape
 
 console = Console()
 err_console = Console(stderr=True)
@@ -60,7 +61,7 @@ def summary_table(summary: dict[str, Any], title: str = "Summary") -> Table:
     for key, value in summary.items():
         if key in {"versions", "malicious_clients"} or key.startswith("detection_"):
             continue
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+        table.add_row(escape(key), f"{value:.4f}" if isinstance(value, float) else escape(value))
     return table
 
 
@@ -103,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             pass
         else:
             console.print(format_detection(result.summary))
-    console.print(f"results in [bold]{out}[/bold]")
+    console.print(f"results in [bold]{escape(out)}[/bold]")
     return 0
 
 
@@ -229,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except FedPoisonError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/bold red] {escape(exc)}", highlight=False)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from fedpoison.cli import command, console
 from fedpoison.errors import ConfigError
+from fedpoison.output import escape
 
 
 def print_wide(renderable: Any, **kwargs: Any) -> None:
@@ -45,9 +46,9 @@ def _run_line(event: Any) -> str:
         if s.get("diverged"):
             bits.append("[yellow]diverged[/yellow]")
         bits.append(f"{outcome.wall_s:.1f}s")
-        return f"[green]done[/green]   {n} {run.label}  " + "  ".join(bits)
+        return f"[green]done[/green]   {n} {escape(run.label)}  " + "  ".join(bits)
     last = outcome.error.strip().splitlines()[-1] if outcome.error.strip() else "unknown error"
-    return f"[red]failed[/red] {n} {run.label}  {last}"
+    return f"[red]failed[/red] {n} {escape(run.label)}  {escape(last)}"
 
 
 def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, retry_failed: bool,
@@ -79,7 +80,7 @@ def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, re
                 if grid.merged:
                     bits.append(f"{grid.merged} duplicate configs merged")
                 if not quiet:
-                    bar.console.print(f"grid [bold]{grid.name}[/bold] -> {out}: " + ", ".join(bits)
+                    bar.console.print(f"grid [bold]{escape(grid.name)}[/bold] -> {escape(out)}: " + ", ".join(bits)
                                       + f"; executor {name}, {ex.workers} worker(s)", soft_wrap=True)
                 bar.update(task, completed=p.skipped + p.failed_before, info=info)
             elif event.kind == "run":
@@ -123,7 +124,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     grid = load_grid(args.grid, args.overrides)
     if args.dry_run:
         for line in describe(grid):
-            console.print(line, highlight=False)
+            console.print(escape(line), highlight=False)
         extra = f", {grid.excluded} excluded" if grid.excluded else ""
         extra += f", {grid.merged} duplicates merged" if grid.merged else ""
         console.print(f"{len(grid)} runs{extra}")
@@ -138,9 +139,9 @@ def cmd_grid(args: argparse.Namespace) -> int:
                             retry_failed=args.retry_failed, quiet=args.quiet, options=options)
     failed = progress.failed + progress.failed_before
     console.print(f"{progress.skipped + progress.done}/{progress.total} runs finished, {failed} failed; "
-                  f"results in [bold]{out}[/bold]", soft_wrap=True)
+                  f"results in [bold]{escape(out)}[/bold]", soft_wrap=True)
     if failed:
-        console.print(f"see {out}/failed/<key>/error.txt; rerun the failures with --retry-failed", soft_wrap=True)
+        console.print(f"see {escape(out)}/failed/<key>/error.txt; rerun the failures with --retry-failed", soft_wrap=True)
     return 1 if failed else 0
 
 
@@ -168,11 +169,11 @@ def cmd_results(args: argparse.Namespace) -> int:
         if args.out is None:
             print(text, end="")
         else:
-            console.print(f"wrote {args.out}")
+            console.print(f"wrote {escape(args.out)}")
         return 0
     paths = export(results, args.format, args.out or args.dir / "tables")
     for path in paths:
-        console.print(f"wrote {path}")
+        console.print(f"wrote {escape(path)}")
     return 0
 
 
@@ -195,7 +196,7 @@ def attack_defense_table(results: Any) -> Table:
     table = Table(title="final accuracy (ASR for backdoors), mean ± std over seeds")
     table.add_column("attack \\ defense", style="bold")
     for d in defenses:
-        table.add_column(d, justify="right")
+        table.add_column(escape(d), justify="right")
     has_asr = "attack_success_rate" in runs
     for a in attacks:
         cells = []
@@ -211,7 +212,7 @@ def attack_defense_table(results: Any) -> Table:
             if has_asr and sub["attack_success_rate"].notna().any():
                 text += f" (ASR {sub['attack_success_rate'].mean():.2f})"
             cells.append(text)
-        table.add_row(a, *cells)
+        table.add_row(escape(a), *cells)
     return table
 
 
@@ -225,9 +226,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = args.out or args.dir / "report"
     report = write_report(args.dir, out, results=results, findings=check_findings(results))
     print_wide(attack_defense_table(results))
-    console.print(f"{len(report.figures)} figures in {out / 'figures'}, {len(report.tables)} tables in "
-                  f"{out / 'tables'}")
-    console.print(f"report: [bold]{report.html}[/bold]", soft_wrap=True)
+    console.print(f"{len(report.figures)} figures in {escape(out / 'figures')}, {len(report.tables)} tables in "
+                  f"{escape(out / 'tables')}")
+    console.print(f"report: [bold]{escape(report.html)}[/bold]", soft_wrap=True)
     return 0
 
 
@@ -255,8 +256,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from fedpoison.results.report import write_report
 
     if args.seeds < 1:
-        from fedpoison.errors import ConfigError
-
         raise ConfigError(f"--seeds: expected an integer >= 1, got {args.seeds}")
     start = time.perf_counter()
     if args.workers != 0:
@@ -270,10 +269,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
                           title="fedpoison demo: attacks vs defenses on digits")
     print_wide(attack_defense_table(results))
     for f in findings:
-        mark = "[green]holds[/green]" if f.holds else "[red]does not hold[/red]"
-        console.print(f"{mark}  {f.claim}: {f.measured}", highlight=False, soft_wrap=True)
+        colour = {"holds": "green", "does not hold": "red"}.get(f.status, "dim")
+        console.print(f"[{colour}]{f.status}[/{colour}]  {escape(f.claim)}: {escape(f.measured)}", highlight=False,
+                      soft_wrap=True)
     console.print(f"{progress.skipped + progress.done}/{progress.total} runs in {time.perf_counter() - start:.0f}s; "
-                  f"report: [bold]{report.html}[/bold]", soft_wrap=True)
+                  f"report: [bold]{escape(report.html)}[/bold]", soft_wrap=True)
     return 0 if progress.failed == 0 else 1
 
 

@@ -47,7 +47,7 @@ figcaption{color:#444;font-size:.92em;margin-top:.4em}
 table{border-collapse:collapse;margin:1em 0;font-size:.9em}
 th,td{padding:.25em .7em;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}
 th{border-bottom:2px solid #444;background:#fafafa}td:first-child,th:first-child{text-align:left}
-tr.worst td{border-top:2px solid #444;font-weight:600}.pass{color:#186a18}.fail{color:#a31515}
+tr.worst td{border-top:2px solid #444;font-weight:600}.pass{color:#186a18}.fail{color:#a31515}.na{color:#666}
 .scroll{overflow-x:auto}code{background:#f4f4f4;padding:0 .2em}
 """
 
@@ -173,8 +173,8 @@ def render_html(results: Results, figures: Sequence[FigureFile], tables: Sequenc
     if findings:
         parts.append("<h2>Findings</h2><ul>")
         for f in findings:
-            cls, mark = ("pass", "holds") if f.holds else ("fail", "does not hold")
-            parts.append(f'<li><span class="{cls}">[{mark}]</span> {html.escape(f.claim)}: '
+            cls = {"holds": "pass", "does not hold": "fail"}.get(f.status, "na")
+            parts.append(f'<li><span class="{cls}">[{f.status}]</span> {html.escape(f.claim)}: '
                          f"{html.escape(f.measured)}</li>")
         parts.append("</ul>")
     parts.append("<h2>Figures</h2>")
