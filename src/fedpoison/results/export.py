@@ -213,7 +213,9 @@ def to_latex(df: pd.DataFrame, *, caption: str = "", label: str = "", index: boo
         Width budget in pt (default: ``article``'s text width). A table wider than
         this is split into parts by columns, so every part fits.
 
-    Needs ``\\usepackage{booktabs}`` in the document.
+    Notes
+    -----
+    The document needs ``\\usepackage{booktabs}``.
     """
     frame = df.reset_index() if index else df
     keys = max(1, min(keys, frame.shape[1]))
