@@ -20,13 +20,14 @@ from fedpoison.errors import ConfigError, DataError
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from fedpoison.config import ExperimentConfig, load_config
+    from fedpoison.config import ExperimentConfig
+    from fedpoison.plugins import load_config
     from fedpoison.simulation import RunResult, run
 
 #: Public name -> the module that defines it (imported by :func:`__getattr__` on first use).
 _LAZY = {
     "ExperimentConfig": "fedpoison.config",
-    "load_config": "fedpoison.config",
+    "load_config": "fedpoison.plugins",
     "RunResult": "fedpoison.simulation",
     "run": "fedpoison.simulation",
 }

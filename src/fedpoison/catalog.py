@@ -8,8 +8,9 @@ from the live registries by::
     python -m fedpoison.catalog --write
 
 A test checks that the file equals the live registries, so it cannot go stale
-unnoticed. When plug-ins from outside fedpoison are loaded, ``list`` reads the
-live registries instead (:func:`live_rows`).
+unnoticed. When plug-ins from outside fedpoison are loaded (``--plugin``, or an
+installed package's entry point), ``list`` reads the live registries instead
+(:func:`live_rows`).
 """
 
 from __future__ import annotations
@@ -17,58 +18,38 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
-#: Family name (as typed after ``fedpoison list``) -> the extra columns it shows.
-FAMILIES: dict[str, tuple[str, ...]] = {
-    "datasets": (),
-    "partitions": (),
-    "models": (),
-    "attacks": ("kind", "knowledge"),
-    "defenses": ("params", "requires"),
-    "pre-aggregators": ("params", "requires"),
-    "auditors": ("params",),
-}
+#: ``fedpoison list`` family names, in the order of a run's data flow
+#: (the same as :data:`fedpoison.plugins.FAMILY_NAMES`, which is not imported: that package loads torch).
+FAMILIES: tuple[str, ...] = ("datasets", "partitions", "models", "attacks", "defenses", "pre-aggregators",
+                             "auditors")
+
+#: The entry-point group of installed plug-ins (:data:`fedpoison.plugins.loading.ENTRY_POINT_GROUP`).
+ENTRY_POINT_GROUP = "fedpoison.plugins"
 
 CATALOG_PATH = Path(__file__).with_name("catalog.json")
 
 
-def columns(family: str) -> list[str]:
-    """The column names of ``family``'s listing, in order."""
-    return ["name", "description", *FAMILIES[family], "reference"]
-
-
-def registries() -> dict[str, Any]:
-    """The live registry of each family (imports every built-in plug-in, and so torch)."""
-    from fedpoison.attacks import ATTACKS
-    from fedpoison.audit import AUDITORS
-    from fedpoison.data import DATASETS, PARTITIONERS
-    from fedpoison.defenses import PRE_AGGREGATORS, RULES
-    from fedpoison.models import MODELS
-
-    return {"datasets": DATASETS, "partitions": PARTITIONERS, "models": MODELS, "attacks": ATTACKS,
-            "defenses": RULES, "pre-aggregators": PRE_AGGREGATORS, "auditors": AUDITORS}
-
-
-def entry_row(family: str, entry: Any) -> dict[str, str]:
-    """One registry entry as the strings ``fedpoison list`` prints, keyed by column."""
-    row = {"name": entry.name, "description": entry.description}
-    for col in FAMILIES[family]:
-        if col == "params":
-            row[col] = ", ".join(entry.params.model_fields)
-        elif col in {"kind", "knowledge"}:
-            value = getattr(entry.obj, col, entry.meta.get(col, ""))
-            row[col] = str(getattr(value, "value", value))
-        else:
-            row[col] = str(entry.meta.get(col, ""))
-    row["reference"] = entry.reference
-    return row
+def columns(rows: list[dict[str, str]]) -> list[str]:
+    """The columns worth showing: ``name`` and every column some row fills, in the rows' key order."""
+    keys = list(rows[0]) if rows else ["name"]
+    return [c for c in keys if c == "name" or any(r.get(c) for r in rows)]
 
 
 def live_rows() -> dict[str, list[dict[str, str]]]:
-    """Every family's rows, read from the live registries (sorted by name)."""
+    """Every family's rows, read from the live registries (imports every plug-in, and so torch)."""
+    from fedpoison.plugins import registries
+    from fedpoison.plugins.describe import describe
+
     regs = registries()
-    return {family: [entry_row(family, e) for e in regs[family]] for family in FAMILIES}
+    return {family: [describe(e) for e in regs[family]] for family in FAMILIES}
+
+
+def installed_plugins() -> bool:
+    """Whether any installed package declares fedpoison plug-ins (an entry point in our group)."""
+    from importlib.metadata import entry_points
+
+    return bool(entry_points(group=ENTRY_POINT_GROUP))
 
 
 def stored_rows() -> dict[str, list[dict[str, str]]] | None:
@@ -81,14 +62,18 @@ def stored_rows() -> dict[str, list[dict[str, str]]] | None:
 
 
 def rows(family: str, *, live: bool = False) -> list[dict[str, str]]:
-    """``family``'s rows: from ``catalog.json`` (fast) unless ``live`` or the file is unusable."""
-    stored = None if live else stored_rows()
+    """``family``'s rows: from ``catalog.json``, or live when asked, when plug-ins are installed, or when needed.
+
+    The live registries are read when ``live`` (plug-ins loaded with ``--plugin``), when an installed
+    package declares plug-ins, or when ``catalog.json`` is missing or unreadable.
+    """
+    stored = None if live or installed_plugins() else stored_rows()
     return (stored or live_rows())[family]
 
 
 def render(data: dict[str, list[dict[str, str]]]) -> str:
-    """``catalog.json``'s text for ``data`` (stable: sorted keys, one trailing newline)."""
-    return json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    """``catalog.json``'s text for ``data`` (stable: the rows in name order, keys in column order)."""
+    return json.dumps(data, indent=1, ensure_ascii=False) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

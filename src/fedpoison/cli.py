@@ -69,7 +69,7 @@ def summary_table(summary: dict[str, Any], title: str = "Summary") -> Table:
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fedpoison.config import load_config
+    from fedpoison.plugins import load_config
     from fedpoison.simulation.checkpoint import run_with_checkpoints
 
     if args.resume is not None:
@@ -78,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = load_checkpoint_config(args.resume)
         out = args.resume
     else:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, args.overrides, plugins=args.plugins)
         out = args.out or Path("runs") / f"run-{cfg.key()}"
     with Progress(
         TextColumn("[bold]round {task.completed}/{task.total}"), BarColumn(),
@@ -113,7 +113,7 @@ cmd_run.configure = _configure_run  # type: ignore[attr-defined]
 
 # ---- list --------------------------------------------------------------------
 def _registries() -> dict[str, Any]:
-    from fedpoison.catalog import registries
+    from fedpoison.plugins import registries
 
     return registries()
 
@@ -131,7 +131,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     from fedpoison.catalog import columns, rows
     from fedpoison.output import print_rows
 
-    print_rows(rows(args.family), columns(args.family), fmt=args.format, title=args.family)
+    family_rows = rows(args.family, live=bool(args.plugins))
+    print_rows(family_rows, columns(family_rows), fmt=args.format, title=args.family)
     return 0
 
 
@@ -145,14 +146,13 @@ def _configure_partition(p: argparse.ArgumentParser) -> None:
 
 @command("partition", "print the per-client class counts of a config's partition")
 def cmd_partition(args: argparse.Namespace) -> int:
-    from fedpoison.config import load_config
-    from fedpoison.data import PARTITIONERS, load_dataset, partition_counts
+    from fedpoison.data import load_dataset, partition_clients, partition_counts
+    from fedpoison.plugins import load_config
     from fedpoison.seeding import generator
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides, plugins=args.plugins)
     data = load_dataset(cfg.dataset, cfg.seed)
-    fn = PARTITIONERS.get(cfg.partition.name).obj
-    parts = fn(data.y_train, cfg.clients.num, cfg.partition, generator(cfg.seed, "partition"))
+    parts = partition_clients(cfg.partition, data.y_train, cfg.clients.num, generator(cfg.seed, "partition"))
     counts = partition_counts(data.y_train, parts, data.num_classes)
     table = Table(title=f"{cfg.dataset.name} / {cfg.partition.name}: class counts per client")
     table.add_column("client", justify="right")
@@ -175,9 +175,9 @@ def _configure_config(p: argparse.ArgumentParser) -> None:
 
 @command("config", "validate a config and print it resolved, with every default filled in")
 def cmd_config(args: argparse.Namespace) -> int:
-    from fedpoison.config import load_config
+    from fedpoison.plugins import load_config
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides, plugins=args.plugins)
     console.print(cfg.to_yaml(), highlight=False, markup=False, end="")
     return 0
 
@@ -207,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, handler in COMMANDS.items():
         p = sub.add_parser(name, help=getattr(handler, "help", None), description=getattr(handler, "help", None))
         getattr(handler, "configure", lambda parser: None)(p)
+        p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="FILE_OR_MODULE",
+                       help="load plug-ins of your own from a .py file or a module (repeatable); "
+                            "recorded in the config, so grid workers load them too")
         p.set_defaults(handler=handler)
     return parser
 
@@ -228,6 +231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.plugins:
+            from fedpoison.plugins.loading import absolute_specs, load_plugins
+
+            args.plugins = absolute_specs(args.plugins)
+            load_plugins(args.plugins, key="--plugin")
         return int(args.handler(args))
     except FedPoisonError as exc:
         err_console.print(f"[bold red]error:[/bold red] {escape(exc)}", highlight=False)
