@@ -9,20 +9,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from fedpoison.cli import command, console
 from fedpoison.errors import ConfigError
 from fedpoison.output import escape
+from fedpoison.output import print_wide as _print_wide
 
 
 def print_wide(renderable: Any, **kwargs: Any) -> None:
-    """Print at the terminal's width, or unwrapped (up to 200 columns) into a pipe or file."""
-    if console.is_terminal:
-        console.print(renderable, **kwargs)
-    else:
-        Console(width=max(console.width, 200)).print(renderable, **kwargs)
+    """Print at the terminal's width, or unwrapped into a pipe or file (see :func:`fedpoison.output.print_wide`)."""
+    _print_wide(renderable, console=console, **kwargs)
 
 
 def _eta(seconds: float) -> str:
