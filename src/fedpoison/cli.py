@@ -178,7 +178,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     from fedpoison.plugins import load_config
 
     cfg = load_config(args.config, args.overrides, plugins=args.plugins)
-    console.print(cfg.to_yaml(), highlight=False, markup=False, end="")
+    sys.stdout.write(cfg.to_yaml())  # as is: Rich would wrap long values at 80 columns in a file
     return 0
 
 

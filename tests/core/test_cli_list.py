@@ -116,3 +116,16 @@ def test_quick_commands_do_not_import_torch(argv: list[str]) -> None:
             "print(sorted(m for m in ('torch', 'pandas', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_config_redirected_to_a_file_is_valid_yaml_with_long_values(capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from fedpoison import load_config
+
+    path = "/data/" + "x" * 150
+    overrides = ["dataset.name=mnist", f"dataset.path={path}"]
+    assert main(["config", *(a for o in overrides for a in ("--set", o))]) == 0
+    text = capsys.readouterr().out
+    assert yaml.safe_load(text)["dataset"]["path"] == path
+    assert text == load_config(overrides=overrides).to_yaml()
