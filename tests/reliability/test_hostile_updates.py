@@ -167,7 +167,8 @@ def test_rule_requirement_broken_at_call_time_skips_the_round_and_records_it() -
 
 def test_defense_aware_probing_leaves_the_server_defense_untouched() -> None:
     """A defense-aware attacker probes a private copy of the defense: the server's
-    stateful rule and the round's defense generator are exactly as before crafting."""
+    stateful rule and the round's defense generator are exactly as before crafting.
+    """
     from fedpoison.simulation.federation import build_federation
     from fedpoison.simulation.loop import LoopState, craft_updates
 

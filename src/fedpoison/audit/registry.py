@@ -7,6 +7,10 @@ An auditor class is registered with its params model (a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from fedpoison.audit.base import Auditor
 from fedpoison.registry import Registry
 
-AUDITORS: Registry[type] = Registry("auditor")
+#: Factories ``cls(params, num_clients=N)`` of auditors.
+AUDITORS: Registry[Callable[..., Auditor]] = Registry("auditor")

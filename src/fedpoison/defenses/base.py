@@ -111,10 +111,14 @@ class PreResult:
 class AggregationRule(Protocol):
     """An aggregation rule: ``rule(updates, weights, ctx) -> AggregationResult``."""
 
-    def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult: ...
+    def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's ``(n, d)`` rows with their ``(n,)`` weights; never change them."""
+        ...
 
 
 class PreAggregator(Protocol):
     """A pre-aggregation step: ``pre(updates, weights, ctx) -> PreResult``."""
 
-    def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> PreResult: ...
+    def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> PreResult:
+        """Transform one round's ``(n, d)`` rows before the rule; never change them."""
+        ...

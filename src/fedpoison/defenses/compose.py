@@ -80,6 +80,7 @@ class Defense:
             steps[key].load_state_dict(value)  # type: ignore[attr-defined]
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Sanitize, pre-aggregate and aggregate one round's rows; trace the result back to them."""
         n = updates.shape[0]
         device = updates.device
         bad = nonfinite_rows(updates)

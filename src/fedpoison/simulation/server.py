@@ -23,13 +23,14 @@ called on the whole matrix.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-from fedpoison.audit.base import AuditDecision
+from fedpoison.audit.base import AuditDecision, Auditor
 from fedpoison.defenses import AggregationResult, RoundContext
+from fedpoison.defenses.base import AggregationRule
 from fedpoison.defenses.compose import nonfinite_rows
 from fedpoison.errors import AggregationError
 
@@ -128,8 +129,8 @@ def audit_and_defend(
     updates: Tensor,
     weights: Tensor,
     ctx: RoundContext,
-    defense: Any,
-    auditor: Any | None = None,
+    defense: AggregationRule,
+    auditor: Auditor | None = None,
     *,
     nonfinite: str | None = None,
     on_violation: Literal["skip", "raise"] = "skip",
