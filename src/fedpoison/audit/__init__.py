@@ -6,6 +6,6 @@ built as ``cls(params, num_clients=N)``.
 
 from fedpoison.audit import multi_signal, norm_mad  # noqa: F401  (registration)
 from fedpoison.audit.base import AuditDecision, Auditor
-from fedpoison.audit.registry import AUDITORS
+from fedpoison.audit.registry import AUDITORS, build_auditor
 
-__all__ = ["AUDITORS", "AuditDecision", "Auditor"]
+__all__ = ["AUDITORS", "AuditDecision", "Auditor", "build_auditor"]

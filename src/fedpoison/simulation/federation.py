@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from fedpoison.attacks import ATTACKS, Attack
+from fedpoison.attacks.threat import choose_malicious
 from fedpoison.config import ExperimentConfig
 from fedpoison.data import PARTITIONERS, Dataset, load_dataset
 from fedpoison.defenses import Defense, build_defense
@@ -97,9 +98,7 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
     spec = ParamSpec.of(model)
     init_params = spec.flatten(model).to(device)
 
-    m = cfg.num_malicious
-    perm = torch.randperm(cfg.clients.num, generator=generator(cfg.seed, "malicious"))
-    malicious = torch.sort(perm[:m]).values.to(device)
+    malicious = choose_malicious(cfg.clients.num, cfg.num_malicious, cfg.seed).to(device)
 
     attack: Attack | None = None
     if cfg.attack.name != "none":
@@ -112,12 +111,9 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
         )
     defense = build_defense(cfg.defense, f=cfg.expected_malicious_per_round)
 
-    auditor = None
-    if cfg.audit.name != "none":
-        from fedpoison.audit import AUDITORS
+    from fedpoison.audit import build_auditor
 
-        a_entry = AUDITORS.get(cfg.audit.name, key="audit.name")
-        auditor = a_entry.obj(cfg.audit.params(a_entry.params), num_clients=cfg.clients.num)
+    auditor = build_auditor(cfg.audit, num_clients=cfg.clients.num)
 
     plan = LocalPlan(cfg.local.epochs, cfg.local.steps, cfg.local.batch_size, cfg.local.lr,
                      cfg.local.momentum, cfg.local.weight_decay)

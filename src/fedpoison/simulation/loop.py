@@ -18,9 +18,9 @@ import torch
 from torch import Tensor
 
 from fedpoison.attacks import AttackContext, Knowledge
+from fedpoison.attacks.threat import attack_active, check_crafted, sees_honest_updates
 from fedpoison.config import ExperimentConfig, load_config
 from fedpoison.defenses import RoundContext
-from fedpoison.errors import UpdateError
 from fedpoison.seeding import generator
 from fedpoison.simulation.federation import Federation, build_federation
 from fedpoison.simulation.server import audit_and_defend
@@ -48,19 +48,6 @@ def sample_clients(fed: Federation, rnd: int) -> Tensor:
     else:
         chosen = torch.randperm(n, generator=g)[:k]
     return torch.sort(chosen).values.to(fed.device)
-
-
-def attack_active(cfg: ExperimentConfig, rnd: int) -> bool:
-    """Whether the attack's schedule fires in round ``rnd``."""
-    a = cfg.attack
-    if a.name == "none" or rnd < a.start_round or (a.end_round is not None and rnd > a.end_round):
-        return False
-    if (rnd - a.start_round) % a.every:
-        return False
-    if a.probability < 1.0:
-        draw = torch.rand((), generator=generator(cfg.seed, "schedule", rnd))
-        return bool(draw < a.probability)
-    return True
 
 
 @dataclass
@@ -106,7 +93,7 @@ def craft_updates(
     attack, cfg = fed.attack, fed.cfg
     assert attack is not None
     level = Knowledge(cfg.attack.knowledge)
-    sees_honest = level.level >= Knowledge.OMNISCIENT.level
+    sees_honest = sees_honest_updates(level)
     # A defense-aware attacker probes a private copy of the defense, with its own
     # generator and rows ordered honest-then-malicious as it stacks candidates, so
     # its probing neither consumes the server's random draws nor changes the state
@@ -130,11 +117,7 @@ def craft_updates(
                                  round_ctx.slices, round_ctx.root_update) if aware else None,
         previous_updates=prev,
     )
-    crafted = attack.craft(ctx)
-    m, d = int(attacked.sum()), updates.shape[1]
-    if not isinstance(crafted, Tensor) or tuple(crafted.shape) != (m, d):
-        got = tuple(crafted.shape) if isinstance(crafted, Tensor) else type(crafted).__name__
-        raise UpdateError(f"attack '{cfg.attack.name}': expected crafted updates of shape ({m}, {d}), got {got}")
+    crafted = check_crafted(attack.craft(ctx), int(attacked.sum()), updates.shape[1], attack=cfg.attack.name)
     out = updates.clone()
     out[attacked] = crafted.to(updates.dtype)
     for c, row in zip(mal_ids, crafted, strict=True):
@@ -188,7 +171,7 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
     admitted = fed.auditor.admit(rnd, sampled) if fed.auditor is not None else torch.ones_like(sampled, dtype=torch.bool)
     ids = sampled[admitted]
     malicious = fed.is_malicious(ids)
-    active = attack_active(cfg, rnd)
+    active = attack_active(cfg.attack, cfg.seed, rnd)
     attacked = malicious & active
     weights = fed.sizes[ids]
     round_ctx = RoundContext(rnd, ids, generator(cfg.seed, "defense", rnd), state.params.clone(),

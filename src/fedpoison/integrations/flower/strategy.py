@@ -209,10 +209,9 @@ class RobustStrategy(FedAvg):
         if self.max_nodes is None:
             self.max_nodes = len(self.node_index)
         if self.auditor is None and self._audit_section is not None:
-            from fedpoison.audit import AUDITORS
+            from fedpoison.audit import build_auditor
 
-            entry = AUDITORS.get(self._audit_section.name, key="audit.name")
-            self.auditor = entry.obj(self._audit_section.params(entry.params), num_clients=self.max_nodes)
+            self.auditor = build_auditor(self._audit_section, num_clients=self.max_nodes)
 
     def _indexed(self, node_ids: list[int]) -> list[int]:
         """The nodes among ``node_ids`` that fit in the auditor's index."""
