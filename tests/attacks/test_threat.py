@@ -13,8 +13,9 @@ from fedpoison.attacks.threat import (
     malicious_count,
     sees_honest_updates,
 )
-from fedpoison.config import AttackSection, load_config
+from fedpoison.config import AttackSection
 from fedpoison.errors import UpdateError
+from fedpoison.plugins import load_config
 
 
 def test_schedule_by_hand() -> None:

@@ -14,11 +14,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import _build, _make_ctx
 from fedpoison.core.rows import pairwise_sq_distances
 from fedpoison.defenses.bulyan import bulyan_select
 from fedpoison.defenses.foolsgold import foolsgold_weights
 from fedpoison.defenses.nnm import nnm_mixing
+from fedpoison.testing import build_defense_step as _build
+from fedpoison.testing import make_round_context as _make_ctx
 
 SETTINGS = settings(max_examples=25, deadline=None)
 

@@ -19,8 +19,9 @@ from torch import Tensor
 
 from fedpoison.attacks import AttackContext, Knowledge
 from fedpoison.attacks.threat import attack_active, check_crafted, sees_honest_updates
-from fedpoison.config import ExperimentConfig, load_config
+from fedpoison.config import ExperimentConfig
 from fedpoison.defenses import RoundContext
+from fedpoison.plugins import load_config
 from fedpoison.seeding import generator
 from fedpoison.simulation.federation import Federation, build_federation
 from fedpoison.simulation.server import audit_and_defend
