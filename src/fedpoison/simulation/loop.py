@@ -20,6 +20,7 @@ from torch import Tensor
 from fedpoison.attacks import AttackContext, Knowledge
 from fedpoison.attacks.threat import attack_active, check_crafted, sees_honest_updates
 from fedpoison.config import ExperimentConfig
+from fedpoison.core.rows import row_norms
 from fedpoison.defenses import RoundContext
 from fedpoison.plugins import load_config
 from fedpoison.seeding import generator
@@ -210,7 +211,7 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
         "malicious_participants": int(malicious.sum()),
         "attack_active": bool(active and malicious.any()),
         "train_loss": float(losses[~losses.isnan()].mean()) if (~losses.isnan()).any() else float("nan"),
-        "update_norm_mean": float(updates.norm(dim=1).nan_to_num(posinf=3.4e38).mean()),
+        "update_norm_mean": float(row_norms(updates).nan_to_num(posinf=3.4e38).mean()),
         "clipped": res.clipped + honest_clipped,
         "kept": int(keep.sum()),
         "nonfinite_rows": server.nonfinite,
@@ -225,7 +226,7 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
 
     # per-client log (ground truth recorded for metrics only)
     selected, sel_w = server.selected, server.weights
-    norms = updates.norm(dim=1)
+    norms = row_norms(updates)
     for i, cid in enumerate(ids.tolist()):
         row: dict[str, Any] = {
             "round": rnd, "client": cid, "malicious": bool(malicious[i]), "attacked": bool(attacked[i]),

@@ -56,6 +56,7 @@ from flwr.supercore import log
 from torch import Tensor
 
 from fedpoison.config import AuditSection, DefenseSection
+from fedpoison.core.rows import row_norms
 from fedpoison.defenses import Defense, RoundContext, build_defense
 from fedpoison.errors import ConfigError, UpdateError
 from fedpoison.integrations.flower.config import audit_section, defense_section
@@ -388,7 +389,7 @@ def _scalar_metrics(content: RecordDict) -> dict[str, float]:
 def _accepted_reports(
     node_ids: list[int], weights: list[float], updates: Tensor, out: AuditedAggregation, contents: list[RecordDict]
 ) -> list[NodeReport]:
-    norms = torch.linalg.vector_norm(updates, dim=1).tolist()
+    norms = row_norms(updates).tolist()
     d = out.decision
     flagged = d.flagged.tolist() if d is not None else [False] * len(node_ids)
     scores = d.score.tolist() if d is not None else [float("nan")] * len(node_ids)
