@@ -37,7 +37,7 @@ class Knowledge(StrEnum):
     @property
     def level(self) -> int:
         """Order of the levels: local < omniscient < defense_aware."""
-        return ["local", "omniscient", "defense_aware"].index(self.value)
+        return list(Knowledge).index(self)
 
 
 class AttackKind(StrEnum):

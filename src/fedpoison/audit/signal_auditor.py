@@ -33,11 +33,11 @@ from fedpoison.audit.signals import (
     blend_history,
     combine_scores,
     compute_signals,
-    coordinate_median,
     ewma_update,
-    finite_rows,
+    finite_median,
     oriented_z,
 )
+from fedpoison.core.rows import finite_rows
 from fedpoison.defenses.base import AggregationResult, RoundContext
 
 #: History stores scores capped at this multiple of the threshold.
@@ -194,7 +194,7 @@ class SignalAuditor:
         if self.centre == "previous_aggregate" and self.last_aggregate is not None \
                 and self.last_aggregate.shape[0] == updates.shape[1]:
             return self.last_aggregate.to(updates.device, updates.dtype)
-        return coordinate_median(updates)
+        return finite_median(updates)
 
     def _sentence(self, ids: Tensor, flagged: Tensor) -> None:
         p = self.params

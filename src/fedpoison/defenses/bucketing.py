@@ -21,8 +21,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from fedpoison.core.draws import permutation
 from fedpoison.defenses.base import PreResult, RoundContext
-from fedpoison.defenses.noise import permutation
 from fedpoison.defenses.registry import PRE_AGGREGATORS
 
 

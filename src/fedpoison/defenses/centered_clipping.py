@@ -27,8 +27,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from fedpoison.core.rows import clip_factors, distances_to, row_norms
 from fedpoison.defenses.base import AggregationResult, RoundContext
-from fedpoison.defenses.distances import clip_factors, distances_to, row_norms
 from fedpoison.defenses.registry import RULES
 from fedpoison.defenses.requirements import requirement_error
 

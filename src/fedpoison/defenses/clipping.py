@@ -28,8 +28,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
-from fedpoison.defenses.base import ParamSlice, PreResult, RoundContext
-from fedpoison.defenses.distances import clip_factors, row_norms
+from fedpoison.core.rows import clip_factors, row_norms
+from fedpoison.core.slices import ParamSlice
+from fedpoison.defenses.base import PreResult, RoundContext
 from fedpoison.defenses.registry import PRE_AGGREGATORS
 from fedpoison.defenses.requirements import requirement_error
 

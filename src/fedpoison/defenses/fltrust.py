@@ -32,8 +32,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from fedpoison.core.rows import cosine_to, row_norms
 from fedpoison.defenses.base import AggregationResult, RoundContext
-from fedpoison.defenses.distances import cosine_to, row_norms
 from fedpoison.defenses.registry import RULES
 from fedpoison.errors import AggregationError
 

@@ -29,8 +29,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from fedpoison.core.rows import cosine_similarity_matrix
 from fedpoison.defenses.base import AggregationResult, RoundContext
-from fedpoison.defenses.distances import cosine_similarity_matrix
 from fedpoison.defenses.registry import RULES
 from fedpoison.defenses.requirements import requirement_error
 

@@ -46,8 +46,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from fedpoison.core.rows import distances_to, row_norms
 from fedpoison.defenses.base import AggregationResult, RoundContext
-from fedpoison.defenses.distances import distances_to, row_norms
 from fedpoison.defenses.registry import RULES
 from fedpoison.defenses.requirements import at_least, enforce
 

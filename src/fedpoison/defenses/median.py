@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from fedpoison.core.order_statistics import coordinate_median
 from fedpoison.defenses.base import AggregationResult, RoundContext
-from fedpoison.defenses.order_statistics import coordinate_median
 from fedpoison.defenses.registry import RULES
 from fedpoison.defenses.requirements import at_least, enforce
 from fedpoison.registry import NoParams

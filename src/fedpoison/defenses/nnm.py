@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from fedpoison.core.rows import pairwise_sq_distances
 from fedpoison.defenses.base import PreResult, RoundContext
-from fedpoison.defenses.distances import pairwise_sq_distances
 from fedpoison.defenses.registry import PRE_AGGREGATORS
 from fedpoison.defenses.requirements import at_least, enforce
 from fedpoison.registry import NoParams

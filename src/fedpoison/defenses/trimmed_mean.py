@@ -22,8 +22,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from fedpoison.core.order_statistics import coordinate_trimmed_mean
 from fedpoison.defenses.base import AggregationResult, RoundContext
-from fedpoison.defenses.order_statistics import coordinate_trimmed_mean
 from fedpoison.defenses.registry import RULES
 from fedpoison.defenses.requirements import enforce
 from fedpoison.registry import Requirement

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from fedpoison.defenses.base import ParamSlice
+from fedpoison.core.slices import ParamSlice
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from fedpoison.attacks import Attack
+from fedpoison.attacks.threat import choose_malicious
 from fedpoison.audit.base import Auditor
 from fedpoison.config import ExperimentConfig
 from fedpoison.data import Dataset, load_dataset, partition_clients
@@ -99,9 +100,7 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
     spec = ParamSpec.of(model)
     init_params = spec.flatten(model).to(device)
 
-    m = cfg.num_malicious
-    perm = torch.randperm(cfg.clients.num, generator=generator(cfg.seed, "malicious"))
-    malicious = torch.sort(perm[:m]).values.to(device)
+    malicious = choose_malicious(cfg.clients.num, cfg.num_malicious, cfg.seed).to(device)
 
     attack: Attack | None = None
     for entry in entries["attack"]:
@@ -113,9 +112,9 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
         )
     defense = build_defense(cfg.defense, f=cfg.expected_malicious_per_round)
 
-    auditor = None
-    for a_entry in entries["audit"]:
-        auditor = a_entry.obj(cfg.audit.params(a_entry.params), num_clients=cfg.clients.num)
+    from fedpoison.audit import build_auditor
+
+    auditor = build_auditor(cfg.audit, num_clients=cfg.clients.num)
 
     plan = LocalPlan(cfg.local.epochs, cfg.local.steps, cfg.local.batch_size, cfg.local.lr,
                      cfg.local.momentum, cfg.local.weight_decay)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from fedpoison.core.rows import clip_factors, row_norms
 from fedpoison.models.paramspec import ParamSpec, use_fast_layout_
 
 
@@ -197,10 +198,12 @@ class SequentialEngine:
 
 
 def clip_rows(updates: Tensor, max_norm: float) -> tuple[Tensor, Tensor]:
-    """Scale each row to L2 norm at most ``max_norm``; return ``(clipped, was_clipped)``."""
-    norms = updates.norm(dim=1)
-    scale = torch.clamp(max_norm / norms.clamp_min(1e-12), max=1.0)
-    return updates * scale[:, None], norms > max_norm
+    """Scale each row to L2 norm at most ``max_norm``; return ``(clipped, was_clipped)``.
+
+    The factors are :func:`fedpoison.core.rows.clip_factors`, the server's clipping maths.
+    """
+    norms = row_norms(updates)
+    return updates * clip_factors(norms, max_norm)[:, None], norms > max_norm
 
 
 @torch.no_grad()
