@@ -58,7 +58,8 @@ docs: $(VENV)/.docs
 	$(PYTHON) -m mkdocs build --strict --site-dir site
 
 lint: $(TEST_STAMP)
-	$(PYTHON) -m ruff check src tests
+	$(PYTHON) -m ruff check src tests benchmarks examples
+	$(PYTHON) -m mypy src
 
 clean-venv:
 	rm -rf $(VENV)
