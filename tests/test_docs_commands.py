@@ -12,7 +12,8 @@ size, by appending options a user could type too:
 * ``grid`` (not ``--dry-run``): ``--set seed=0 --set rounds=2 --quiet`` (one seed; same axes);
 * ``demo``: ``--rounds 2 --seeds 1 --quiet``.
 
-Everything else runs as written. Python blocks run as written (they are small already).
+Everything else runs as written. Complete Python blocks (no ``...`` placeholder, no name they do
+not define) run as written; they are small already.
 Commands that install software, start clusters or run the test suite itself are listed
 in :data:`NOT_RUN` with the reason and where they are exercised instead; a test checks
 that every entry there still matches a documented command, and that nothing else is left out.
@@ -20,6 +21,8 @@ that every entry there still matches a documented command, and that nothing else
 
 from __future__ import annotations
 
+import ast
+import builtins
 import contextlib
 import io
 import os
@@ -92,9 +95,31 @@ def not_run_reason(command: str) -> str | None:
     return None
 
 
+def free_names(code: str) -> set[str]:
+    """Names ``code`` reads but never binds (imports, assignments, definitions, arguments), builtins aside."""
+    tree = ast.parse(code)
+    loaded, bound = set(), set(dir(builtins))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+    return loaded - bound
+
+
 def python_block_runs(block: Block) -> bool:
-    """Python blocks run unless they are fragments of a Flower app (which need a Flower runtime)."""
-    return "flwr" not in block.code and "..." not in block.code.replace('"..."', "")
+    """A Python block runs when it is complete: no ``...`` placeholder and no name it does not define.
+
+    Fragments (a Flower app's body, a class that refers to the plug-in file above it) are
+    illustrations, not programs.
+    """
+    tree = ast.parse(block.code)
+    placeholder = any(isinstance(n, ast.Constant) and n.value is Ellipsis for n in ast.walk(tree))
+    return not placeholder and not free_names(block.code)
 
 
 def run_fedpoison(command: str) -> None:
@@ -159,3 +184,9 @@ def test_page_commands_run(page: Path, tmp_path: Path, monkeypatch: pytest.Monke
             if not_run_reason(command) is None:
                 run_fedpoison(command)
     assert os.getcwd() == str(tmp_path)
+
+
+def test_free_names_finds_what_a_fragment_leaves_undefined() -> None:
+    assert free_names("import x\nfrom a.b import c as d\ny = x(d)\nprint(y)") == set()
+    assert free_names("def f(event):\n    return event.kind\n[v for v in range(3)]") == set()
+    assert free_names("check_rule(NormTrimmedMean)") == {"check_rule", "NormTrimmedMean"}
