@@ -28,6 +28,7 @@ from fedpoison.core.rows import (
     gram,
     krum_neighbours,
     krum_scores,
+    norm_quantile,
     pairwise_sq_distances,
     row_norms,
     sq_distances_from_gram,
@@ -104,8 +105,12 @@ def test_distances_to_a_point_by_hand() -> None:
     assert_close(exact_distances_to(X, z, chunk=1), want)  # one column per block
 
 
-def test_clip_factors_by_hand() -> None:
+def test_clip_factors_and_norm_quantile_by_hand() -> None:
     assert_close(clip_factors(row_norms(X), 5.0), torch.tensor([1.0, 1.0, 0.5]))
+    norms = row_norms(X)  # 5, 1, 10
+    assert float(norm_quantile(norms, 0.5)) == 5.0
+    assert float(norm_quantile(norms, 0.75)) == 7.5  # halfway between 5 and 10
+    assert float(norm_quantile(torch.tensor([1.0, 4.0, 2.0, 10.0]), 0.5)) == 3.0
 
 
 def test_krum_by_hand() -> None:
