@@ -268,6 +268,9 @@ class FangKrum(Attack):
 
 def _defense_selects(ctx: AttackContext, benign: Tensor) -> Callable[[Tensor], bool]:
     """A check asking the server's defense whether it selects a crafted row (benign rows first)."""
+    defense, defense_ctx = ctx.defense, ctx.defense_ctx
+    if defense is None or defense_ctx is None:
+        raise ValueError("a defense-aware attack needs ctx.defense and ctx.defense_ctx")
     honest_w = ctx.honest_weights if ctx.honest_weights is not None else ctx.own_weights
     if honest_w.shape[0] != benign.shape[0]:
         honest_w = torch.ones(benign.shape[0], dtype=ctx.own_weights.dtype, device=ctx.own_weights.device)
@@ -275,7 +278,7 @@ def _defense_selects(ctx: AttackContext, benign: Tensor) -> Callable[[Tensor], b
     k = benign.shape[0]
 
     def selected(rows: Tensor) -> bool:
-        result = ctx.defense(torch.cat([benign, rows.to(benign)]), weights, ctx.defense_ctx)  # type: ignore[misc]
+        result = defense(torch.cat([benign, rows.to(benign)]), weights, defense_ctx)
         return bool(result.selected[k:].any())
 
     return selected

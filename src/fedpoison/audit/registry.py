@@ -7,15 +7,17 @@ An auditor class is registered with its params model (a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from fedpoison.audit.base import Auditor
 from fedpoison.registry import Registry
 
 if TYPE_CHECKING:
-    from fedpoison.audit.base import Auditor
     from fedpoison.config import AuditSection
 
-AUDITORS: Registry[type] = Registry("auditor")
+#: Factories ``cls(params, num_clients=N)`` of auditors.
+AUDITORS: Registry[Callable[..., Auditor]] = Registry("auditor")
 
 
 def build_auditor(section: AuditSection, *, num_clients: int) -> Auditor | None:

@@ -98,7 +98,7 @@ class SignalAuditor:
 
     # ---- hooks -------------------------------------------------------------------
     def admit(self, round: int, client_ids: Tensor) -> Tensor:
-        """bool mask over the sampled ``client_ids``: False for quarantined clients."""
+        """Bool mask over the sampled ``client_ids``: False for quarantined clients."""
         self._check_ids(client_ids)
         if self.params.policy != "quarantine":
             return torch.ones(client_ids.shape[0], dtype=torch.bool, device=client_ids.device)

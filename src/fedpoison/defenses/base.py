@@ -51,7 +51,7 @@ class RoundContext:
     root_update: object | None = None
 
     def subset(self, mask: Tensor) -> RoundContext:
-        """This context for the rows of ``mask`` only (``self`` when every row is kept).
+        """The same context for the rows of ``mask`` only (``self`` when every row is kept).
 
         Everything but ``client_ids`` is shared, the generator included: a
         subset is the same round, with fewer rows.
@@ -116,10 +116,14 @@ class PreResult:
 class AggregationRule(Protocol):
     """An aggregation rule: ``rule(updates, weights, ctx) -> AggregationResult``."""
 
-    def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult: ...
+    def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's ``(n, d)`` rows with their ``(n,)`` weights; never change them."""
+        ...
 
 
 class PreAggregator(Protocol):
     """A pre-aggregation step: ``pre(updates, weights, ctx) -> PreResult``."""
 
-    def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> PreResult: ...
+    def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> PreResult:
+        """Transform one round's ``(n, d)`` rows before the rule; never change them."""
+        ...

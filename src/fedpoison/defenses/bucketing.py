@@ -77,6 +77,7 @@ class Bucketing:
         return math.ceil(n / (params or BucketingParams()).bucket_size)
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> PreResult:
+        """Pre-aggregate one round's rows (see the class docstring)."""
         n = updates.shape[0]
         buckets = math.ceil(n / self.s)
         perm = permutation(n, ctx.generator, updates.device)

@@ -77,6 +77,7 @@ class Bulyan:
         self.f = f
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's rows (see the class docstring)."""
         n = updates.shape[0]
         f = self.f
         enforce(BULYAN_REQUIRES, "bulyan", n, f)

@@ -96,6 +96,7 @@ class CenteredClipping:
         self.center = state.get("center")
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's rows (see the class docstring)."""
         n, d = updates.shape
         if self.center is None:
             center = torch.zeros(d, dtype=updates.dtype, device=updates.device)

@@ -123,6 +123,7 @@ class Clip:
         self.f = f
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> PreResult:
+        """Pre-aggregate one round's rows (see the class docstring)."""
         p = self.params
         if p.clip_scope == "global":
             out, bound, clipped = clip_rows(updates, p.clip_norm, p.clip_quantile)

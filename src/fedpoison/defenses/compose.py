@@ -72,6 +72,7 @@ class Defense:
             steps[key].load_state_dict(value)  # type: ignore[attr-defined]
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Pre-aggregate and aggregate one round's rows; trace the result back to them."""
         x, w = updates, weights
         info: dict[str, float] = {}
         mix = torch.eye(x.shape[0], device=updates.device)  # rows of x as mixtures of input rows

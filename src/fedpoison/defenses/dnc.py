@@ -91,6 +91,7 @@ class DnC:
         self.f = f
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's rows (see the class docstring)."""
         n, d = updates.shape
         p = self.params
         drop = math.floor(p.dnc_filter * self.f)

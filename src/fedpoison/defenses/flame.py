@@ -88,6 +88,7 @@ class Flame:
         self.f = f
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's rows (see the class docstring)."""
         n, d = updates.shape
         cos_dist = 1.0 - cosine_similarity_matrix(updates)
         kept = majority_cluster(cos_dist)

@@ -84,6 +84,7 @@ class FLTrust:
         self.f = f
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's rows (see the class docstring)."""
         root_update = ctx.root_update
         if root_update is None:
             raise AggregationError(

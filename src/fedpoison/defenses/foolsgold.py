@@ -130,6 +130,7 @@ class FoolsGold:
         return hist[rows]  # advanced indexing: index_select on CPU rows was 8x slower
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's rows (see the class docstring)."""
         d = updates.shape[1]
         hist = self._histories(updates, ctx.client_ids)
         alpha, v = foolsgold_weights(hist, self.kappa)

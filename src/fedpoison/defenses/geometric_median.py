@@ -115,6 +115,7 @@ class GeometricMedian:
         self.f = f
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's rows (see the class docstring)."""
         n = updates.shape[0]
         enforce(GEOMED_REQUIRES, "geometric_median", n, self.f)
         p = self.params

@@ -101,6 +101,7 @@ class MultiKrum:
         return self.m if self.m is not None else n - self.f
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's rows (see the class docstring)."""
         n = updates.shape[0]
         m = self._m(n)
         enforce(MULTI_KRUM_REQUIRES, self.name, n, self.f, SimpleNamespace(m=m), m=m)

@@ -44,6 +44,7 @@ class Median:
         self.f = f
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's rows (see the class docstring)."""
         n = updates.shape[0]
         enforce(MEDIAN_REQUIRES, "median", n, self.f)
         agg = coordinate_median(updates)

@@ -53,6 +53,7 @@ class NNM:
         self.f = f
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> PreResult:
+        """Pre-aggregate one round's rows (see the class docstring)."""
         n = updates.shape[0]
         enforce(NNM_REQUIRES, "nnm", n, self.f)
         mix = nnm_mixing(pairwise_sq_distances(updates), self.f)

@@ -55,6 +55,7 @@ class NormBound:
         self.f = f
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's rows (see the class docstring)."""
         p = self.params
         n = updates.shape[0]
         norms = row_norms(updates)

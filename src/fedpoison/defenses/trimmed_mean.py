@@ -65,6 +65,7 @@ class TrimmedMean:
         self.f = f
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's rows (see the class docstring)."""
         n = updates.shape[0]
         b = trim_count(n, self.f, self.beta)
         enforce(TRIMMED_MEAN_REQUIRES, "trimmed_mean", n, self.f, TrimmedMeanParams(beta=self.beta), b=b)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from fedpoison.attacks import Attack
 from fedpoison.attacks.threat import choose_malicious
+from fedpoison.audit.base import Auditor
 from fedpoison.config import ExperimentConfig
 from fedpoison.data import Dataset, load_dataset, partition_clients
 from fedpoison.defenses import Defense, build_defense
@@ -22,7 +22,7 @@ from fedpoison.models import ParamSpec
 from fedpoison.models.paramspec import use_fast_layout_
 from fedpoison.plugins import section_entries
 from fedpoison.seeding import derive_seed, generator
-from fedpoison.training import LocalPlan, SequentialEngine
+from fedpoison.training import Engine, LocalPlan, SequentialEngine
 
 
 def resolve_device(name: str) -> torch.device:
@@ -51,8 +51,8 @@ class Federation:
     malicious: Tensor
     attack: Attack | None
     defense: Defense
-    auditor: Any | None
-    engine: Any
+    auditor: Auditor | None
+    engine: Engine
     plan: LocalPlan
     root_index: Tensor | None
     eval_model: nn.Module
@@ -63,13 +63,13 @@ class Federation:
         return len(self.parts)
 
     def is_malicious(self, ids: Tensor) -> Tensor:
-        """bool mask: which of ``ids`` are malicious clients (ground truth; metrics only)."""
+        """Bool mask: which of ``ids`` are malicious clients (ground truth; metrics only)."""
         return torch.isin(ids, self.malicious)
 
 
-def make_engine(cfg: ExperimentConfig, model: nn.Module, spec: ParamSpec, plan: LocalPlan, device: torch.device) -> Any:
+def make_engine(cfg: ExperimentConfig, model: nn.Module, spec: ParamSpec, plan: LocalPlan, device: torch.device) -> Engine:
     """The local-training engine for ``local.engine``."""
-    name = cfg.local.engine
+    name: str = cfg.local.engine
     try:
         from fedpoison.training.batched import BatchedEngine, choose_engine
     except ImportError:

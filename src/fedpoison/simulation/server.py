@@ -28,14 +28,15 @@ the clients the server received.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-from fedpoison.audit.base import AuditDecision
+from fedpoison.audit.base import AuditDecision, Auditor
 from fedpoison.core.rows import finite_rows
 from fedpoison.defenses import AggregationResult, RoundContext
+from fedpoison.defenses.base import AggregationRule
 from fedpoison.errors import AggregationError
 
 __all__ = ["AuditedAggregation", "audit_and_defend", "expand_decision", "sanitize_rows", "subset_decision"]
@@ -133,8 +134,8 @@ def audit_and_defend(
     updates: Tensor,
     weights: Tensor,
     ctx: RoundContext,
-    defense: Any,
-    auditor: Any | None = None,
+    defense: AggregationRule,
+    auditor: Auditor | None = None,
     *,
     nonfinite: str | None = None,
     on_violation: Literal["skip", "raise"] = "skip",

@@ -109,6 +109,7 @@ def rule_checks(rule: Any, *, params: type[BaseModel] | None = None, tags: Itera
     from fedpoison.defenses.compose import Defense
     from fedpoison.defenses.registry import RULES
     from fedpoison.errors import AggregationError
+    from fedpoison.simulation.server import audit_and_defend
 
     entry = _entry(RULES, rule, params, tags)
     who = _who("rule", entry)
@@ -206,8 +207,6 @@ def rule_checks(rule: Any, *, params: type[BaseModel] | None = None, tags: Itera
                 raise _fail(who, "survives_hostile_rows", f"{label} made it raise {type(exc).__name__}: {exc} "
                             "(return a result, or raise AggregationError naming the problem)") from exc
             # The server's step drops the NaN/Inf row (defense.nonfinite: drop) before the defense runs.
-            from fedpoison.simulation.server import audit_and_defend
-
             defense = Defense(build(**quiet), name=entry.name)
             try:
                 res = audit_and_defend(x, w, make_round_context(N, D), defense, on_violation="raise")

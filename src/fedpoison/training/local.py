@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -126,6 +127,22 @@ def sgd_step_(
         g = buf
     params.add_(g, alpha=-lr)
     return buf
+
+
+class Engine(Protocol):
+    """What the round loop needs of a local-training engine.
+
+    :class:`SequentialEngine` and :class:`~fedpoison.training.batched.BatchedEngine`
+    compute the same rows (the batched one on many clients at once).
+    """
+
+    def train(self, global_params: Tensor, jobs: list[ClientJob]) -> tuple[Tensor, Tensor]:
+        """``(k, d)`` updates and ``(k,)`` mean training losses of ``jobs``, from ``global_params``."""
+        ...
+
+    def train_one(self, global_params: Tensor, job: ClientJob) -> tuple[Tensor, float]:
+        """One client's ``(d,)`` update and mean training loss."""
+        ...
 
 
 class SequentialEngine:

@@ -209,7 +209,7 @@ class MaliciousClient:
         return tuple(choose_malicious(num_partitions, m, self.seed).tolist())
 
     def partition_of(self, context: Context) -> int:
-        """This node's partition id, from ``context.node_config``."""
+        """The partition id of the node running ``context``, from ``context.node_config``."""
         pid = context.node_config.get(_PARTITION_KEY)
         if not isinstance(pid, int) or isinstance(pid, bool):
             raise ConfigError(

@@ -46,7 +46,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from logging import INFO, WARNING
-from typing import Any, cast
+from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -363,7 +363,7 @@ class RobustStrategy(FedAvg):
     def _client_metrics(self, contents: list[RecordDict]) -> MetricRecord:
         """The clients' own metrics, aggregated over the accepted replies with Flower's function."""
         try:
-            return cast(MetricRecord, self.train_metrics_aggr_fn(contents, self.weighted_by_key))
+            return self.train_metrics_aggr_fn(contents, self.weighted_by_key)
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
             log(WARNING, "aggregate_train: clients' metrics not aggregated (%s: %s)", type(exc).__name__, exc)
             return MetricRecord()
