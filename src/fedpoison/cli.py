@@ -244,7 +244,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except FedPoisonError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except OSError as exc:  # a full disk, a permission refused while writing: the run failed
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        err_console.print(f"[bold red]error:[/bold red] {where}{exc.strerror or exc}; nothing finished was lost, "
+                          "rerun the same command once fixed", highlight=False, soft_wrap=True)
+        return 1
+    except RecursionError:
+        err_console.print("[bold red]error:[/bold red] input nested too deeply to process", highlight=False)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fedpoison.cli import command, console
+from fedpoison.cli import command, console, err_console
 from fedpoison.errors import ConfigError
 
 
@@ -70,6 +70,10 @@ def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, re
             p = event.progress
             info = f"failed {p.failed + p.failed_before}  {_eta(p.eta_s())}"
             if event.kind == "start":
+                for key, reason in p.damaged:
+                    bar.console.print(f"[yellow]damaged[/yellow] run {key} ({reason}): moved to "
+                                      f"{out / 'damaged'}/, recomputed if this grid has it",
+                                      highlight=False, soft_wrap=True)
                 bits = [f"{p.total} runs", f"{p.to_run} to run"]
                 if p.skipped:
                     bits.append(f"{p.skipped} already finished")
@@ -146,6 +150,14 @@ def cmd_grid(args: argparse.Namespace) -> int:
 cmd_grid.configure = _configure_grid  # type: ignore[attr-defined]
 
 
+def warn_damaged(results: Any, directory: Path) -> None:
+    """Name every damaged run on stderr (they are left out of the tables)."""
+    for key, reason in zip(results.damaged["key"], results.damaged["reason"], strict=True):
+        err_console.print(f"[yellow]warning:[/yellow] run {key} is damaged ({reason}) and left out; "
+                          f"`fedpoison grid` recomputes it, `fedpoison store check {directory} --repair` moves "
+                          "it aside", highlight=False, soft_wrap=True)
+
+
 # ---- results -----------------------------------------------------------------------
 def _configure_results(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", type=Path, help="results directory written by `fedpoison grid`")
@@ -162,6 +174,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     from fedpoison.results import export, load
 
     results = load(args.dir, last_k=args.last_k, target=args.target)
+    warn_damaged(results, args.dir)
     if args.format == "markdown":
         text = export(results, "markdown", args.out)
         if args.out is None:
@@ -221,6 +234,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from fedpoison.results.report import write_report
 
     results = load(args.dir)
+    warn_damaged(results, args.dir)
     out = args.out or args.dir / "report"
     report = write_report(args.dir, out, results=results, findings=check_findings(results))
     print_wide(attack_defense_table(results))
@@ -277,3 +291,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 cmd_demo.configure = _configure_demo  # type: ignore[attr-defined]
+
+
+# ---- store check -------------------------------------------------------------------
+def _configure_store(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["check"], help="check: list what is damaged in a results directory")
+    p.add_argument("dir", type=Path, help="results directory written by `fedpoison grid`")
+    p.add_argument("--repair", action="store_true",
+                   help="move damaged runs and links aside to DIR/damaged/ so the next grid recomputes them")
+
+
+@command("store", "check a results directory for damaged runs (`store check DIR [--repair]`)")
+def cmd_store(args: argparse.Namespace) -> int:
+    from fedpoison.experiments.store_check import check_store, repair_store
+
+    report = check_store(args.dir)
+    for item in report.problems:
+        console.print(f"[red]damaged[/red] {item.path}: {item.reason}", highlight=False, soft_wrap=True)
+    console.print(f"{report.finished} finished runs verified, {len(report.problems)} damaged entries",
+                  soft_wrap=True)
+    if not report.problems:
+        return 0
+    if not args.repair:
+        console.print(f"rerun with --repair to move them to {args.dir / 'damaged'}/", soft_wrap=True)
+        return 1
+    for src, dst in repair_store(args.dir):
+        console.print(f"moved {src} -> {dst}", highlight=False, soft_wrap=True)
+    return 0
+
+
+cmd_store.configure = _configure_store  # type: ignore[attr-defined]

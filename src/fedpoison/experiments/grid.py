@@ -52,8 +52,9 @@ from fedpoison.config import (
     set_dotted,
     validate_config,
 )
-from fedpoison.errors import ConfigError
+from fedpoison.errors import ConfigError, ResultsError
 from fedpoison.registry import suggest
+from fedpoison.safe_fs import plain_name
 
 #: Keys a grid file may have at top level.
 GRID_KEYS = ("name", "description", "base", "axes", "zip", "exclude", "analysis")
@@ -184,6 +185,11 @@ def expand_grid(data: Mapping[str, Any], overrides: Iterable[str] | Mapping[str,
     for key in ("name", "description"):
         if key in data and not isinstance(data[key], str):
             raise fail(f"{key}: expected a string, got {data[key]!r}")
+    if "name" in data:
+        try:
+            plain_name(data["name"], "name")
+        except ResultsError as exc:
+            raise fail(str(exc)) from None
 
     # each dimension is a list of partial assignments
     dims: list[list[dict[str, Any]]] = [[{k: v} for v in values] for k, values in axes.items()]
