@@ -51,7 +51,7 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="K",
                    help="write an atomic checkpoint every K rounds into --out")
     p.add_argument("--resume", type=Path, default=None, metavar="DIR",
-                   help="continue the run checkpointed in DIR")
+                   help="continue the run checkpointed in DIR (a config file or --set must agree with its config)")
 
 
 def summary_table(summary: dict[str, Any], title: str = "Summary") -> Table:
@@ -72,13 +72,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fedpoison.simulation.checkpoint import run_with_checkpoints
 
     if args.resume is not None:
-        from fedpoison.simulation.checkpoint import load_checkpoint_config
+        from fedpoison.simulation.checkpoint import check_resume_config
 
-        cfg = load_checkpoint_config(args.resume)
-        out = args.resume
+        cfg = check_resume_config(args.resume, args.config, args.overrides)
+        out = args.resume.parent if args.resume.is_file() else args.resume
     else:
         cfg = load_config(args.config, args.overrides)
         out = args.out or Path("runs") / f"run-{cfg.key()}"
+    from fedpoison.safe_fs import ensure_writable_dir
+
+    ensure_writable_dir(out, "--out")  # before any round is computed
     with Progress(
         TextColumn("[bold]round {task.completed}/{task.total}"), BarColumn(),
         TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(),

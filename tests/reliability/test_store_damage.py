@@ -13,9 +13,7 @@ one generated damage per case to a copy and checks every promise.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import random
 import shutil
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sentinel import tree_digest
 
 from fedpoison.cli import main
 from fedpoison.errors import ResultsError
@@ -35,21 +34,6 @@ from fedpoison.results import load
 
 TINY = {"rounds": 2, "clients": {"num": 5}, "dataset": {"name": "digits", "limit": 200}}
 GRID = {"name": "tiny", "base": TINY, "axes": {"seed": [0, 1, 2]}}
-
-
-def tree_digest(root: Path) -> str:
-    """Checksum of every path, link target and file under ``root`` (links not followed)."""
-    h = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        for name in sorted(dirnames + filenames):
-            p = Path(dirpath) / name
-            h.update(str(p.relative_to(root)).encode())
-            if p.is_symlink():
-                h.update(b"->" + os.readlink(p).encode())
-            elif p.is_file():
-                h.update(p.read_bytes())
-        dirnames.sort()
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
