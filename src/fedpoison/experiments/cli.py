@@ -52,7 +52,7 @@ def _run_line(event: Any) -> str:
 
 
 def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, retry_failed: bool,
-                 quiet: bool = False, options: dict[str, Any] | None = None) -> Any:
+                 quiet: bool = False, options: dict[str, Any] | None = None, threads_per_run: int = 1) -> Any:
     """Run ``grid`` into ``out`` with one progress bar and a line per finished run; return the counts."""
     from fedpoison.experiments.executor import make_executor
     from fedpoison.experiments.runner import run_grid
@@ -92,7 +92,7 @@ def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, re
             else:
                 bar.update(task, info=f"failed {p.failed + p.failed_before}")
 
-        return run_grid(grid, store, ex, retry_failed=retry_failed, on_event=on_event)
+        return run_grid(grid, store, ex, retry_failed=retry_failed, on_event=on_event, threads_per_run=threads_per_run)
 
 
 # ---- grid --------------------------------------------------------------------------
@@ -112,6 +112,8 @@ def _configure_grid(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-failed", action="store_true", help="rerun the runs that failed before")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key in every run, e.g. --set dataset.name=fashion-mnist")
+    p.add_argument("--threads-per-run", type=int, default=1, metavar="N",
+                   help="torch threads each run computes with (default 1); results do not depend on --workers")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-run lines")
 
@@ -131,14 +133,20 @@ def cmd_grid(args: argparse.Namespace) -> int:
         extra += f", {grid.merged} duplicates merged" if grid.merged else ""
         console.print(f"{len(grid)} runs{extra}")
         return 0
+    if args.threads_per_run < 1:
+        raise ConfigError(f"--threads-per-run: expected an integer >= 1, got {args.threads_per_run}")
     out = args.out or Path("runs") / grid.name
+    from fedpoison.safe_fs import ensure_writable_dir
+
+    ensure_writable_dir(out, "--out")  # before any run is computed
     options: dict[str, Any] = {}
     if args.executor == "ray":
         options = {"address": args.address, "cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run}
     elif args.address is not None:
         raise ConfigError(f"--address: only used with --executor ray, got --executor {args.executor}")
     progress = run_grid_cli(grid, out, workers=args.workers, executor=args.executor,
-                            retry_failed=args.retry_failed, quiet=args.quiet, options=options)
+                            retry_failed=args.retry_failed, quiet=args.quiet, options=options,
+                            threads_per_run=args.threads_per_run)
     failed = progress.failed + progress.failed_before
     console.print(f"{progress.skipped + progress.done}/{progress.total} runs finished, {failed} failed; "
                   f"results in [bold]{out}[/bold]", soft_wrap=True)

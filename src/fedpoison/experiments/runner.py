@@ -83,11 +83,12 @@ def plan_json(grid: Grid) -> str:
 
 
 def run_grid(grid: Grid, store: ResultStore, executor: Executor, *, retry_failed: bool = False,
-             on_event: Callable[[GridEvent], None] | None = None) -> GridProgress:
+             on_event: Callable[[GridEvent], None] | None = None, threads_per_run: int = 1) -> GridProgress:
     """Compute the grid's unfinished runs into ``store``; return the counts.
 
     Finished runs are skipped; failed ones are skipped unless ``retry_failed``.
-    Damaged runs (see :meth:`ResultStore.verify`) are moved aside to
+    Every run computes with ``threads_per_run`` torch threads, so the results
+    do not depend on the executor or its worker count. Damaged runs (see :meth:`ResultStore.verify`) are moved aside to
     ``damaged/`` first, and recomputed when they belong to the grid. Each
     outcome is committed as it arrives, so an interruption at any moment loses
     at most the runs in flight.
@@ -115,7 +116,7 @@ def run_grid(grid: Grid, store: ResultStore, executor: Executor, *, retry_failed
         def tasks() -> Any:
             for r in todo:
                 store.log("start", key=r.key)
-                yield RunTask(r.key, r.config.to_dict(), r.label)
+                yield RunTask(r.key, r.config.to_dict(), r.label, threads=threads_per_run)
 
         progress.started_at = time.time()
         outcomes = executor.run(tasks())

@@ -16,10 +16,12 @@ from torch import Tensor, nn
 from fedpoison.attacks import ATTACKS, Attack
 from fedpoison.config import ExperimentConfig
 from fedpoison.data import PARTITIONERS, Dataset, load_dataset
+from fedpoison.data.split_check import check_split
 from fedpoison.defenses import Defense, build_defense
 from fedpoison.models import ParamSpec, build_model, default_model_name
+from fedpoison.models.init import build_seeded, check_fits
 from fedpoison.models.paramspec import use_fast_layout_
-from fedpoison.seeding import derive_seed, generator
+from fedpoison.seeding import generator
 from fedpoison.training import LocalPlan, SequentialEngine
 
 
@@ -89,11 +91,18 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
     data = load_dataset(cfg.dataset, cfg.seed).to(device)
     part_fn = PARTITIONERS.get(cfg.partition.name, key="partition.name").obj
     parts = [p.to(device) for p in part_fn(data.y_train, cfg.clients.num, cfg.partition, generator(cfg.seed, "partition"))]
+    check_split(parts, len(data.y_train), cfg.clients.num, cfg.partition.min_samples, cfg.partition.name)
     sizes = torch.tensor([len(p) for p in parts], dtype=torch.float32, device=device)
 
     model_name = cfg.model.name if cfg.model.name != "auto" else default_model_name(data.name)
-    torch.manual_seed(derive_seed(cfg.seed, "init"))
-    model = build_model(model_name, data.input_shape, data.num_classes, cfg.model).to(device)
+    what = f"model.name={model_name} on dataset.name={data.name}"
+    try:
+        model = build_seeded(lambda: build_model(model_name, data.input_shape, data.num_classes, cfg.model),
+                             generator(cfg.seed, "init"))
+    except (RuntimeError, ValueError, IndexError, ZeroDivisionError) as exc:
+        raise ConfigError(f"{what}: cannot build it for inputs {tuple(data.input_shape)} ({exc})") from None
+    check_fits(model, data.input_shape, data.num_classes, what)  # before any training
+    model = model.to(device)
     spec = ParamSpec.of(model)
     init_params = spec.flatten(model).to(device)
 
