@@ -1,6 +1,6 @@
 """Whole-config range checks: numbers the code can compute with, and partitions that split.
 
-These run at the end of config validation (:class:`fedpoison.config.ExperimentConfig`):
+These run at the end of config resolution (:func:`fedpoison.plugins.resolve_config`):
 
 * every float in the config, plug-in parameters included, is finite and of
   magnitude at most :data:`MAX_MAGNITUDE` (``local.lr=1e308`` or ``.inf``
@@ -49,14 +49,15 @@ def check_numbers(cfg: ExperimentConfig) -> None:
 
 def check_partition(cfg: ExperimentConfig) -> None:
     """Partition parameters in the ranges where the split is what it promises."""
-    part = cfg.partition
+    params = cfg.partition.params_dict()
     for key, (low, high) in PARTITION_RANGES.items():
-        value = getattr(part, key, None)
-        if isinstance(value, float | int) and not low <= value <= high:
+        value = params.get(key)
+        if isinstance(value, float | int) and not isinstance(value, bool) and not low <= value <= high:
             raise ConfigError(f"partition.{key}: expected a number in [{low:g}, {high:g}] "
                               f"(outside it the split degenerates), got {value!r}")
-    if part.min_samples * cfg.clients.num > 10**9:
-        raise ConfigError(f"partition.min_samples: {cfg.clients.num} clients x {part.min_samples} samples is "
+    min_samples = params.get("min_samples")
+    if isinstance(min_samples, int) and min_samples * cfg.clients.num > 10**9:
+        raise ConfigError(f"partition.min_samples: {cfg.clients.num} clients x {min_samples} samples is "
                           "more than any dataset holds")
 
 

@@ -57,12 +57,11 @@ def test_four_threads_equal_the_same_runs_in_sequence() -> None:
 
 
 def test_model_initialisation_draws_from_its_generator_only() -> None:
-    from fedpoison.config import ModelConfig
     from fedpoison.models import build_model
     from fedpoison.models.init import build_seeded
 
     def make() -> torch.nn.Module:
-        return build_model("cnn8", (1, 8, 8), 10, ModelConfig())
+        return build_model("cnn8", (1, 8, 8), 10)
 
     torch.manual_seed(123)
     a = build_seeded(make, torch.Generator().manual_seed(7))

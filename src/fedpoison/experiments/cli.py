@@ -125,7 +125,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
     if not args.dry_run and args.workers != 0:
         prestart(args.executor)
-    grid = load_grid(args.grid, args.overrides)
+    grid = load_grid(args.grid, args.overrides, plugins=args.plugins)
     if args.dry_run:
         for line in describe(grid):
             console.print(line, highlight=False)
@@ -282,7 +282,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if args.workers != 0:
         prestart("local")
-    grid = load_grid(demo_grid(args.seeds, args.rounds), args.overrides)
+    grid = load_grid(demo_grid(args.seeds, args.rounds), args.overrides, plugins=args.plugins)
     progress = run_grid_cli(grid, args.out, workers=args.workers, executor="local", retry_failed=True,
                             quiet=args.quiet)
     results = load(args.out)

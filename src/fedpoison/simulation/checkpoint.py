@@ -39,8 +39,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import Tensor
 
-from fedpoison.config import ExperimentConfig, load_config, validate_config
+from fedpoison.config import ExperimentConfig
 from fedpoison.errors import ConfigError
+from fedpoison.plugins import load_config, validate_config
 from fedpoison.safe_fs import is_link
 from fedpoison.simulation.federation import Federation, build_federation
 from fedpoison.simulation.loop import LoopState, drive
