@@ -133,8 +133,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = [describe(entry) for entry in _registries()[args.family]]
     columns = [c for c in (rows[0] if rows else {"name": ""}) if any(r.get(c) for r in rows) or c == "name"]
     table = Table(title=args.family)
+    widest = max((len(r["name"]) for r in rows), default=4)
     for col in columns:
-        table.add_column(col, style="bold" if col == "name" else None, overflow="fold")
+        if col == "name":  # names are what a user copies: never wrapped or cut
+            table.add_column(col, style="bold", no_wrap=True, min_width=widest)
+        else:
+            table.add_column(col, overflow="fold")
     for row in rows:
         table.add_row(*(escape(row.get(col, "")) for col in columns))
     console.print(table)

@@ -202,7 +202,9 @@ class Registry(Generic[T]):
 
         def decorate(obj: T) -> T:
             old = self._entries.get(name)
-            if old is not None and old.obj is not obj and (_origin(old.obj) is None or _origin(old.obj) != _origin(obj)):
+            if old is not None and old.obj is obj:
+                return obj  # the same object again (a module imported twice): a no-op
+            if old is not None and (_origin(old.obj) is None or _origin(old.obj) != _origin(obj)):
                 where = ".".join(_origin(old.obj) or ("?", "?"))
                 raise ValueError(f"{self.family} '{name}' is already registered (by {where}); choose another name")
             self._entries[name] = Entry(

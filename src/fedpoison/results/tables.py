@@ -203,7 +203,9 @@ def load(directory: str | Path, *, last_k: int | None = None, target: float | No
     runs = pd.DataFrame(rows)
     config_columns = [c for c in rows[0] if "." in c or c in ("seed", "rounds", "device", "deterministic")]
     config_columns += [c for c in runs.columns if "." in c and c not in config_columns]
-    axes = [c for c in config_columns if as_text(runs[c]).nunique() > 1]
+    # A plug-in key present only for the runs of its plug-in (attack.trigger for backdoors) is no axis
+    # unless it takes several values; missing values then stand for "another plug-in".
+    axes = [c for c in config_columns if _varies(runs, c)]
     runs["attack_label"] = _labels(runs, "attack", axes)
     runs["defense_label"] = _defense_labels(runs, axes)
     _relative_to_baseline(runs, config_columns)
@@ -268,6 +270,17 @@ def _defense_labels(runs: pd.DataFrame, axes: list[str]) -> pd.Series:
 
     base = runs.apply(one, axis=1)
     return base + _params_suffix(runs, "defense", axes) + _params_suffix(runs, "audit", axes)
+
+
+def _varies(runs: pd.DataFrame, column: str) -> bool:
+    text = as_text(runs[column])
+    plugin_key = column.split(".", 1)[0] in _PLUGIN_SECTIONS and not column.endswith(".name")
+    present = text[text != "<NA>"] if plugin_key else text
+    return bool(present.nunique() > 1)
+
+
+#: Config sections whose keys beyond their name belong to the chosen plug-in.
+_PLUGIN_SECTIONS = ("dataset", "partition", "model", "attack", "defense", "audit")
 
 
 def as_text(values: pd.Series) -> pd.Series:
