@@ -7,11 +7,34 @@ built as ``cls(params, f=f)`` where ``params`` is the validated instance and
 - ``requires``: the rule's requirement on n and f, in words (``"n >= 4f + 3"``).
 - ``filters``: True for rules that keep some rows and drop others (detection
   metrics are reported for them).
+
+Every registered class's ``__call__`` checks its inputs first, so a wrong
+shape, dtype or weight vector is an :class:`~fedpoison.errors.UpdateError`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from fedpoison.defenses.inputs import checked_call
 from fedpoison.registry import Registry
 
-RULES: Registry[type] = Registry("aggregation rule")
-PRE_AGGREGATORS: Registry[type] = Registry("pre-aggregator")
+T = TypeVar("T")
+
+
+class StepRegistry(Registry[type]):
+    """A registry of rules or pre-aggregators whose calls check their inputs (:mod:`fedpoison.defenses.inputs`)."""
+
+    def register(self, name: str, **kwargs: Any) -> Callable[[T], T]:  # type: ignore[override]
+        """Register as :meth:`Registry.register` does, after wrapping ``__call__`` with the input checks."""
+        inner = super().register(name, **kwargs)
+
+        def decorate(obj: T) -> T:
+            return inner(checked_call(obj, f"{self.family} '{name}'"))
+
+        return decorate
+
+
+RULES: Registry[type] = StepRegistry("aggregation rule")
+PRE_AGGREGATORS: Registry[type] = StepRegistry("pre-aggregator")
