@@ -247,6 +247,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RecursionError:
         err_console.print("[bold red]error:[/bold red] input nested too deeply to process", highlight=False)
         return 2
+    except UnicodeDecodeError as exc:
+        err_console.print(f"[bold red]error:[/bold red] expected UTF-8 text, got byte 0x{exc.object[exc.start]:02x} "
+                          f"at offset {exc.start}", highlight=False, soft_wrap=True)
+        return 2
+    except MemoryError:
+        err_console.print("[bold red]error:[/bold red] out of memory; nothing finished was lost", highlight=False)
+        return 1
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
