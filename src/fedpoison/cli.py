@@ -67,6 +67,7 @@ def summary_table(summary: dict[str, Any], title: str = "Summary") -> Table:
 
 @command("run", "run one experiment and write its results")
 def cmd_run(args: argparse.Namespace) -> int:
+    """The ``fedpoison run`` command."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from fedpoison.plugins import load_config
@@ -128,6 +129,7 @@ def _configure_list(p: argparse.ArgumentParser) -> None:
 
 @command("list", "list registered datasets, partitions, models, attacks, defenses or auditors")
 def cmd_list(args: argparse.Namespace) -> int:
+    """The ``fedpoison list`` command."""
     from fedpoison.plugins.describe import describe
 
     rows = [describe(entry) for entry in _registries()[args.family]]
@@ -155,6 +157,7 @@ def _configure_partition(p: argparse.ArgumentParser) -> None:
 
 @command("partition", "print the per-client class counts of a config's partition")
 def cmd_partition(args: argparse.Namespace) -> int:
+    """The ``fedpoison partition`` command."""
     from fedpoison.data import load_dataset, partition_clients, partition_counts
     from fedpoison.plugins import load_config
     from fedpoison.seeding import generator
@@ -184,6 +187,7 @@ def _configure_config(p: argparse.ArgumentParser) -> None:
 
 @command("config", "validate a config and print it resolved, with every default filled in")
 def cmd_config(args: argparse.Namespace) -> int:
+    """The ``fedpoison config`` command."""
     from fedpoison.plugins import load_config
 
     cfg = load_config(args.config, args.overrides, plugins=args.plugins)

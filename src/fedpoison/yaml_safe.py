@@ -35,7 +35,7 @@ class _LimitedLoader(yaml.SafeLoader):
         self._depth = 0
         self._open: set[str] = set()
 
-    def compose_node(self, parent: Node | None, index: Any) -> Node | None:  # type: ignore[override]
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         if self.check_event(yaml.AliasEvent):
             anchor = self.peek_event().anchor
             if anchor in self._open:

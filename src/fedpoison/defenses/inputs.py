@@ -86,5 +86,5 @@ def checked_call(cls: T, who: str) -> T:
         return call(self, updates, weights, ctx, *args, **kwargs)
 
     setattr(__call__, _MARK, True)
-    cls.__call__ = __call__  # type: ignore[attr-defined, method-assign]
+    cls.__call__ = __call__  # type: ignore[method-assign]
     return cls

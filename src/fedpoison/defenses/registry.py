@@ -15,26 +15,29 @@ shape, dtype or weight vector is an :class:`~fedpoison.errors.UpdateError`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
+from fedpoison.defenses.base import AggregationRule, PreAggregator
 from fedpoison.defenses.inputs import checked_call
 from fedpoison.registry import Registry
 
-T = TypeVar("T")
 
-
-class StepRegistry(Registry[type]):
+class StepRegistry(Registry[Callable[..., Any]]):
     """A registry of rules or pre-aggregators whose calls check their inputs (:mod:`fedpoison.defenses.inputs`)."""
 
-    def register(self, name: str, **kwargs: Any) -> Callable[[T], T]:  # type: ignore[override]
+    def register(self, name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Register as :meth:`Registry.register` does, after wrapping ``__call__`` with the input checks."""
         inner = super().register(name, **kwargs)
 
-        def decorate(obj: T) -> T:
+        def decorate(obj: Callable[..., Any]) -> Callable[..., Any]:
             return inner(checked_call(obj, f"{self.family} '{name}'"))
 
         return decorate
 
 
-RULES: Registry[type] = StepRegistry("aggregation rule")
-PRE_AGGREGATORS: Registry[type] = StepRegistry("pre-aggregator")
+#: Factories ``cls(params, f=f)`` of aggregation rules.
+RULES: Registry[Callable[..., AggregationRule]] = StepRegistry("aggregation rule")
+#: Factories ``cls(params, f=f)`` of pre-aggregators.
+PRE_AGGREGATORS: Registry[Callable[..., PreAggregator]] = StepRegistry("pre-aggregator")
+
+

@@ -120,6 +120,7 @@ def _configure_grid(p: argparse.ArgumentParser) -> None:
 
 @command("grid", "run a grid of experiments (resumable) into a results directory")
 def cmd_grid(args: argparse.Namespace) -> int:
+    """The ``fedpoison grid`` command."""
     from fedpoison.experiments.executor import prestart
     from fedpoison.experiments.grid import describe, load_grid
 
@@ -179,6 +180,7 @@ def _configure_results(p: argparse.ArgumentParser) -> None:
 
 @command("results", "export a results directory as tables (csv, parquet, markdown)")
 def cmd_results(args: argparse.Namespace) -> int:
+    """The ``fedpoison results`` command."""
     from fedpoison.results import export, load
 
     results = load(args.dir, last_k=args.last_k, target=args.target)
@@ -237,6 +239,7 @@ def attack_defense_table(results: Any) -> Table:
 
 @command("report", "write an HTML report, figures (PNG, PDF) and tables (Markdown, LaTeX)")
 def cmd_report(args: argparse.Namespace) -> int:
+    """The ``fedpoison report`` command."""
     from fedpoison.results import load
     from fedpoison.results.findings import check_findings
     from fedpoison.results.report import write_report
@@ -268,6 +271,7 @@ def _configure_demo(p: argparse.ArgumentParser) -> None:
 
 @command("demo", "run a small attack x defense grid on digits and write its report (a few minutes)")
 def cmd_demo(args: argparse.Namespace) -> int:
+    """The ``fedpoison demo`` command."""
     from fedpoison.experiments.demo import demo_grid
     from fedpoison.experiments.executor import prestart
     from fedpoison.experiments.grid import load_grid
@@ -311,6 +315,7 @@ def _configure_store(p: argparse.ArgumentParser) -> None:
 
 @command("store", "check a results directory for damaged runs (`store check DIR [--repair]`)")
 def cmd_store(args: argparse.Namespace) -> int:
+    """List the damaged entries of a results directory; with ``--repair``, move them aside."""
     from fedpoison.experiments.store_check import check_store, repair_store
 
     report = check_store(args.dir)

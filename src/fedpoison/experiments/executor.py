@@ -206,6 +206,7 @@ class InlineExecutor(Executor):
         self.warm_up = warm_up
 
     def run(self, tasks: Iterable[RunTask]) -> Iterator[RunOutcome]:
+        """Run ``tasks`` and yield each outcome as it finishes."""
         for task in tasks:
             yield execute(task, warm_up=self.warm_up)
 
@@ -302,6 +303,7 @@ class LocalExecutor(Executor):
                                    initializer=_init_worker, initargs=(self.threads, os.getpid()))
 
     def run(self, tasks: Iterable[RunTask]) -> Iterator[RunOutcome]:
+        """Run ``tasks`` and yield each outcome as it finishes."""
         pending = iter(tasks)
         running: dict[Future[RunOutcome], RunTask] = {}
         self._pool = self._new_pool()
@@ -352,6 +354,7 @@ class LocalExecutor(Executor):
                 p.join(timeout=5)
 
     def close(self) -> None:
+        """Shut the workers down."""
         self._shutdown()
 
 
