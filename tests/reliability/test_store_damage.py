@@ -341,3 +341,39 @@ def test_run_folder_without_done_is_recomputed_and_counted(pristine: Path, tmp_p
     progress = run_grid(expand_grid(GRID), ResultStore(store), ex)
     assert ex.seen == [key] and progress.done == 1 and progress.skipped == 2
     assert ResultStore(store).is_finished(key)
+
+
+@pytest.mark.parametrize("command", [["results", "--format", "csv"], ["report"]])
+def test_default_outputs_inside_the_folder_are_never_written_through_a_link(
+        command: list[str], pristine: Path, sentinel: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(pristine, store)
+    (store / ("tables" if command[0] == "results" else "report")).symlink_to(sentinel, target_is_directory=True)
+    before = tree_digest(sentinel)
+    assert main([command[0], str(store), *command[1:]]) == 2
+    assert "symbolic link" in capsys.readouterr().err
+    assert tree_digest(sentinel) == before
+
+
+def test_report_names_a_damaged_run_and_leaves_it_out(pristine: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A run whose history was rewritten with better numbers: the report's tables equal those of the
+    store without that run at all.
+    """
+    damaged, without = tmp_path / "damaged", tmp_path / "without"
+    shutil.copytree(pristine, damaged)
+    shutil.copytree(pristine, without)
+    key = sorted(ResultStore(damaged).finished_keys())[2]
+    history = damaged / "runs" / key / "history.csv"
+    lines = history.read_text().splitlines()
+    col = lines[0].split(",").index("test_accuracy")
+    rows = [",".join("0.999" if i == col else v for i, v in enumerate(r.split(","))) for r in lines[1:]]
+    history.write_text("\n".join([lines[0], *rows]) + "\n")
+    shutil.rmtree(without / "runs" / key)
+    assert main(["report", str(damaged)]) == 0
+    assert f"run {key} is damaged" in capsys.readouterr().err
+    assert main(["report", str(without)]) == 0
+    tables = sorted(p.name for p in (without / "report" / "tables").iterdir())
+    assert tables
+    for name in tables:
+        assert (damaged / "report" / "tables" / name).read_bytes() == (without / "report" / "tables" / name).read_bytes()

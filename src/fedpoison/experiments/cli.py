@@ -15,6 +15,7 @@ from rich.table import Table
 
 from fedpoison.cli import command, console, err_console
 from fedpoison.errors import ConfigError
+from fedpoison.safe_fs import refuse_link
 
 
 def print_wide(renderable: Any, **kwargs: Any) -> None:
@@ -192,6 +193,8 @@ def cmd_results(args: argparse.Namespace) -> int:
         else:
             console.print(f"wrote {args.out}")
         return 0
+    if args.out is None:
+        refuse_link(args.dir / "tables", "the results folder's tables/")  # never written through a link
     paths = export(results, args.format, args.out or args.dir / "tables")
     for path in paths:
         console.print(f"wrote {path}")
@@ -246,6 +249,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     results = load(args.dir)
     warn_damaged(results, args.dir)
+    if args.out is None:
+        refuse_link(args.dir / "report", "the results folder's report/")  # never written through a link
     out = args.out or args.dir / "report"
     report = write_report(args.dir, out, results=results, findings=check_findings(results))
     print_wide(attack_defense_table(results))
