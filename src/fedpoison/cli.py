@@ -52,7 +52,7 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="K",
                    help="write an atomic checkpoint every K rounds into --out")
     p.add_argument("--resume", type=Path, default=None, metavar="DIR",
-                   help="continue the run checkpointed in DIR")
+                   help="continue the run checkpointed in DIR (a config file or --set must agree with its config)")
 
 
 def summary_table(summary: dict[str, Any], title: str = "Summary") -> Table:
@@ -74,13 +74,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fedpoison.simulation.checkpoint import run_with_checkpoints
 
     if args.resume is not None:
-        from fedpoison.simulation.checkpoint import load_checkpoint_config
+        from fedpoison.simulation.checkpoint import check_resume_config
 
-        cfg = load_checkpoint_config(args.resume)
-        out = args.resume
+        cfg = check_resume_config(args.resume, args.config, args.overrides)
+        out = args.resume.parent if args.resume.is_file() else args.resume
     else:
         cfg = load_config(args.config, args.overrides, plugins=args.plugins)
         out = args.out or Path("runs") / f"run-{cfg.key()}"
+    from fedpoison.safe_fs import ensure_writable_dir
+
+    ensure_writable_dir(out, "--out")  # before any round is computed
     with Progress(
         TextColumn("[bold]round {task.completed}/{task.total}"), BarColumn(),
         TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(),
@@ -242,8 +245,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_plugins(args.plugins, key="--plugin")
         return int(args.handler(args))
     except FedPoisonError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {escape(exc)}", highlight=False)
+        err_console.print(f"[bold red]error:[/bold red] {escape(exc)}", highlight=False, soft_wrap=True)
         return 2
+    except OSError as exc:  # a full disk, a permission refused while writing: the run failed
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        err_console.print(f"[bold red]error:[/bold red] {where}{exc.strerror or exc}; nothing finished was lost, "
+                          "rerun the same command once fixed", highlight=False, soft_wrap=True)
+        return 1
+    except RecursionError:
+        err_console.print("[bold red]error:[/bold red] input nested too deeply to process", highlight=False)
+        return 2
+    except UnicodeDecodeError as exc:
+        err_console.print(f"[bold red]error:[/bold red] expected UTF-8 text, got byte 0x{exc.object[exc.start]:02x} "
+                          f"at offset {exc.start}", highlight=False, soft_wrap=True)
+        return 2
+    except MemoryError:
+        err_console.print("[bold red]error:[/bold red] out of memory; nothing finished was lost", highlight=False)
+        return 1
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130

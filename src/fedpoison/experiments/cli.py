@@ -11,10 +11,11 @@ from typing import Any
 
 from rich.table import Table
 
-from fedpoison.cli import command, console
+from fedpoison.cli import command, console, err_console
 from fedpoison.errors import ConfigError
 from fedpoison.output import escape
 from fedpoison.output import print_wide as _print_wide
+from fedpoison.safe_fs import refuse_link
 
 
 def print_wide(renderable: Any, **kwargs: Any) -> None:
@@ -49,7 +50,7 @@ def _run_line(event: Any) -> str:
 
 
 def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, retry_failed: bool,
-                 quiet: bool = False, options: dict[str, Any] | None = None) -> Any:
+                 quiet: bool = False, options: dict[str, Any] | None = None, threads_per_run: int = 1) -> Any:
     """Run ``grid`` into ``out`` with one progress bar and a line per finished run; return the counts."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -69,6 +70,10 @@ def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, re
             p = event.progress
             info = f"failed {p.failed + p.failed_before}  {_eta(p.eta_s())}"
             if event.kind == "start":
+                for key, reason in p.damaged:
+                    bar.console.print(f"[yellow]damaged[/yellow] run {key} ({reason}): moved to "
+                                      f"{out / 'damaged'}/, recomputed if this grid has it",
+                                      highlight=False, soft_wrap=True)
                 bits = [f"{p.total} runs", f"{p.to_run} to run"]
                 if p.skipped:
                     bits.append(f"{p.skipped} already finished")
@@ -87,7 +92,7 @@ def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, re
             else:
                 bar.update(task, info=f"failed {p.failed + p.failed_before}")
 
-        return run_grid(grid, store, ex, retry_failed=retry_failed, on_event=on_event)
+        return run_grid(grid, store, ex, retry_failed=retry_failed, on_event=on_event, threads_per_run=threads_per_run)
 
 
 # ---- grid --------------------------------------------------------------------------
@@ -106,6 +111,8 @@ def _configure_grid(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-failed", action="store_true", help="rerun the runs that failed before")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key in every run, e.g. --set dataset.name=fashion-mnist")
+    p.add_argument("--threads-per-run", type=int, default=1, metavar="N",
+                   help="torch threads each run computes with (default 1); results do not depend on --workers")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-run lines")
 
@@ -127,14 +134,20 @@ def cmd_grid(args: argparse.Namespace) -> int:
         extra += f", {grid.merged} duplicates merged" if grid.merged else ""
         console.print(f"{len(grid)} runs{extra}")
         return 0
+    if args.threads_per_run < 1:
+        raise ConfigError(f"--threads-per-run: expected an integer >= 1, got {args.threads_per_run}")
     out = args.out or Path("runs") / grid.name
+    from fedpoison.safe_fs import ensure_writable_dir
+
+    ensure_writable_dir(out, "--out")  # before any run is computed
     options: dict[str, Any] = {}
     if args.executor == "ray":
         options = {"address": args.address, "cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run}
     elif args.address is not None:
         raise ConfigError(f"--address: only used with --executor ray, got --executor {args.executor}")
     progress = run_grid_cli(grid, out, workers=args.workers, executor=args.executor,
-                            retry_failed=args.retry_failed, quiet=args.quiet, options=options)
+                            retry_failed=args.retry_failed, quiet=args.quiet, options=options,
+                            threads_per_run=args.threads_per_run)
     failed = progress.failed + progress.failed_before
     console.print(f"{progress.skipped + progress.done}/{progress.total} runs finished, {failed} failed; "
                   f"results in [bold]{escape(out)}[/bold]", soft_wrap=True)
@@ -144,6 +157,14 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 
 cmd_grid.configure = _configure_grid  # type: ignore[attr-defined]
+
+
+def warn_damaged(results: Any, directory: Path) -> None:
+    """Name every damaged run on stderr (they are left out of the tables)."""
+    for key, reason in zip(results.damaged["key"], results.damaged["reason"], strict=True):
+        err_console.print(f"[yellow]warning:[/yellow] run {key} is damaged ({reason}) and left out; "
+                          f"`fedpoison grid` recomputes it, `fedpoison store check {directory} --repair` moves "
+                          "it aside", highlight=False, soft_wrap=True)
 
 
 # ---- results -----------------------------------------------------------------------
@@ -163,6 +184,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     from fedpoison.results import export, load
 
     results = load(args.dir, last_k=args.last_k, target=args.target)
+    warn_damaged(results, args.dir)
     if args.format == "markdown":
         text = export(results, "markdown", args.out)
         if args.out is None:
@@ -170,6 +192,8 @@ def cmd_results(args: argparse.Namespace) -> int:
         else:
             console.print(f"wrote {escape(args.out)}")
         return 0
+    if args.out is None:
+        refuse_link(args.dir / "tables", "the results folder's tables/")  # never written through a link
     paths = export(results, args.format, args.out or args.dir / "tables")
     for path in paths:
         console.print(f"wrote {escape(path)}")
@@ -223,6 +247,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from fedpoison.results.report import write_report
 
     results = load(args.dir)
+    warn_damaged(results, args.dir)
+    if args.out is None:
+        refuse_link(args.dir / "report", "the results folder's report/")  # never written through a link
     out = args.out or args.dir / "report"
     report = write_report(args.dir, out, results=results, findings=check_findings(results))
     print_wide(attack_defense_table(results))
@@ -279,3 +306,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 cmd_demo.configure = _configure_demo  # type: ignore[attr-defined]
+
+
+# ---- store check -------------------------------------------------------------------
+def _configure_store(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["check"], help="check: list what is damaged in a results directory")
+    p.add_argument("dir", type=Path, help="results directory written by `fedpoison grid`")
+    p.add_argument("--repair", action="store_true",
+                   help="move damaged runs and links aside to DIR/damaged/ so the next grid recomputes them")
+
+
+@command("store", "check a results directory for damaged runs (`store check DIR [--repair]`)")
+def cmd_store(args: argparse.Namespace) -> int:
+    """List the damaged entries of a results directory; with ``--repair``, move them aside."""
+    from fedpoison.experiments.store_check import check_store, repair_store
+
+    report = check_store(args.dir)
+    for item in report.problems:
+        console.print(f"[red]damaged[/red] {item.path}: {item.reason}", highlight=False, soft_wrap=True)
+    console.print(f"{report.finished} finished runs verified, {len(report.problems)} damaged entries",
+                  soft_wrap=True)
+    if not report.problems:
+        return 0
+    if not args.repair:
+        console.print(f"rerun with --repair to move them to {args.dir / 'damaged'}/", soft_wrap=True)
+        return 1
+    for src, dst in repair_store(args.dir):
+        console.print(f"moved {src} -> {dst}", highlight=False, soft_wrap=True)
+    return 0
+
+
+cmd_store.configure = _configure_store  # type: ignore[attr-defined]

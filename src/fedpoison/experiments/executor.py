@@ -52,11 +52,15 @@ class RunTask:
         The resolved config as plain data (``ExperimentConfig.to_dict()``).
     label:
         A short name for progress lines.
+    threads:
+        Torch intra-op threads the run computes with (pinned by :func:`execute`),
+        whatever the worker count.
     """
 
     key: str
     config: dict[str, Any]
     label: str = ""
+    threads: int = 1
 
 
 @dataclass
@@ -110,6 +114,24 @@ def _warm_up(cfg: Any) -> None:
         run(cfg.model_copy(update={"rounds": 1}))
 
 
+@contextlib.contextmanager
+def pinned_threads(threads: int) -> Iterator[None]:
+    """Run with exactly ``threads`` torch intra-op threads, restored afterwards.
+
+    A run's last bits depend on its thread count (the engine choice, the lanes,
+    parallel reductions); a grid pins it per run, so results do not depend on
+    how many workers share the machine.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def execute(task: RunTask, *, warm_up: bool = True) -> RunOutcome:
     """Compute one run; any exception becomes a failed outcome with its traceback.
 
@@ -130,10 +152,11 @@ def execute(task: RunTask, *, warm_up: bool = True) -> RunOutcome:
         if cfg.key() != task.key:
             raise RuntimeError(f"config key mismatch: task {task.key}, resolved {cfg.key()} "
                                "(is the worker's fedpoison the same version as the grid's?)")
-        if warm_up:
-            _warm_up(cfg)
-            start = time.perf_counter()
-        result = run(cfg)
+        with pinned_threads(task.threads):
+            if warm_up:
+                _warm_up(cfg)
+                start = time.perf_counter()
+            result = run(cfg)
         with tempfile.TemporaryDirectory(prefix="fedpoison-run-") as tmp:
             result.save(tmp)
             files = {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir()) if p.is_file()}
