@@ -43,7 +43,7 @@ def slow_search(benign: torch.Tensor, c: int, n: int, threshold: float = 1e-5) -
     while lam >= threshold:
         steps += 1
         rows = (-lam * s).repeat(c, 1)
-        if krum_picks_crafted(benign, rows, c):
+        if krum_picks_crafted(benign.double(), rows.double(), c, neighbours=n - c - 2):
             return rows, lam, steps
         lam /= 2.0
     return (-lam * s).repeat(c, 1), lam, steps

@@ -20,10 +20,9 @@ from fedpoison.attacks.fang import (
     fang_krum_rows,
     fang_trim_full,
     krum_picks_crafted,
-    krum_scores,
 )
 from fedpoison.attacks.min_max import min_max_condition, perturbation, search_gamma
-from fedpoison.attacks.update_rows import pairwise_sq_distances
+from fedpoison.core.rows import cross_sq_distances, krum_scores, pairwise_sq_distances
 from fedpoison.defenses import RULES, Defense, RoundContext
 from fedpoison.errors import ConfigError
 
@@ -74,7 +73,7 @@ def spread_context(
 # ---- Fang: Krum attack -----------------------------------------------------------------
 def test_krum_scores_match_the_naive_loop() -> None:
     rows = torch.randn(9, 6, generator=torch.Generator().manual_seed(2))
-    assert int(krum_scores(rows, 2).argmin()) == naive_krum(rows, 2)
+    assert int(krum_scores(pairwise_sq_distances(rows), 2).argmin()) == naive_krum(rows, 2)
 
 
 def test_lambda_max_by_hand() -> None:
@@ -87,12 +86,12 @@ def test_lambda_max_by_hand() -> None:
 
 
 def _slow_fang_krum_search(benign: torch.Tensor, c: int, n: int, threshold: float = 1e-5) -> tuple[torch.Tensor, float]:
-    """The search as first written: every halving rebuilds all rows and recomputes every distance."""
+    """The search as first written: every halving rebuilds all rows and recomputes every distance (float64)."""
     s = change_direction(benign)
     lam = fang_krum_lambda_max(benign, num_participants=n, num_malicious=c)
     while lam >= threshold:
         rows = (-lam * s).repeat(c, 1)
-        if krum_picks_crafted(benign, rows, c):
+        if krum_picks_crafted(benign.double(), rows.double(), c, neighbours=n - c - 2):
             return rows, lam
         lam /= 2.0
     return (-lam * s).repeat(c, 1), lam
@@ -118,9 +117,10 @@ def test_krum_search_distances_equal_the_materialised_rows() -> None:
     benign, t = torch.randn(6, 9, generator=g), torch.randn(9, generator=g)
     search = KrumSearch(benign, t)
     rows = torch.cat([benign, (0.7 * t).repeat(3, 1)])
-    torch.testing.assert_close(search.sq_distances(0.7, 3), pairwise_sq_distances(rows, rows), atol=1e-5, rtol=0)
+    torch.testing.assert_close(search.sq_distances(0.7, 3), pairwise_sq_distances(rows.double()), atol=1e-5, rtol=0)
     for lam in (4.0, 1.0, 0.25, 0.01):
-        assert search.picks_crafted(lam, 3, f=3) == krum_picks_crafted(benign, (lam * t).repeat(3, 1), 3)
+        crafted = (lam * t.double()).repeat(3, 1)
+        assert search.picks_crafted(lam, 3, f=3) == krum_picks_crafted(benign.double(), crafted, 3)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -157,8 +157,11 @@ def test_fang_krum_gives_up_below_the_threshold_when_krum_never_picks_it(build_a
 
 
 def test_partial_knowledge_krum_check_can_fail() -> None:
-    """With only c own rows and c copies, Krum with f = c always picks a copy (c - 2 neighbours, c - 1 of
-    them identical copies); the server's neighbour count n - c - 2 makes the check a real one."""
+    """With only c own rows and c copies, Krum with f = c always picks a copy.
+
+    It counts c - 2 neighbours and c - 1 of them are identical copies; the server's neighbour count
+    n - c - 2 makes the check a real one.
+    """
     g = torch.Generator().manual_seed(0)
     c, n, d = 5, 25, 40
     own = 2.0 + 0.01 * torch.randn(c, d, generator=g)  # a tight cluster far from the crafted copies
@@ -202,7 +205,7 @@ def test_fang_krum_defense_aware_asks_the_server_rule(build_attack) -> None:
         sel = updates.norm(dim=1) <= 1.0
         return type("R", (), {"selected": sel})()
 
-    ctx2 = spread_context(m=m, k=k, d=d, defense=small_norms_only, defense_ctx=None)
+    ctx2 = spread_context(m=m, k=k, d=d, defense=small_norms_only, defense_ctx=round_ctx(k + m, d))
     attack = build_attack("fang_krum")
     rows = attack.craft(ctx2)
     assert calls and all(shape == (k + m, d) for shape in calls)
@@ -290,8 +293,8 @@ def test_min_max_and_min_sum_meet_their_constraint_with_maximal_gamma(build_atta
     attack = build_attack(name, direction=direction, gamma_init=10.0, tau=1e-6)
     rows = attack.craft(ctx)
     assert torch.equal(rows, rows[:1].expand(m, d))
-    d_hon = pairwise_sq_distances(hon, hon)
-    d_row = pairwise_sq_distances(rows[:1], hon)[0]
+    d_hon = cross_sq_distances(hon.double(), hon.double())
+    d_row = cross_sq_distances(rows[:1].double(), hon.double())[0]
     if name == "min_max":
         assert d_row.max() <= d_hon.max() * (1 + 1e-9)
     else:
@@ -308,5 +311,5 @@ def test_min_max_crafted_row_lies_at_the_edge_of_the_honest_cloud(build_attack) 
     ctx = spread_context(m=2, k=12, d=40)
     rows = build_attack("min_max").craft(ctx)
     hon = ctx.honest_updates
-    worst = pairwise_sq_distances(rows[:1], hon).max().sqrt()
-    assert worst == pytest.approx(float(pairwise_sq_distances(hon, hon).max().sqrt()), rel=1e-3)
+    worst = cross_sq_distances(rows[:1].double(), hon.double()).max().sqrt()
+    assert worst == pytest.approx(float(cross_sq_distances(hon.double(), hon.double()).max().sqrt()), rel=1e-3)

@@ -24,7 +24,7 @@ def test_cnn28_has_the_benchmark_layout() -> None:
 
 
 def test_fang_dnn_has_the_layers_of_fang_et_al_table_7a() -> None:
-    """conv 3x3 x30, pool 2, conv 3x3 x50, pool 2, dense 200, dense 10: 28 -> 26 -> 13 -> 11 -> 5."""
+    """Conv 3x3 x30, pool 2, conv 3x3 x50, pool 2, dense 200, dense 10: 28 -> 26 -> 13 -> 11 -> 5."""
     model = build_model("fang_dnn", (1, 28, 28), 10)
     shapes = [tuple(p.shape) for p in model.parameters()]
     assert shapes == [(30, 1, 3, 3), (30,), (50, 30, 3, 3), (50,), (200, 1250), (200,), (10, 200), (10,)]

@@ -29,7 +29,8 @@ drops below ``attack.threshold`` (:math:`10^{-5}`, the paper's). The check is
 Krum (Blanchard et al. 2017: score = sum of squared distances to the
 :math:`n' - f - 2` nearest other rows, lowest score selected, ties to the
 crafted row) with :math:`f = c`, over the benign rows plus the :math:`c`
-crafted copies. Threat model: the paper's full knowledge is "the aggregation
+crafted copies: the server's own Krum scores (:func:`fedpoison.core.rows.krum_scores`),
+with its neighbour clamp and precision. Threat model: the paper's full knowledge is "the aggregation
 rule and all benign local models". The attack is Krum's by name, so knowing
 the rule is built in and the attack runs with ``omniscient`` knowledge; when
 the attacker is ``defense_aware`` the check instead asks the server's
@@ -78,13 +79,9 @@ from torch import Tensor
 from fedpoison.attacks.base import Attack, AttackContext, AttackKind, Knowledge
 from fedpoison.attacks.params import AttackParams
 from fedpoison.attacks.registry import register_attack
-from fedpoison.attacks.update_rows import (
-    coordinate_mean_std,
-    pairwise_sq_distances,
-    repeat_row,
-    row_norms,
-    uniform_like,
-)
+from fedpoison.attacks.update_rows import repeat_row
+from fedpoison.core.draws import uniform_like
+from fedpoison.core.rows import coordinate_mean_std, krum_scores, pairwise_sq_distances, row_norms
 from fedpoison.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -99,25 +96,15 @@ def change_direction(benign: Tensor) -> Tensor:
     return torch.where(mean > 0, 1.0, -1.0).to(benign.dtype)
 
 
-def krum_scores(rows: Tensor, f: int, neighbours: int | None = None) -> Tensor:
-    """``(n,)`` float64 Krum scores: sum of squared distances to the ``n - f - 2`` nearest other rows.
-
-    ``neighbours`` replaces ``n - f - 2`` (the attacker simulating a server
-    that sees more rows than it has). The count is clipped to ``[1, n - 1]``
-    (Blanchard et al. 2017 need ``n > 2f + 2`` for it to be positive).
-    """
-    n = rows.shape[0]
-    if n == 1:
-        return torch.zeros(1, dtype=torch.float64, device=rows.device)
-    k = min(max(n - f - 2 if neighbours is None else neighbours, 1), n - 1)
-    d2 = pairwise_sq_distances(rows, rows)
-    d2.fill_diagonal_(float("inf"))
-    return d2.topk(k, dim=1, largest=False).values.sum(dim=1)
-
-
 def krum_picks_crafted(benign: Tensor, crafted: Tensor, f: int, neighbours: int | None = None) -> bool:
-    """Whether Krum over ``benign`` then ``crafted`` rows selects a crafted row (ties: crafted)."""
-    scores = krum_scores(torch.cat([benign, crafted]), f, neighbours)
+    """Whether Krum over ``benign`` then ``crafted`` rows selects a crafted row (ties: crafted).
+
+    The scores are the server's own (:func:`fedpoison.core.rows.krum_scores`,
+    same precision), so with full knowledge the check predicts what the
+    server's ``krum`` rule selects. ``neighbours`` replaces Krum's
+    ``n - f - 2`` (see :func:`fang_krum_rows`).
+    """
+    scores = krum_scores(pairwise_sq_distances(torch.cat([benign, crafted])), f, neighbours=neighbours)
     k = benign.shape[0]
     if k == 0:
         return True
@@ -135,7 +122,7 @@ def fang_krum_lambda_max(benign: Tensor, *, num_participants: int, num_malicious
     far = float(row_norms(benign.double()).max()) / math.sqrt(d) if k else 0.0
     if k < 2:
         return far
-    dist = (pairwise_sq_distances(benign, benign) if sq_dist is None else sq_dist.clone()).sqrt()
+    dist = (pairwise_sq_distances(benign.double()) if sq_dist is None else sq_dist.clone()).sqrt()
     dist.fill_diagonal_(float("inf"))
     near = min(max(n - c - 2, 1), k - 1)
     closest = dist.topk(near, dim=1, largest=False).values.sum(dim=1).min()
@@ -192,13 +179,14 @@ class KrumSearch:
     and the copies are at distance 0 from each other. So the :math:`k \\times k`
     benign block and the :math:`k` dot products :math:`b_i \\cdot t` are
     computed once (:math:`O(k^2 d)`), and each :math:`\\lambda` then costs
-    :math:`O((k + c)^2)` instead of :math:`O((k + c)^2 d)`. The answers equal
-    :func:`krum_picks_crafted` on the materialised rows up to float64 rounding.
+    :math:`O((k + c)^2)` instead of :math:`O((k + c)^2 d)`. Distances are in
+    float64 (the search as first written computed them so); the answers equal
+    :func:`krum_picks_crafted` on the materialised float64 rows up to rounding.
     """
 
     def __init__(self, benign: Tensor, t: Tensor) -> None:
         b64, t64 = benign.double(), t.double()
-        self.benign_sq = pairwise_sq_distances(benign, benign)
+        self.benign_sq = pairwise_sq_distances(b64)
         self.norms_sq = (b64 * b64).sum(dim=1)
         self.dots = b64 @ t64
         self.t_sq = float((t64 * t64).sum())
@@ -214,17 +202,11 @@ class KrumSearch:
         return out
 
     def picks_crafted(self, lam: float, c: int, *, f: int, neighbours: int | None = None) -> bool:
-        """Whether Krum with ``f`` selects a copy (ties: the copy), as :func:`krum_picks_crafted`."""
+        """Whether Krum with ``f`` selects a copy (ties: the copy), as :func:`krum_picks_crafted` in float64."""
         k = self.norms_sq.shape[0]
         if k == 0:
             return True
-        d2 = self.sq_distances(lam, c)
-        n = k + c
-        if n == 1:
-            return True
-        m = min(max(n - f - 2 if neighbours is None else neighbours, 1), n - 1)
-        d2.fill_diagonal_(float("inf"))
-        scores = d2.topk(m, dim=1, largest=False).values.sum(dim=1)
+        scores = krum_scores(self.sq_distances(lam, c), f, neighbours=neighbours)
         return bool(scores[k:].min() <= scores[:k].min())
 
 
@@ -342,6 +324,9 @@ class FangKrum(Attack):
 
 def _defense_selects(ctx: AttackContext, benign: Tensor) -> Callable[[Tensor], bool]:
     """A check asking the server's defense whether it selects a crafted row (benign rows first)."""
+    defense, defense_ctx = ctx.defense, ctx.defense_ctx
+    if defense is None or defense_ctx is None:
+        raise ValueError("a defense-aware attack needs ctx.defense and ctx.defense_ctx")
     honest_w = ctx.honest_weights if ctx.honest_weights is not None else ctx.own_weights
     if honest_w.shape[0] != benign.shape[0]:
         honest_w = torch.ones(benign.shape[0], dtype=ctx.own_weights.dtype, device=ctx.own_weights.device)
@@ -349,7 +334,7 @@ def _defense_selects(ctx: AttackContext, benign: Tensor) -> Callable[[Tensor], b
     k = benign.shape[0]
 
     def selected(rows: Tensor) -> bool:
-        result = ctx.defense(torch.cat([benign, rows.to(benign)]), weights, ctx.defense_ctx)  # type: ignore[misc]
+        result = defense(torch.cat([benign, rows.to(benign)]), weights, defense_ctx)
         return bool(result.selected[k:].any())
 
     return selected

@@ -5,9 +5,9 @@ built as ``cls(params, num_clients=N)``.
 """
 
 from fedpoison.audit.base import AuditDecision, Auditor
-from fedpoison.audit.registry import AUDITORS
+from fedpoison.audit.registry import AUDITORS, build_auditor
 from fedpoison.registry import import_submodules
 
 import_submodules(__name__, __path__)
 
-__all__ = ["AUDITORS", "AuditDecision", "Auditor"]
+__all__ = ["AUDITORS", "AuditDecision", "Auditor", "build_auditor"]

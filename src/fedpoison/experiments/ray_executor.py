@@ -90,6 +90,7 @@ class RayExecutor(Executor):
         return self._fn.options(num_cpus=self.cpus_per_run, num_gpus=gpus, max_retries=0).remote(task)
 
     def run(self, tasks: Iterable[RunTask]) -> Iterator[RunOutcome]:
+        """Run ``tasks`` and yield each outcome as it finishes."""
         ray = self._ray
         queue = iter(tasks)
         pending: dict[Any, RunTask] = {}
@@ -113,6 +114,7 @@ class RayExecutor(Executor):
                 ray.cancel(ref, force=True)
 
     def close(self) -> None:
+        """Shut the workers down."""
         if self._owns and self._ray.is_initialized():
             self._ray.shutdown()
             self._owns = False

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fedpoison.errors import ResultsError
 from fedpoison.experiments.executor import Executor, RunOutcome, RunTask
 from fedpoison.experiments.grid import Grid, GridRun, dump_grid
 from fedpoison.experiments.store import ResultStore
@@ -37,6 +38,9 @@ class GridProgress:
         Runs this invocation finished / saw fail.
     started_at:
         ``time.time()`` when computing began.
+    damaged:
+        Damaged entries of ``runs/`` found at the start, as ``(key, reason)``;
+        each was moved aside to ``damaged/`` and, when the grid has it, recomputed.
     """
 
     total: int
@@ -46,6 +50,7 @@ class GridProgress:
     done: int = 0
     failed: int = 0
     started_at: float = field(default_factory=time.time)
+    damaged: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def finished(self) -> int:
@@ -78,25 +83,31 @@ def plan_json(grid: Grid) -> str:
 
 
 def run_grid(grid: Grid, store: ResultStore, executor: Executor, *, retry_failed: bool = False,
-             on_event: Callable[[GridEvent], None] | None = None) -> GridProgress:
+             on_event: Callable[[GridEvent], None] | None = None, threads_per_run: int = 1) -> GridProgress:
     """Compute the grid's unfinished runs into ``store``; return the counts.
 
     Finished runs are skipped; failed ones are skipped unless ``retry_failed``.
-    Each outcome is committed as it arrives, so an interruption at any moment
-    loses at most the runs in flight.
+    Every run computes with ``threads_per_run`` torch threads, so the results
+    do not depend on the executor or its worker count. Damaged runs (see :meth:`ResultStore.verify`) are moved aside to
+    ``damaged/`` first, and recomputed when they belong to the grid. Each
+    outcome is committed as it arrives, so an interruption at any moment loses
+    at most the runs in flight.
     """
     emit = on_event or (lambda event: None)
     with store.writing():
+        finished, damaged = store.scan()
+        for key, reason in damaged.items():
+            moved = store.move_aside(key)
+            store.log("damaged", key=key, reason=reason, moved_to=moved.name)
         store.write_meta("grid.yaml", dump_grid(grid))
         store.write_meta("plan.json", plan_json(grid))
-        finished = store.finished_keys()
         failed = store.failed_keys()
         todo = [r for r in grid.runs if r.key not in finished and (retry_failed or r.key not in failed)]
         by_key = {r.key: r for r in todo}
         progress = GridProgress(
             total=len(grid), skipped=sum(r.key in finished for r in grid.runs),
             failed_before=sum(r.key in failed and r.key not in finished for r in grid.runs) if not retry_failed else 0,
-            to_run=len(todo),
+            to_run=len(todo), damaged=sorted(damaged.items()),
         )
         store.log("grid", total=progress.total, to_run=progress.to_run, skipped=progress.skipped,
                   executor=type(executor).__name__, workers=executor.workers)
@@ -105,7 +116,7 @@ def run_grid(grid: Grid, store: ResultStore, executor: Executor, *, retry_failed
         def tasks() -> Any:
             for r in todo:
                 store.log("start", key=r.key)
-                yield RunTask(r.key, r.config.to_dict(), r.label)
+                yield RunTask(r.key, r.config.to_dict(), r.label, threads=threads_per_run)
 
         progress.started_at = time.time()
         outcomes = executor.run(tasks())
@@ -114,8 +125,10 @@ def run_grid(grid: Grid, store: ResultStore, executor: Executor, *, retry_failed
                 run = by_key[outcome.key]
                 summary = None
                 if outcome.ok:
-                    store.commit(outcome.key, outcome.files, wall_s=round(outcome.wall_s, 3), worker=outcome.worker,
-                                 label=run.label)
+                    if not store.commit(outcome.key, outcome.files, wall_s=round(outcome.wall_s, 3),
+                                        worker=outcome.worker, label=run.label):
+                        raise ResultsError(f"results directory {store.root}: run {outcome.key} appeared in runs/ "
+                                           "while this grid computed it; is another process writing there?")
                     store.log("done", key=outcome.key, wall_s=round(outcome.wall_s, 3))
                     progress.done += 1
                     try:

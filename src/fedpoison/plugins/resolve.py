@@ -29,12 +29,11 @@ from fedpoison.config import (
     parse_mapping,
     to_config_error,
 )
+from fedpoison.config_checks import check_ranges
 from fedpoison.errors import ConfigError
 from fedpoison.plugins.families import registries
 from fedpoison.plugins.loading import absolute_specs, load_plugins
 from fedpoison.registry import Entry, Registry, suggest
-
-_KNOWLEDGE_ORDER = ("local", "omniscient", "defense_aware")
 
 
 def load_config(
@@ -171,14 +170,17 @@ def resolve_config(cfg: ExperimentConfig) -> ExperimentConfig:
                 message = check(resolved)
                 if message:
                     raise ConfigError(message)
+    check_ranges(resolved)  # finite floats in a computable range; partitions that split
     return resolved
 
 
 def _check_knowledge(cfg: ExperimentConfig, attack: list[Entry[Any]]) -> None:
     if not attack:
         return
+    from fedpoison.attacks.base import Knowledge  # the one order: local < omniscient < defense_aware
+
     needed = attack[0].meta.get("knowledge")
-    if needed in _KNOWLEDGE_ORDER and _KNOWLEDGE_ORDER.index(needed) > _KNOWLEDGE_ORDER.index(cfg.attack.knowledge):
+    if needed in set(Knowledge) and Knowledge(needed).level > Knowledge(cfg.attack.knowledge).level:
         raise ConfigError(
             f"attack.knowledge: attack '{cfg.attack.name}' needs at least '{needed}' knowledge, the threat "
             f"model allows '{cfg.attack.knowledge}' (set attack.knowledge={needed})"

@@ -8,12 +8,23 @@ through the ordinary grid machinery and writes the comparison report
 (:mod:`.compare`, :mod:`.report`).
 """
 
-from fedpoison.reproductions.collect import Collected, collect
-from fedpoison.reproductions.compare import CellResult, compare, verdict
-from fedpoison.reproductions.report import write_report
-from fedpoison.reproductions.spec import Reproduction, available, cells, load_reproduction, reproduction_grid
+from __future__ import annotations
 
-__all__ = [
-    "CellResult", "Collected", "Reproduction", "available", "cells", "collect", "compare", "load_reproduction",
-    "reproduction_grid", "verdict", "write_report",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Collected": "collect", "collect": "collect",
+    "CellResult": "compare", "compare": "compare", "verdict": "compare",
+    "write_report": "report",
+    "Reproduction": "spec", "available": "spec", "cells": "spec", "load_reproduction": "spec",
+    "reproduction_grid": "spec",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Load the submodules on first use (the CLI's ``--help`` imports this package)."""
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"fedpoison.reproductions.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'fedpoison.reproductions' has no attribute {name!r}")

@@ -12,11 +12,11 @@ from typing import Any
 from fedpoison.cli import command, console
 from fedpoison.errors import ConfigError
 
+#: The scales every reproduction file defines (``spec.SCALES``; not imported here, to keep ``--help`` light).
+SCALES = ("smoke", "cpu", "paper")
+
 
 def _configure(p: argparse.ArgumentParser) -> None:
-    from fedpoison.experiments.executor import EXECUTORS
-    from fedpoison.reproductions.spec import SCALES
-
     p.add_argument("name", nargs="?", help="reproduction name (see --list) or a reproduction YAML file")
     p.add_argument("--list", action="store_true", help="list the reproductions and exit")
     p.add_argument("--scale", default="cpu", choices=SCALES,
@@ -24,7 +24,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="results directory (default runs/repro/<name>-<scale>)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="worker processes (default: one per core; 0 = this process)")
-    p.add_argument("--executor", default="local", choices=EXECUTORS.names(), help="where runs are computed")
+    p.add_argument("--executor", default="local", metavar="NAME",
+                   help="where runs are computed: local (default), inline (this process) or ray")
     p.add_argument("--address", default=None, metavar="auto|HOST:PORT", help="--executor ray: the cluster to use")
     p.add_argument("--cpus-per-run", type=float, default=1.0, help="--executor ray: CPUs each run declares")
     p.add_argument("--gpus-per-run", type=float, default=0.0, help="--executor ray: GPUs (or a fraction) per run")
@@ -57,6 +58,7 @@ def _list() -> int:
 
 @command("reproduce", "run a published result table as a grid and compare it cell by cell with the paper")
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    """Run (or with ``--compare-only`` only compare) a reproduction and write its report."""
     from fedpoison.experiments.grid import describe, expand_grid
     from fedpoison.reproductions.collect import collect
     from fedpoison.reproductions.compare import compare
@@ -80,8 +82,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     failed = 0
     if not args.compare_only:
         from fedpoison.experiments.cli import run_grid_cli
-        from fedpoison.experiments.executor import prestart
+        from fedpoison.experiments.executor import executor_class, prestart
 
+        executor_class(args.executor)  # an unknown name fails here, before any work
         if args.workers != 0:
             prestart(args.executor)
         options: dict[str, Any] = {}

@@ -63,7 +63,7 @@ class CellResult:
 
     @property
     def difference(self) -> float:
-        """fedpoison minus paper."""
+        """The difference: fedpoison's mean minus the paper's value."""
         return self.mean - self.paper
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from fedpoison.attacks import Attack
+from fedpoison.attacks.threat import choose_malicious
+from fedpoison.audit.base import Auditor
 from fedpoison.config import ExperimentConfig
 from fedpoison.data import Dataset, load_dataset, partition_clients
+from fedpoison.data.split_check import check_split
 from fedpoison.defenses import Defense, build_defense
 from fedpoison.models import ParamSpec
+from fedpoison.models.init import build_seeded, check_fits
 from fedpoison.models.paramspec import use_fast_layout_
 from fedpoison.plugins import section_entries
-from fedpoison.seeding import derive_seed, generator
-from fedpoison.training import LocalPlan, SequentialEngine
+from fedpoison.seeding import generator
+from fedpoison.training import Engine, LocalPlan, SequentialEngine
 
 
 def resolve_device(name: str) -> torch.device:
@@ -50,8 +53,8 @@ class Federation:
     malicious: Tensor
     attack: Attack | None
     defense: Defense
-    auditor: Any | None
-    engine: Any
+    auditor: Auditor | None
+    engine: Engine
     plan: LocalPlan
     root_index: Tensor | None
     eval_model: nn.Module
@@ -62,13 +65,13 @@ class Federation:
         return len(self.parts)
 
     def is_malicious(self, ids: Tensor) -> Tensor:
-        """bool mask: which of ``ids`` are malicious clients (ground truth; metrics only)."""
+        """Bool mask: which of ``ids`` are malicious clients (ground truth; metrics only)."""
         return torch.isin(ids, self.malicious)
 
 
-def make_engine(cfg: ExperimentConfig, model: nn.Module, spec: ParamSpec, plan: LocalPlan, device: torch.device) -> Any:
+def make_engine(cfg: ExperimentConfig, model: nn.Module, spec: ParamSpec, plan: LocalPlan, device: torch.device) -> Engine:
     """The local-training engine for ``local.engine``."""
-    name = cfg.local.engine
+    name: str = cfg.local.engine
     try:
         from fedpoison.training.batched import BatchedEngine, choose_engine
     except ImportError:
@@ -91,17 +94,24 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
     data = load_dataset(cfg.dataset, cfg.seed).to(device)
     parts = [p.to(device) for p in partition_clients(cfg.partition, data.y_train, cfg.clients.num,
                                                      generator(cfg.seed, "partition"))]
+    check_split(parts, len(data.y_train), cfg.clients.num, int(cfg.partition.params_dict().get("min_samples", 1)),
+                cfg.partition.name)
     sizes = torch.tensor([len(p) for p in parts], dtype=torch.float32, device=device)
 
     model_entry = entries["model"][0]
-    torch.manual_seed(derive_seed(cfg.seed, "init"))
-    model = model_entry.obj(data.input_shape, data.num_classes, cfg.model.params(model_entry.params)).to(device)
+    what = f"model.name={model_entry.name} on dataset.name={data.name}"
+    try:
+        model = build_seeded(lambda: model_entry.obj(data.input_shape, data.num_classes,
+                                                     cfg.model.params(model_entry.params)),
+                             generator(cfg.seed, "init"))
+    except (RuntimeError, ValueError, IndexError, ZeroDivisionError) as exc:
+        raise ConfigError(f"{what}: cannot build it for inputs {tuple(data.input_shape)} ({exc})") from None
+    check_fits(model, data.input_shape, data.num_classes, what)  # before any training
+    model = model.to(device)
     spec = ParamSpec.of(model)
     init_params = spec.flatten(model).to(device)
 
-    m = cfg.num_malicious
-    perm = torch.randperm(cfg.clients.num, generator=generator(cfg.seed, "malicious"))
-    malicious = torch.sort(perm[:m]).values.to(device)
+    malicious = choose_malicious(cfg.clients.num, cfg.num_malicious, cfg.seed).to(device)
 
     attack: Attack | None = None
     for entry in entries["attack"]:
@@ -113,9 +123,9 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
         )
     defense = build_defense(cfg.defense, f=cfg.expected_malicious_per_round)
 
-    auditor = None
-    for a_entry in entries["audit"]:
-        auditor = a_entry.obj(cfg.audit.params(a_entry.params), num_clients=cfg.clients.num)
+    from fedpoison.audit import build_auditor
+
+    auditor = build_auditor(cfg.audit, num_clients=cfg.clients.num)
 
     plan = LocalPlan(cfg.local.epochs, cfg.local.steps, cfg.local.batch_size, cfg.local.lr,
                      cfg.local.momentum, cfg.local.weight_decay)
