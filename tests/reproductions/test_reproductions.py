@@ -13,9 +13,9 @@ import yaml
 from fedpoison.cli import main
 from fedpoison.errors import ConfigError
 from fedpoison.experiments.grid import expand_grid
-from fedpoison.reproductions import available, cells, compare, load_reproduction, reproduction_grid, verdict
+from fedpoison.reproductions import available, cells, load_reproduction, reproduction_grid, verdict
 from fedpoison.reproductions.collect import final_metric
-from fedpoison.reproductions.compare import DISAGREES, NOT_RUN, SAME_DIRECTION, WITHIN
+from fedpoison.reproductions.compare import DISAGREES, NOT_RUN, SAME_DIRECTION, WITHIN, compare
 from fedpoison.reproductions.spec import cell_of_assignment
 
 NAMES = sorted(available())

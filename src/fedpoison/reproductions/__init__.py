@@ -13,9 +13,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# ``collect`` and ``compare`` are also the submodules' names: import those functions from the submodules.
 _EXPORTS = {
-    "Collected": "collect", "collect": "collect",
-    "CellResult": "compare", "compare": "compare", "verdict": "compare",
+    "Collected": "collect",
+    "CellResult": "compare", "verdict": "compare",
     "write_report": "report",
     "Reproduction": "spec", "available": "spec", "cells": "spec", "load_reproduction": "spec",
     "reproduction_grid": "spec",
