@@ -52,19 +52,45 @@ def _run_line(event: Any) -> str:
 
 
 def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, retry_failed: bool,
-                 quiet: bool = False, options: dict[str, Any] | None = None) -> Any:
-    """Run ``grid`` into ``out`` with one progress bar and a line per finished run; return the counts."""
+                 quiet: bool = False, options: dict[str, Any] | None = None,
+                 checkpoint_every: int | None = None) -> Any:
+    """Run ``grid`` into ``out`` with a progress bar and a line per finished run; return the counts.
+
+    The bar has one row for the grid (runs done, failed, ETA) and one per run in
+    flight (its round, accuracy and ETA), updated after every round.
+    """
+    from rich.markup import escape
+
     from fedpoison.experiments.executor import make_executor
-    from fedpoison.experiments.runner import run_grid
+    from fedpoison.experiments.runner import DEFAULT_CHECKPOINT_EVERY, run_grid
     from fedpoison.experiments.store import ResultStore
 
     store = ResultStore(out)
     n = workers if workers is not None else max(1, min(os.cpu_count() or 1, len(grid)))
     name = "inline" if n == 0 and executor == "local" else executor
-    with Progress(TextColumn("[bold]grid"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+    every = DEFAULT_CHECKPOINT_EVERY if checkpoint_every is None else checkpoint_every
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[unit]}"), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), console=console, disable=quiet, transient=False) as bar, \
             make_executor(name, workers=max(n, 1), **(options or {})) as ex:
-        task = bar.add_task("grid", total=len(grid), info="")
+        task = bar.add_task("[bold]grid", total=len(grid), info="", unit="runs")
+        rows: dict[str, Any] = {}  # key -> (bar task, first report time, round of that report)
+
+        def run_row(event: Any) -> None:
+            rep, key = event.report, event.run.key
+            if key not in rows:
+                label = escape(event.run.label if len(event.run.label) <= 48 else event.run.label[:47] + "…")
+                rows[key] = (bar.add_task(f"  {label}", total=rep["rounds"], info="", unit="rounds"),
+                             time.time(), int(rep.get("resumed_from", 0)))
+            row, t0, r0 = rows[key]
+            bits = []
+            if "test_accuracy" in rep:
+                bits.append(f"acc {rep['test_accuracy']:.3f}")
+            if rep["round"] > r0:
+                bits.append(_eta((time.time() - t0) / (rep["round"] - r0) * (rep["rounds"] - rep["round"])))
+            if r0:
+                bits.append(f"(resumed at round {r0})")
+            bar.update(row, completed=rep["round"], info="  ".join(bits))
 
         def on_event(event: Any) -> None:
             p = event.progress
@@ -78,17 +104,23 @@ def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, re
                 if grid.merged:
                     bits.append(f"{grid.merged} duplicate configs merged")
                 if not quiet:
-                    bar.console.print(f"grid [bold]{grid.name}[/bold] -> {out}: " + ", ".join(bits)
-                                      + f"; executor {name}, {ex.workers} worker(s)", soft_wrap=True)
+                    bar.console.print(f"grid [bold]{escape(grid.name)}[/bold] -> {escape(str(out))}: "
+                                      + ", ".join(bits) + f"; executor {name}, {ex.workers} worker(s)",
+                                      soft_wrap=True)
                 bar.update(task, completed=p.skipped + p.failed_before, info=info)
+            elif event.kind == "round":
+                run_row(event)
+                bar.update(task, info=info)
             elif event.kind == "run":
+                if event.run.key in rows:
+                    bar.remove_task(rows.pop(event.run.key)[0])
                 if not quiet:
                     bar.console.print(_run_line(event), highlight=False, soft_wrap=True)
                 bar.update(task, completed=p.skipped + p.failed_before + p.finished, info=info)
             else:
                 bar.update(task, info=f"failed {p.failed + p.failed_before}")
 
-        return run_grid(grid, store, ex, retry_failed=retry_failed, on_event=on_event)
+        return run_grid(grid, store, ex, retry_failed=retry_failed, on_event=on_event, checkpoint_every=every)
 
 
 # ---- grid --------------------------------------------------------------------------
@@ -106,6 +138,9 @@ def _configure_grid(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus-per-run", type=float, default=0.0,
                    help="--executor ray: GPUs (or a fraction) each non-CPU run declares")
     p.add_argument("--retry-failed", action="store_true", help="rerun the runs that failed before")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="K",
+                   help="checkpoint each run every K rounds, so a killed grid resumes its runs in progress "
+                        "(default 10; 0 = never)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key in every run, e.g. --set dataset.name=fashion-mnist")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
@@ -117,6 +152,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from fedpoison.experiments.executor import prestart
     from fedpoison.experiments.grid import describe, load_grid
 
+    if args.checkpoint_every is not None and args.checkpoint_every < 0:
+        raise ConfigError(f"--checkpoint-every: expected an integer >= 0, got {args.checkpoint_every}")
     if not args.dry_run and args.workers != 0:
         prestart(args.executor)
     grid = load_grid(args.grid, args.overrides)
@@ -134,7 +171,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
     elif args.address is not None:
         raise ConfigError(f"--address: only used with --executor ray, got --executor {args.executor}")
     progress = run_grid_cli(grid, out, workers=args.workers, executor=args.executor,
-                            retry_failed=args.retry_failed, quiet=args.quiet, options=options)
+                            retry_failed=args.retry_failed, quiet=args.quiet, options=options,
+                            checkpoint_every=args.checkpoint_every)
     failed = progress.failed + progress.failed_before
     console.print(f"{progress.skipped + progress.done}/{progress.total} runs finished, {failed} failed; "
                   f"results in [bold]{out}[/bold]", soft_wrap=True)

@@ -81,6 +81,8 @@ class RayExecutor(Executor):
                 src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
                 ray.init(num_cpus=self.workers, runtime_env={"env_vars": {"PYTHONPATH": src}}, **kwargs)
             self._owns = True
+        #: A private local instance runs on this machine, so its runs can checkpoint into the output folder.
+        self.shares_files = not address
         self.cpus_per_run = cpus_per_run
         self.gpus_per_run = gpus_per_run
         self._fn = ray.remote(_execute_in_ray)

@@ -9,6 +9,9 @@ Layout of a results directory ``DIR``::
     DIR/failed/<key>/           a failed run: config.yaml, error.txt, FAILED.json
     DIR/events.jsonl            one line per start, finish and failure (append-only)
     DIR/.staging/               directories being written (removed at the next start)
+    DIR/.staging/checkpoints/<key>/  the last checkpoint of a run in progress (kept across
+                                invocations, so a killed grid resumes the run; removed when
+                                the run commits)
     DIR/.lock                   held (flock) by the grid writing into DIR
 
 **The invariant**: ``runs/<key>/`` exists only complete. A run's files are
@@ -50,6 +53,8 @@ DONE = "DONE.json"
 FAILED_MARK = "FAILED.json"
 EVENTS = "events.jsonl"
 LOCK = ".lock"
+#: Folder under staging that holds the checkpoints of runs in progress.
+CHECKPOINTS = "checkpoints"
 #: Files every finished run has (besides DONE.json).
 RUN_FILES = ("config.yaml", "history.csv", "summary.json")
 
@@ -124,6 +129,8 @@ class ResultStore:
             for d in (self.runs_dir, self.failed_dir, self.staging_dir):
                 d.mkdir(exist_ok=True)
             for stale in self.staging_dir.iterdir():
+                if stale.name == CHECKPOINTS:
+                    continue  # the runs in progress resume from these
                 shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
             yield self
         finally:
@@ -170,6 +177,14 @@ class ResultStore:
         err = d / "error.txt"
         rec["error"] = err.read_text() if err.is_file() else rec.get("error", "")
         return rec
+
+    def checkpoint_dir(self, key: str) -> Path:
+        """Where a run in progress keeps its checkpoint: ``.staging/checkpoints/<key>/``.
+
+        It survives a killed grid (the next invocation resumes the run from it)
+        and is removed when the run commits.
+        """
+        return self.staging_dir / CHECKPOINTS / key
 
     def plan(self) -> list[dict[str, Any]]:
         """The grid's runs as stored in ``plan.json`` (empty when there is none)."""
@@ -235,13 +250,26 @@ class ResultStore:
         except OSError as exc:
             shutil.rmtree(stage, ignore_errors=True)
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) or target.exists():
+                self.drop_checkpoint(key)
                 return False
             raise
         _fsync_dir(self.runs_dir)
         old = self.failed_dir / key
         if old.exists():
             self._remove(old)
+        self.drop_checkpoint(key)
         return True
+
+    def drop_checkpoint(self, key: str) -> None:
+        """Remove a run's checkpoint folder, if any (its run has committed)."""
+        ckpt = self.checkpoint_dir(key)
+        if ckpt.exists():
+            self._remove(ckpt)
+
+    def tidy_checkpoints(self) -> None:
+        """Remove the checkpoints folder when no run in progress has one left."""
+        with contextlib.suppress(OSError):
+            (self.staging_dir / CHECKPOINTS).rmdir()
 
     def record_failure(self, key: str, *, config_yaml: str, error: str, **info: Any) -> None:
         """Store a failed run's config and error text as ``failed/<key>/`` (replacing an older one)."""
