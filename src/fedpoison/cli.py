@@ -52,6 +52,8 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
                    help="write an atomic checkpoint every K rounds into --out")
     p.add_argument("--resume", type=Path, default=None, metavar="DIR",
                    help="continue the run checkpointed in DIR")
+    p.add_argument("--track", default=None, metavar="NAME[,NAME]",
+                   help="log the run to experiment trackers: tensorboard, mlflow, wandb (into --out)")
 
 
 def summary_table(summary: dict[str, Any], title: str = "Summary") -> Table:
@@ -66,10 +68,10 @@ def summary_table(summary: dict[str, Any], title: str = "Summary") -> Table:
 
 @command("run", "run one experiment and write its results")
 def cmd_run(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from fedpoison.config import load_config
+    from fedpoison.progress import round_bar
     from fedpoison.simulation.checkpoint import run_with_checkpoints
+    from fedpoison.tracking import RunTrackers, parse_track
 
     if args.resume is not None:
         from fedpoison.simulation.checkpoint import load_checkpoint_config
@@ -79,21 +81,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config, args.overrides)
         out = args.out or Path("runs") / f"run-{cfg.key()}"
-    with Progress(
-        TextColumn("[bold]round {task.completed}/{task.total}"), BarColumn(),
-        TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(),
-        console=console, disable=args.quiet, transient=False,
-    ) as bar:
-        task = bar.add_task("rounds", total=cfg.rounds, metrics="")
+    names = parse_track(args.track, cfg.track)
+    with RunTrackers.open(names, folder=out, config=cfg, name=out.name) as trackers, \
+            round_bar(cfg.rounds, console=console, disable=args.quiet) as bar:
 
         def progress(record: dict[str, Any]) -> None:
-            acc = record.get("test_accuracy")
-            text = f"acc {acc:.3f}  loss {record['test_loss']:.3f}" if acc is not None else ""
-            bar.update(task, completed=record["round"] + 1, metrics=text)
+            bar(record)
+            trackers.log_record(record)
 
         result = run_with_checkpoints(cfg, out=out, every=args.checkpoint_every, resume=args.resume is not None,
                                       progress=progress)
-    result.save(out)
+        result.save(out)
+        trackers.finish(result.summary)
     console.print(summary_table(result.summary))
     filtering = bool(_registries()["defenses"].get(cfg.defense.name).meta.get("filters"))
     if cfg.attack.name != "none" and (cfg.audit.name != "none" or filtering):

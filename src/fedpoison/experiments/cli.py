@@ -53,17 +53,19 @@ def _run_line(event: Any) -> str:
 
 def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, retry_failed: bool,
                  quiet: bool = False, options: dict[str, Any] | None = None,
-                 checkpoint_every: int | None = None) -> Any:
+                 checkpoint_every: int | None = None, track: list[str] | None = None) -> Any:
     """Run ``grid`` into ``out`` with a progress bar and a line per finished run; return the counts.
 
     The bar has one row for the grid (runs done, failed, ETA) and one per run in
-    flight (its round, accuracy and ETA), updated after every round.
+    flight (its round, accuracy and ETA), updated after every round. ``track``
+    names experiment trackers that log each run as it commits.
     """
     from rich.markup import escape
 
     from fedpoison.experiments.executor import make_executor
     from fedpoison.experiments.runner import DEFAULT_CHECKPOINT_EVERY, run_grid
     from fedpoison.experiments.store import ResultStore
+    from fedpoison.tracking import GridTracking
 
     store = ResultStore(out)
     n = workers if workers is not None else max(1, min(os.cpu_count() or 1, len(grid)))
@@ -74,6 +76,7 @@ def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, re
                   TimeElapsedColumn(), console=console, disable=quiet, transient=False) as bar, \
             make_executor(name, workers=max(n, 1), **(options or {})) as ex:
         task = bar.add_task("[bold]grid", total=len(grid), info="", unit="runs")
+        tracking = GridTracking(track or [], folder=out, experiment=grid.name)
         rows: dict[str, Any] = {}  # key -> (bar task, first report time, round of that report)
 
         def run_row(event: Any) -> None:
@@ -93,6 +96,7 @@ def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, re
             bar.update(row, completed=rep["round"], info="  ".join(bits))
 
         def on_event(event: Any) -> None:
+            tracking(event)
             p = event.progress
             info = f"failed {p.failed + p.failed_before}  {_eta(p.eta_s())}"
             if event.kind == "start":
@@ -143,6 +147,8 @@ def _configure_grid(p: argparse.ArgumentParser) -> None:
                         "(default 10; 0 = never)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key in every run, e.g. --set dataset.name=fashion-mnist")
+    p.add_argument("--track", default=None, metavar="NAME[,NAME]",
+                   help="log each finished run to experiment trackers: tensorboard, mlflow, wandb (into --out)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-run lines")
 
@@ -170,9 +176,12 @@ def cmd_grid(args: argparse.Namespace) -> int:
         options = {"address": args.address, "cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run}
     elif args.address is not None:
         raise ConfigError(f"--address: only used with --executor ray, got --executor {args.executor}")
+    from fedpoison.tracking import parse_track
+
+    track = parse_track(args.track, *(r.config.track for r in grid.runs))
     progress = run_grid_cli(grid, out, workers=args.workers, executor=args.executor,
                             retry_failed=args.retry_failed, quiet=args.quiet, options=options,
-                            checkpoint_every=args.checkpoint_every)
+                            checkpoint_every=args.checkpoint_every, track=track)
     failed = progress.failed + progress.failed_before
     console.print(f"{progress.skipped + progress.done}/{progress.total} runs finished, {failed} failed; "
                   f"results in [bold]{out}[/bold]", soft_wrap=True)

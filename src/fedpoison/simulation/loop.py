@@ -273,24 +273,27 @@ def run(
     config: ExperimentConfig | dict[str, Any] | str | None = None,
     *,
     overrides: list[str] | dict[str, Any] = (),  # type: ignore[assignment]
-    progress: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool | Callable[[dict[str, Any]], None] | None = None,
 ) -> RunResult:
     """Run one experiment and return its :class:`~fedpoison.simulation.result.RunResult`.
 
     ``config`` is an :class:`ExperimentConfig`, a dict, a YAML path, or ``None``
     for the defaults; ``overrides`` are ``key=value`` strings or a dotted-key
-    mapping. ``progress`` is called with each round's record.
+    mapping. ``progress=True`` draws a bar on stderr (round, accuracy, ETA); a
+    callable is called with each round's record.
     """
+    from fedpoison.progress import round_callback
     from fedpoison.simulation.result import make_result
 
     cfg = config if isinstance(config, ExperimentConfig) and not overrides else load_config(config, overrides)
     start = time.perf_counter()
-    fed = build_federation(cfg)
-    state = LoopState(params=fed.init_params.clone())
-    setup_s = time.perf_counter() - start
-    while state.round < cfg.rounds and state.diverged_round is None:
-        record = run_round(fed, state)
-        if progress is not None:
-            progress(record)
+    with round_callback(progress, cfg.rounds) as on_round:
+        fed = build_federation(cfg)
+        state = LoopState(params=fed.init_params.clone())
+        setup_s = time.perf_counter() - start
+        while state.round < cfg.rounds and state.diverged_round is None:
+            record = run_round(fed, state)
+            if on_round is not None:
+                on_round(record)
     result: RunResult = make_result(fed, state, setup_s=setup_s)
     return result
