@@ -69,6 +69,7 @@ def summary_table(summary: dict[str, Any], title: str = "Summary") -> Table:
 @command("run", "run one experiment and write its results")
 def cmd_run(args: argparse.Namespace) -> int:
     from fedpoison.config import load_config
+    from fedpoison.config_checks import check_run_config
     from fedpoison.progress import round_bar
     from fedpoison.simulation.checkpoint import run_with_checkpoints
     from fedpoison.tracking import RunTrackers, parse_track
@@ -80,6 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         out = args.resume
     else:
         cfg = load_config(args.config, args.overrides)
+        check_run_config(cfg)
         out = args.out or Path("runs") / f"run-{cfg.key()}"
     names = parse_track(args.track, cfg.track)
     with RunTrackers.open(names, folder=out, config=cfg, name=out.name) as trackers, \
@@ -240,6 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; fedpoison errors exit 2 with one message and no traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from fedpoison.config_checks import print_config_warnings
+
+    print_config_warnings(err_console)
     try:
         return int(args.handler(args))
     except FedPoisonError as exc:

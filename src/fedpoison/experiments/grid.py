@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ from fedpoison.config import (
     set_dotted,
     validate_config,
 )
+from fedpoison.config_checks import ConfigWarning, check_run_config
 from fedpoison.errors import ConfigError
 from fedpoison.registry import suggest
 
@@ -191,6 +193,7 @@ def expand_grid(data: Mapping[str, Any], overrides: Iterable[str] | Mapping[str,
         n = len(next(iter(group.values())))
         dims.append([{k: group[k][i] for k in group} for i in range(n)])
     defaults = ExperimentConfig.model_validate({}).to_dict()
+    noted: dict[str, None] = {}  # warnings about settings the grid does not vary (varied ones are deliberate)
     runs: list[GridRun] = []
     keys: set[str] = set()
     merged = excluded = 0
@@ -210,6 +213,7 @@ def expand_grid(data: Mapping[str, Any], overrides: Iterable[str] | Mapping[str,
             continue
         try:
             cfg = validate_config(merged_cfg)
+            noted.update(dict.fromkeys(w.message for w in check_run_config(cfg, varied=set(seen), emit=False)))
         except ConfigError as exc:
             if first_error is None:
                 first_error = (assignment, exc)
@@ -235,6 +239,8 @@ def expand_grid(data: Mapping[str, Any], overrides: Iterable[str] | Mapping[str,
         raise fail(f"run ({shown}): {error}{hint}")
     if not runs:
         raise fail("the exclude rules leave no run")
+    for message in noted:
+        warnings.warn(f"{where}: {message}", ConfigWarning, stacklevel=2)
     source = {k: copy.deepcopy(data[k]) for k in GRID_KEYS if k in data}
     source["base"] = base
     if ov_items:

@@ -282,10 +282,12 @@ def run(
     mapping. ``progress=True`` draws a bar on stderr (round, accuracy, ETA); a
     callable is called with each round's record.
     """
+    from fedpoison.config_checks import check_run_config
     from fedpoison.progress import round_callback
     from fedpoison.simulation.result import make_result
 
     cfg = config if isinstance(config, ExperimentConfig) and not overrides else load_config(config, overrides)
+    check_run_config(cfg)  # an attack with no attackers is an error; settings that do nothing warn
     start = time.perf_counter()
     with round_callback(progress, cfg.rounds) as on_round:
         fed = build_federation(cfg)
