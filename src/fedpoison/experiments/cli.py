@@ -197,11 +197,18 @@ cmd_grid.configure = _configure_grid  # type: ignore[attr-defined]
 def _configure_results(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", type=Path, help="results directory written by `fedpoison grid`")
     p.add_argument("--format", default="markdown", choices=["csv", "parquet", "markdown"],
-                   help="markdown: the mean ± std table on stdout; csv/parquet: runs, rounds and seeds tables")
+                   help="markdown: the mean ± spread table on stdout; csv/parquet: runs, rounds and seeds tables")
     p.add_argument("--out", "-o", type=Path, default=None,
                    help="where to write (csv/parquet: a folder, default DIR/tables; markdown: a file)")
     p.add_argument("--last-k", type=int, default=None, help="evaluations averaged into final numbers")
     p.add_argument("--target", type=float, default=None, help="target accuracy for rounds-to-target")
+    _add_stat(p)
+
+
+def _add_stat(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stat", default="std", choices=["std", "sem", "ci95"],
+                   help="spread next to each mean over seeds: std (default), sem (standard error) or ci95 "
+                        "(95%% confidence interval half-width, Student's t)")
 
 
 @command("results", "export a results directory as tables (csv, parquet, markdown)")
@@ -210,7 +217,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
     results = load(args.dir, last_k=args.last_k, target=args.target)
     if args.format == "markdown":
-        text = export(results, "markdown", args.out)
+        text = export(results, "markdown", args.out, stat=args.stat)
         if args.out is None:
             print(text, end="")
         else:
@@ -229,16 +236,18 @@ cmd_results.configure = _configure_results  # type: ignore[attr-defined]
 def _configure_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", type=Path, help="results directory written by `fedpoison grid`")
     p.add_argument("-o", "--out", type=Path, default=None, help="report folder (default DIR/report)")
+    _add_stat(p)
 
 
-def attack_defense_table(results: Any) -> Table:
-    """Final accuracy (and ASR for targeted attacks), attack x defense, mean ± std over seeds."""
+def attack_defense_table(results: Any, stat: str = "std") -> Table:
+    """Final accuracy (and ASR for targeted attacks), attack x defense, mean ± ``stat`` over seeds."""
     from fedpoison.results.export import format_mean_std
+    from fedpoison.results.stats import STAT_LABELS, spread
 
     runs = results.runs
     attacks = list(dict.fromkeys(runs["attack_label"]))
     defenses = list(dict.fromkeys(runs["defense_label"]))
-    table = Table(title="final accuracy (ASR for backdoors), mean ± std over seeds")
+    table = Table(title=f"final accuracy (ASR for backdoors), {STAT_LABELS[stat]}")
     table.add_column("attack \\ defense", style="bold")
     for d in defenses:
         table.add_column(d, justify="right")
@@ -251,7 +260,7 @@ def attack_defense_table(results: Any) -> Table:
                 cells.append("–")
                 continue
             acc = sub["final_accuracy"].astype(float)
-            text = format_mean_std(float(acc.mean()), float(acc.std(ddof=1)) if len(sub) > 1 else math.nan)
+            text = format_mean_std(float(acc.mean()), spread(acc, stat))
             if "diverged" in sub and sub["diverged"].astype(bool).any():
                 text = "diverged" if acc.isna().all() else text + " (div.)"
             if has_asr and sub["attack_success_rate"].notna().any():
@@ -269,8 +278,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     results = load(args.dir)
     out = args.out or args.dir / "report"
-    report = write_report(args.dir, out, results=results, findings=check_findings(results))
-    print_wide(attack_defense_table(results))
+    report = write_report(args.dir, out, results=results, findings=check_findings(results), stat=args.stat)
+    print_wide(attack_defense_table(results, args.stat))
     console.print(f"{len(report.figures)} figures in {out / 'figures'}, {len(report.tables)} tables in "
                   f"{out / 'tables'}")
     console.print(f"report: [bold]{report.html}[/bold]", soft_wrap=True)

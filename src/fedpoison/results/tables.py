@@ -33,6 +33,7 @@ import yaml
 from fedpoison.errors import ResultsError
 from fedpoison.experiments.store import DONE, ResultStore
 from fedpoison.metrics.summary import LAST_K, TARGET_ACCURACY, summarize
+from fedpoison.results.stats import STATS, spread
 
 #: Config columns that never identify a group of seeds.
 _NOT_GROUPING = {"key", "seed"}
@@ -287,12 +288,13 @@ def group_columns(results: Results) -> list[str]:
 
 
 def aggregate_seeds(results: Results, metrics: list[str] | None = None) -> pd.DataFrame:
-    """One row per configuration: ``<metric>_mean``, ``<metric>_std`` (ddof=1) and ``n_seeds``.
+    """One row per configuration: ``<metric>_mean``, ``<metric>_std`` (ddof=1), ``<metric>_sem``,
+    ``<metric>_ci95`` (:mod:`fedpoison.results.stats`) and ``n_seeds``.
 
     Configurations are the distinct values of :func:`group_columns`. NaN values
     (e.g. no rounds-to-target because the target was never reached) are left
     out of the mean; ``<metric>_n`` counts the values used where it differs
-    from ``n_seeds``. A single seed gives a NaN std.
+    from ``n_seeds``. A single seed gives NaN spreads.
     """
     runs = results.runs
     metrics = metrics or results.metric_columns
@@ -305,7 +307,8 @@ def aggregate_seeds(results: Results, metrics: list[str] | None = None) -> pd.Da
         for m in metrics:
             col = pd.to_numeric(group[m], errors="coerce")
             row[f"{m}_mean"] = float(col.mean()) if col.notna().any() else math.nan
-            row[f"{m}_std"] = float(col.std(ddof=1)) if col.notna().sum() > 1 else math.nan
+            for stat in STATS:
+                row[f"{m}_{stat}"] = spread(col, stat)
             if col.notna().sum() != len(group):
                 row[f"{m}_n"] = int(col.notna().sum())
         if "diverged" in group:
