@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 import sys
 from pathlib import Path
 from typing import Any
@@ -135,10 +136,58 @@ def test_grid_runs_are_logged_when_they_commit(tmp_path: Path) -> None:
     assert client.get_experiment_by_name("tracked") is not None
 
 
-def test_wandb_offline_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _wandb_records(path: Path) -> list[bytes]:
+    """The records of a W&B offline run file (a LevelDB-style log: 32 KiB blocks of chunks)."""
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", "not a W&B run file"
+    pos, block, out, parts = 7, 32768, [], b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # a block's tail too short for a chunk header is padding
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if length == 0 and kind == 0:
+            pos += left
+            continue
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind == 1:  # full
+            out.append(chunk)
+        elif kind == 2:  # first
+            parts = chunk
+        elif kind == 3:  # middle
+            parts += chunk
+        elif kind == 4:  # last
+            out.append(parts + chunk)
+    return out
+
+
+def test_wandb_offline_run_equals_history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("wandb", reason="wandb is not installed (pip install 'fedpoison[wandb]')")
+    from wandb.proto import wandb_internal_pb2
+
     monkeypatch.setenv("WANDB_SILENT", "true")
     out = tmp_path / "run"
     assert main(["run", *SMALL, "--out", str(out), "--quiet", "--track", "wandb"]) == 0
-    runs = list((out / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+    (run_file,) = list((out / "wandb").glob("offline-run-*/run-*.wandb"))
+    logged: dict[str, dict[int, float]] = {}
+    config: dict[str, Any] = {}
+    for raw in _wandb_records(run_file):
+        rec = wandb_internal_pb2.Record()
+        rec.ParseFromString(raw)
+        kind = rec.WhichOneof("record_type")
+        if kind == "history":
+            step = rec.history.step.num
+            for item in rec.history.item:
+                name = item.key or "/".join(item.nested_key)
+                if not name.startswith("_"):
+                    logged.setdefault(name, {})[step] = float(json.loads(item.value_json))
+        elif kind == "run":
+            config = {i.key: json.loads(i.value_json) for i in rec.run.config.update}
+    kinds = [wandb_internal_pb2.Record.FromString(r).WhichOneof("record_type") for r in _wandb_records(run_file)]
+    assert logged == _columns(pd.read_csv(out / "history.csv")), (kinds, run_file.stat().st_size)
+    def value(v: Any) -> Any:  # W&B may wrap config values as {"value": ...}
+        return v["value"] if isinstance(v, dict) and set(v) == {"value"} else v
+
+    assert value(config["rounds"]) == 3 and value(config["attack"])["name"] == "none"
