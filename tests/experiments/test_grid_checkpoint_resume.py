@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -158,3 +159,23 @@ def test_checkpoint_every_must_be_a_count(tmp_path: Path, capsys: pytest.Capture
     err = capsys.readouterr().err
     assert "--checkpoint-every: expected an integer >= 0, got -1" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_the_bar_has_a_row_per_run_in_flight_with_its_round(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    import fedpoison.experiments.cli as grid_cli
+
+    screen = io.StringIO()
+    monkeypatch.setattr(grid_cli, "console", Console(file=screen, force_terminal=True, width=160,
+                                                      color_system=None))
+    grid = expand_grid({"name": "bar", "base": {**TINY, "rounds": 3}, "axes": {"seed": [0, 1]}})
+    progress = grid_cli.run_grid_cli(grid, tmp_path / "out", workers=0, executor="local", retry_failed=False)
+    assert progress.done == 2
+    text = screen.getvalue()
+    for seed in (0, 1):
+        for r in (1, 2, 3):  # the run's own row, at each of its rounds
+            assert re.search(rf"seed={seed}\s.*\s{r}/3 rounds", text), (seed, r)
+    assert "2/2 runs" in text and "done   [2/2] seed=1" in text

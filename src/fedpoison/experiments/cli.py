@@ -93,7 +93,7 @@ def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, re
                 bits.append(_eta((time.time() - t0) / (rep["round"] - r0) * (rep["rounds"] - rep["round"])))
             if r0:
                 bits.append(f"(resumed at round {r0})")
-            bar.update(row, completed=rep["round"], info="  ".join(bits))
+            bar.update(row, completed=rep["round"], info="  ".join(bits), refresh=True)
 
         def on_event(event: Any) -> None:
             tracking(event)
