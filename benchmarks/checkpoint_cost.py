@@ -33,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     before = machine()
 
-    from fedpoison.config import load_config
+    from fedpoison.plugins import load_config
     from fedpoison.experiments.runner import DEFAULT_CHECKPOINT_EVERY
     from fedpoison.simulation.checkpoint import CHECKPOINT, save_checkpoint
     from fedpoison.simulation.federation import build_federation

@@ -43,7 +43,7 @@ def child(overrides: list[str]) -> None:
     import torch
 
     import fedpoison  # noqa: F401
-    from fedpoison.config import load_config
+    from fedpoison.plugins import load_config
     from fedpoison.simulation.federation import build_federation
     from fedpoison.simulation.loop import LoopState, run_round
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedpoison.config import DatasetConfig
+from fedpoison.config import DatasetSection
 from fedpoison.data import DATASETS, load_dataset
 from fedpoison.data import files as data_files
 from fedpoison.errors import DataError
@@ -57,8 +57,8 @@ def make_idx_set(folder: Path, *, compress: bool = True, n_train: int = 20, n_te
     return arrays
 
 
-def cfg(name: str, path: Path) -> DatasetConfig:
-    return DatasetConfig(name=name, path=str(path))
+def cfg(name: str, path: Path) -> DatasetSection:
+    return DatasetSection(name=name, path=str(path))
 
 
 def assert_matches(ds, arrays: dict[str, np.ndarray], channels: int = 1) -> None:
@@ -78,7 +78,7 @@ def assert_matches(ds, arrays: dict[str, np.ndarray], channels: int = 1) -> None
     assert ds.num_classes == 10
 
 
-def assert_data_error(config: DatasetConfig, path: Path, *patterns: str) -> str:
+def assert_data_error(config: DatasetSection, path: Path, *patterns: str) -> str:
     """Loading ``config`` raises DataError naming ``path`` and matching every pattern."""
     with pytest.raises(DataError) as info:
         load_dataset(config)
@@ -194,7 +194,7 @@ def test_default_mnist_folder_error(tmp_path: Path) -> None:
     default = Path("/usr/share/datasets/mnist")
     if default.exists():
         pytest.skip(f"{default} exists")
-    assert_data_error(DatasetConfig(name="mnist"), default, "default folder", "download", "dataset.path")
+    assert_data_error(DatasetSection(name="mnist"), default, "default folder", "download", "dataset.path")
 
 
 # --- CIFAR-10 ----------------------------------------------------------------------------------------------
@@ -285,7 +285,7 @@ def test_registered_with_shapes() -> None:
 @pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Fashion-MNIST not installed (apt-get install "
                     "dataset-fashion-mnist)")
 def test_real_fashion_mnist() -> None:
-    ds = load_dataset(DatasetConfig(name="fashion-mnist"))
+    ds = load_dataset(DatasetSection(name="fashion-mnist"))
     assert ds.x_train.shape == (60000, 1, 28, 28)
     assert ds.x_test.shape == (10000, 1, 28, 28)
     assert ds.y_train.shape == (60000,) and ds.y_test.shape == (10000,)

@@ -9,8 +9,9 @@ Quick start
 
 __version__ = "0.1.0"
 
-from fedpoison.config import ExperimentConfig, load_config
+from fedpoison.config import ExperimentConfig
 from fedpoison.errors import ConfigError, DataError
+from fedpoison.plugins import load_config
 from fedpoison.simulation import RunResult, run
 
 __all__ = ["ConfigError", "DataError", "ExperimentConfig", "RunResult", "__version__", "load_config", "run"]

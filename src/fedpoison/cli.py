@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fedpoison.errors import FedPoisonError
@@ -68,8 +69,8 @@ def summary_table(summary: dict[str, Any], title: str = "Summary") -> Table:
 
 @command("run", "run one experiment and write its results")
 def cmd_run(args: argparse.Namespace) -> int:
-    from fedpoison.config import load_config
     from fedpoison.config_checks import check_run_config
+    from fedpoison.plugins import load_config
     from fedpoison.progress import round_bar
     from fedpoison.simulation.checkpoint import run_with_checkpoints
     from fedpoison.tracking import RunTrackers, parse_track
@@ -80,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = load_checkpoint_config(args.resume)
         out = args.resume
     else:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, args.overrides, plugins=args.plugins)
         check_run_config(cfg)
         out = args.out or Path("runs") / f"run-{cfg.key()}"
     names = parse_track(args.track, cfg.track)
@@ -113,14 +114,9 @@ cmd_run.configure = _configure_run  # type: ignore[attr-defined]
 
 # ---- list --------------------------------------------------------------------
 def _registries() -> dict[str, Any]:
-    from fedpoison.attacks import ATTACKS
-    from fedpoison.audit import AUDITORS
-    from fedpoison.data import DATASETS, PARTITIONERS
-    from fedpoison.defenses import PRE_AGGREGATORS, RULES
-    from fedpoison.models import MODELS
+    from fedpoison.plugins import registries
 
-    return {"datasets": DATASETS, "partitions": PARTITIONERS, "models": MODELS, "attacks": ATTACKS,
-            "defenses": RULES, "pre-aggregators": PRE_AGGREGATORS, "auditors": AUDITORS}
+    return registries()
 
 
 def _configure_list(p: argparse.ArgumentParser) -> None:
@@ -130,32 +126,15 @@ def _configure_list(p: argparse.ArgumentParser) -> None:
 
 @command("list", "list registered datasets, partitions, models, attacks, defenses or auditors")
 def cmd_list(args: argparse.Namespace) -> int:
-    reg = _registries()[args.family]
+    from fedpoison.plugins.describe import describe
+
+    rows = [describe(entry) for entry in _registries()[args.family]]
+    columns = [c for c in (rows[0] if rows else {"name": ""}) if any(r.get(c) for r in rows) or c == "name"]
     table = Table(title=args.family)
-    table.add_column("name", style="bold")
-    table.add_column("description")
-    extra_cols: list[str] = []
-    if args.family == "attacks":
-        extra_cols = ["kind", "knowledge"]
-    elif args.family in {"defenses", "pre-aggregators"}:
-        extra_cols = ["params", "requires"]
-    elif args.family == "auditors":
-        extra_cols = ["params"]
-    for col in extra_cols:
-        table.add_column(col)
-    table.add_column("reference")
-    for entry in reg:
-        cells = [entry.name, entry.description]
-        for col in extra_cols:
-            if col == "params":
-                cells.append(", ".join(entry.params.model_fields))
-            elif col in {"kind", "knowledge"}:
-                value = getattr(entry.obj, col, entry.meta.get(col, ""))
-                cells.append(str(getattr(value, "value", value)))
-            else:
-                cells.append(str(entry.meta.get(col, "")))
-        cells.append(entry.reference)
-        table.add_row(*cells)
+    for col in columns:
+        table.add_column(col, style="bold" if col == "name" else None, overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(row.get(col, "")) for col in columns))
     console.print(table)
     return 0
 
@@ -170,14 +149,13 @@ def _configure_partition(p: argparse.ArgumentParser) -> None:
 
 @command("partition", "print the per-client class counts of a config's partition")
 def cmd_partition(args: argparse.Namespace) -> int:
-    from fedpoison.config import load_config
-    from fedpoison.data import PARTITIONERS, load_dataset, partition_counts
+    from fedpoison.data import load_dataset, partition_clients, partition_counts
+    from fedpoison.plugins import load_config
     from fedpoison.seeding import generator
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides, plugins=args.plugins)
     data = load_dataset(cfg.dataset, cfg.seed)
-    fn = PARTITIONERS.get(cfg.partition.name).obj
-    parts = fn(data.y_train, cfg.clients.num, cfg.partition, generator(cfg.seed, "partition"))
+    parts = partition_clients(cfg.partition, data.y_train, cfg.clients.num, generator(cfg.seed, "partition"))
     counts = partition_counts(data.y_train, parts, data.num_classes)
     table = Table(title=f"{cfg.dataset.name} / {cfg.partition.name}: class counts per client")
     table.add_column("client", justify="right")
@@ -200,9 +178,9 @@ def _configure_config(p: argparse.ArgumentParser) -> None:
 
 @command("config", "validate a config and print it resolved, with every default filled in")
 def cmd_config(args: argparse.Namespace) -> int:
-    from fedpoison.config import load_config
+    from fedpoison.plugins import load_config
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides, plugins=args.plugins)
     console.print(cfg.to_yaml(), highlight=False, markup=False, end="")
     return 0
 
@@ -222,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, handler in COMMANDS.items():
         p = sub.add_parser(name, help=getattr(handler, "help", None))
         getattr(handler, "configure", lambda parser: None)(p)
+        p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="FILE_OR_MODULE",
+                       help="load plug-ins of your own from a .py file or a module (repeatable); "
+                            "recorded in the config, so grid workers load them too")
         p.set_defaults(handler=handler)
     return parser
 
@@ -246,6 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print_config_warnings(err_console)
     try:
+        if args.plugins:
+            from fedpoison.plugins.loading import absolute_specs, load_plugins
+
+            args.plugins = absolute_specs(args.plugins)
+            load_plugins(args.plugins, key="--plugin")
         return int(args.handler(args))
     except FedPoisonError as exc:
         err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)

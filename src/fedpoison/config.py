@@ -5,10 +5,12 @@ A config is built from YAML, a dict, or Python, then overridden with
 whose message names the dotted key, what was expected and what was received,
 e.g. ``unknown key 'clients.nmu', did you mean 'clients.num'?``.
 
-Plug-in sections (``attack``, ``defense``, ``audit``) have a few common keys;
-every other key in them belongs to the chosen plug-in and is validated against
-the plug-in's own parameter model from its registry entry. So ``attack.scale``
-is accepted for ``attack.name: scaling`` and rejected for ``attack.name: none``.
+This module checks the shape of a config and knows no plug-in. Plug-in sections
+(``dataset``, ``partition``, ``model``, ``attack``, ``defense``, ``audit``) have a
+few common keys; every other key in them belongs to the chosen plug-in and is
+validated against the plug-in's own params model by the resolution layer,
+:mod:`fedpoison.plugins`. So ``attack.scale`` is accepted for
+``attack.name: scaling`` and rejected for ``attack.name: none``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from fedpoison.errors import ConfigError
 from fedpoison.registry import suggest
@@ -28,43 +30,6 @@ from fedpoison.registry import suggest
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class DatasetConfig(_Strict):
-    """Which dataset to load (``fedpoison list datasets``)."""
-
-    name: str = "digits"
-    #: Folder of the dataset's files; each dataset has its own default.
-    path: str | None = None
-    #: digits only: share of the 1,797 images held out as the seeded test split.
-    test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
-    #: synthetic only: training samples, test samples, classes and dimensions.
-    samples: int = Field(6000, ge=10)
-    test_samples: int = Field(1000, ge=10)
-    classes: int = Field(10, ge=2)
-    dims: int = Field(20, ge=1)
-    #: synthetic only: standard deviation of each class around its mean.
-    noise: float = Field(1.0, gt=0.0)
-    #: Use only the first ``limit`` training samples (quick experiments).
-    limit: int | None = Field(None, ge=10)
-
-
-class PartitionConfig(_Strict):
-    """How training data is split among clients (``fedpoison list partitions``)."""
-
-    name: str = "iid"
-    #: dirichlet: concentration; small is skewed, large is near-uniform.
-    alpha: float = Field(0.5, gt=0.0)
-    #: shards: distinct classes per client.
-    classes_per_client: int = Field(2, ge=1)
-    #: fang: probability that a sample of label l goes to group l.
-    bias: float = Field(0.5, ge=0.0, le=1.0)
-    #: quantity_skew: client-size distribution and its spread.
-    distribution: Literal["lognormal", "powerlaw"] = "lognormal"
-    sigma: float = Field(1.0, gt=0.0)
-    power: float = Field(1.5, gt=0.0)
-    #: Every client gets at least this many samples.
-    min_samples: int = Field(10, ge=1)
 
 
 class ClientsConfig(_Strict):
@@ -75,14 +40,6 @@ class ClientsConfig(_Strict):
     per_round: int | None = Field(None, ge=1)
     #: Participants per round as a share of ``num``.
     fraction: float = Field(1.0, gt=0.0, le=1.0)
-
-
-class ModelConfig(_Strict):
-    """Which model to train (``fedpoison list models``); ``auto`` picks by dataset."""
-
-    name: str = "auto"
-    #: mlp only: hidden width.
-    hidden: int = Field(64, ge=1)
 
 
 class LocalConfig(_Strict):
@@ -123,49 +80,69 @@ class EvalConfig(_Strict):
     batch_size: int = Field(256, ge=1)
 
 
-class _PluginSection(BaseModel):
-    """A section with common keys plus the chosen plug-in's own keys."""
+class PluginSection(BaseModel):
+    """A section naming one plug-in, with a few common keys plus the plug-in's own keys.
+
+    This layer only keeps the plug-in's keys; :func:`fedpoison.plugins.resolve_config`
+    validates them against the chosen plug-in's params model and fills in its
+    defaults.
+    """
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
     name: str
 
-    #: Set by subclasses: the section's name in configs.
+    #: Set by subclasses: the section's name in configs and its plug-in family.
     section: ClassVar[str] = "plugin"
 
-    def plugin_param_models(self) -> list[type[BaseModel]]:
-        """Parameter models the extra keys are validated against."""
-        raise NotImplementedError
+    #: The plug-in defaults the resolution layer filled in (keys not given).
+    _defaults: dict[str, Any] = PrivateAttr(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _check_plugin_keys(self) -> _PluginSection:
-        models = self.plugin_param_models()
-        extra = dict(self.model_extra or {})
-        allowed = set(type(self).model_fields) | {k for m in models for k in m.model_fields}
-        for key in extra:
-            if key not in allowed:
-                hint = suggest(key, sorted(allowed)).replace("'", f"'{self.section}.", 1)
-                raise ConfigError(
-                    f"unknown key '{self.section}.{key}'{hint} "
-                    f"(for {self.section}.name '{self.name}')"
-                )
-        for model in models:
-            mine = {k: v for k, v in extra.items() if k in model.model_fields}
-            try:
-                validated = model.model_validate(mine)
-            except ValidationError as exc:
-                raise _to_config_error(exc, prefix=(self.section,)) from None
-            for key in mine:
-                (self.model_extra or {})[key] = getattr(validated, key)
-        return self
+    def plugin_keys(self) -> dict[str, Any]:
+        """The keys that belong to the chosen plug-in(s), as given."""
+        return dict(self.model_extra or {})
+
+    def set_defaults(self, defaults: Mapping[str, Any]) -> None:
+        """Record the plug-in defaults for the keys not given (the resolution layer calls this)."""
+        self._defaults = {k: v for k, v in defaults.items() if k not in (self.model_extra or {})}
+
+    def params_dict(self) -> dict[str, Any]:
+        """Every plug-in key: the given ones and the filled-in defaults."""
+        return {**self._defaults, **self.plugin_keys()}
 
     def params(self, model: type[BaseModel]) -> Any:
         """The plug-in's validated parameters as an instance of ``model``."""
         extra = self.model_extra or {}
-        return model.model_validate({k: v for k, v in extra.items() if k in model.model_fields})
+        try:
+            return model.model_validate({k: v for k, v in extra.items() if k in model.model_fields})
+        except ValidationError as exc:
+            raise to_config_error(exc, prefix=(self.section,)) from None
 
 
-class AttackSection(_PluginSection):
+class DatasetSection(PluginSection):
+    """Which dataset to load (``fedpoison list datasets``); other keys belong to the dataset."""
+
+    section: ClassVar[str] = "dataset"
+    name: str = "digits"
+    #: Use only the first ``limit`` training samples (quick experiments).
+    limit: int | None = Field(None, ge=10)
+
+
+class PartitionSection(PluginSection):
+    """How training data is split among clients (``fedpoison list partitions``)."""
+
+    section: ClassVar[str] = "partition"
+    name: str = "iid"
+
+
+class ModelSection(PluginSection):
+    """Which model to train (``fedpoison list models``); ``auto`` picks the dataset's default."""
+
+    section: ClassVar[str] = "model"
+    name: str = "auto"
+
+
+class AttackSection(PluginSection):
     """Threat model and attack (``fedpoison list attacks``)."""
 
     section: ClassVar[str] = "attack"
@@ -184,15 +161,8 @@ class AttackSection(_PluginSection):
     every: int = Field(1, ge=1)
     probability: float = Field(1.0, ge=0.0, le=1.0)
 
-    def plugin_param_models(self) -> list[type[BaseModel]]:
-        from fedpoison.attacks import ATTACKS
 
-        if self.name == "none":
-            return []
-        return [ATTACKS.get(self.name, key="attack.name").params]
-
-
-class DefenseSection(_PluginSection):
+class DefenseSection(PluginSection):
     """Server-side defense: pre-aggregators then a rule (``fedpoison list defenses``)."""
 
     section: ClassVar[str] = "defense"
@@ -208,41 +178,33 @@ class DefenseSection(_PluginSection):
     #: records it (``aggregation_skipped`` in the history); ``raise`` stops the run.
     on_violation: Literal["skip", "raise"] = "skip"
 
-    def plugin_param_models(self) -> list[type[BaseModel]]:
-        from fedpoison.defenses import PRE_AGGREGATORS, RULES
 
-        models = [RULES.get(self.name, key="defense.name").params]
-        for i, pre in enumerate(self.pre):
-            models.append(PRE_AGGREGATORS.get(pre, key=f"defense.pre[{i}]").params)
-        return models
-
-
-class AuditSection(_PluginSection):
+class AuditSection(PluginSection):
     """Client auditing (``fedpoison list auditors``)."""
 
     section: ClassVar[str] = "audit"
     name: str = "none"
 
-    def plugin_param_models(self) -> list[type[BaseModel]]:
-        if self.name == "none":
-            return []
-        from fedpoison.audit import AUDITORS
-
-        return [AUDITORS.get(self.name, key="audit.name").params]
-
 
 class ExperimentConfig(_Strict):
-    """One run: every knob, with defaults that make a quick FedAvg run on digits."""
+    """One run: every knob, with defaults that make a quick FedAvg run on digits.
+
+    Built by :func:`fedpoison.load_config`, which also resolves the plug-in
+    sections; this class alone checks only the shape of the config.
+    """
 
     seed: int = Field(0, ge=0)
     rounds: int = Field(20, ge=1)
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     #: Ask torch for deterministic kernels (bit-exact reruns on GPU; slower).
     deterministic: bool = False
-    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
-    partition: PartitionConfig = Field(default_factory=PartitionConfig)
+    #: Plug-ins of your own: module names or paths of ``.py`` files, loaded before
+    #: the plug-in sections are resolved (in every process that runs the config).
+    plugins: list[str] = Field(default_factory=list)
+    dataset: DatasetSection = Field(default_factory=DatasetSection)
+    partition: PartitionSection = Field(default_factory=PartitionSection)
     clients: ClientsConfig = Field(default_factory=ClientsConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelSection = Field(default_factory=ModelSection)
     local: LocalConfig = Field(default_factory=LocalConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -253,14 +215,7 @@ class ExperimentConfig(_Strict):
     track: list[str] = Field(default_factory=list, exclude=True)
 
     @model_validator(mode="after")
-    def _check_combinations(self) -> ExperimentConfig:
-        from fedpoison.data import DATASETS, PARTITIONERS
-        from fedpoison.models import MODELS
-
-        DATASETS.get(self.dataset.name, key="dataset.name")
-        PARTITIONERS.get(self.partition.name, key="partition.name")
-        if self.model.name != "auto":
-            MODELS.get(self.model.name, key="model.name")
+    def _check_shape(self) -> ExperimentConfig:
         if self.clients.per_round is not None and self.clients.per_round > self.clients.num:
             raise ConfigError(
                 f"clients.per_round: expected at most clients.num={self.clients.num}, "
@@ -276,20 +231,11 @@ class ExperimentConfig(_Strict):
                 f"attack.end_round: expected >= attack.start_round={self.attack.start_round}, "
                 f"got {self.attack.end_round}"
             )
-        if self.attack.name != "none":
-            from fedpoison.attacks import ATTACKS
-
-            needed = getattr(ATTACKS.get(self.attack.name, key="attack.name").obj, "knowledge", None)
-            order = ["local", "omniscient", "defense_aware"]
-            if needed is not None and order.index(needed.value) > order.index(self.attack.knowledge):
-                raise ConfigError(
-                    f"attack.knowledge: attack '{self.attack.name}' needs at least '{needed.value}' "
-                    f"knowledge, the threat model allows '{self.attack.knowledge}' "
-                    f"(set attack.knowledge={needed.value})"
-                )
-        for hook in _COMBINATION_CHECKS:
-            hook(self)
         return self
+
+    def sections(self) -> dict[str, PluginSection]:
+        """The plug-in sections by name."""
+        return {s: getattr(self, s) for s in ("dataset", "partition", "model", "attack", "defense", "audit")}
 
     # ---- derived quantities -------------------------------------------------
     @property
@@ -327,28 +273,33 @@ class ExperimentConfig(_Strict):
         return self.defense.f if self.defense.f is not None else self.expected_malicious_per_round
 
     def to_dict(self) -> dict[str, Any]:
-        """The resolved config as plain JSON-able data (plug-in keys included)."""
+        """The config as plain JSON-able data, with every plug-in default filled in once resolved.
+
+        This is what a run saves as ``config.yaml`` and what :meth:`key` hashes.
+        """
+        data = self.model_dump(mode="json")
+        for name, section in self.sections().items():
+            data[name] = {**data[name], **{k: v for k, v in section.params_dict().items() if k not in data[name]}}
+        return data
+
+    def __eq__(self, other: object) -> bool:
+        """Configs are equal when they say the same, defaults filled in or written out."""
+        return isinstance(other, ExperimentConfig) and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def given_dict(self) -> dict[str, Any]:
+        """The config as plain JSON-able data, with only the plug-in keys that were given."""
         return self.model_dump(mode="json")
 
     def to_yaml(self) -> str:
-        """The resolved config as YAML, loadable by :func:`load_config`."""
+        """The config as YAML, loadable by :func:`fedpoison.load_config`."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def key(self) -> str:
-        """A stable hash of the resolved config (grid run identity)."""
+        """A stable hash of the config (grid run identity)."""
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-#: Extra whole-config checks registered by plug-in families (e.g. a rule's
-#: requirement on n and f when the participants are known at validation time).
-_COMBINATION_CHECKS: list[Any] = []
-
-
-def register_check(fn: Any) -> Any:
-    """Register ``fn(config)`` to run at the end of config validation."""
-    _COMBINATION_CHECKS.append(fn)
-    return fn
 
 
 # ---- errors ------------------------------------------------------------------
@@ -362,7 +313,7 @@ def _model_at(loc: Iterable[Any]) -> type[BaseModel] | None:
     return model
 
 
-def _to_config_error(exc: ValidationError, prefix: tuple[str, ...] = ()) -> ConfigError:
+def to_config_error(exc: ValidationError, prefix: tuple[str, ...] = ()) -> ConfigError:
     """Turn pydantic's first error into one clear sentence naming the key."""
     err = exc.errors()[0]
     loc = prefix + tuple(str(p) for p in err["loc"])
@@ -436,32 +387,44 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(
+def absolute_plugin_paths(data: dict[str, Any], base: Path) -> None:
+    """Read the ``.py`` paths of a config file's ``plugins:`` relative to the file's folder."""
+    plugins = data.get("plugins")
+    if isinstance(plugins, list):
+        data["plugins"] = [
+            str((base / p).resolve()) if isinstance(p, str) and p.endswith(".py") and not Path(p).is_absolute() else p
+            for p in plugins
+        ]
+
+
+def parse_config(
     source: str | Path | Mapping[str, Any] | ExperimentConfig | None = None,
     overrides: Iterable[str] | Mapping[str, Any] = (),
 ) -> ExperimentConfig:
-    """Build a validated config from a YAML path, a dict or a config, plus overrides.
+    """Build a config from a YAML path, a dict or a config, plus overrides, checking its shape only.
 
-    ``overrides`` are ``"key=value"`` strings (as from ``--set``) or a mapping of
-    dotted keys to values.
+    Plug-in keys are kept as given; :func:`fedpoison.load_config` also resolves
+    them. ``overrides`` are ``"key=value"`` strings (as from ``--set``) or a
+    mapping of dotted keys to values.
     """
     if source is None:
         data: dict[str, Any] = {}
     elif isinstance(source, ExperimentConfig):
-        data = source.to_dict()
+        data = source.given_dict()  # defaults of the old plug-ins must not pin the new ones
     elif isinstance(source, Mapping):
         data = json.loads(json.dumps(dict(source)))  # deep copy, JSON-able only
     else:
         data = read_yaml(source)
+        absolute_plugin_paths(data, Path(source).parent)
     items = overrides.items() if isinstance(overrides, Mapping) else map(parse_override, overrides)
     for key, value in items:
         set_dotted(data, key, value)
-    return validate_config(data)
+    return parse_mapping(data)
 
 
-def validate_config(data: Mapping[str, Any]) -> ExperimentConfig:
-    """Validate a plain mapping into an :class:`ExperimentConfig`."""
+def parse_mapping(data: Mapping[str, Any]) -> ExperimentConfig:
+    """Check the shape of a plain mapping and build an :class:`ExperimentConfig` from it."""
     try:
         return ExperimentConfig.model_validate(dict(data))
     except ValidationError as exc:
-        raise _to_config_error(exc) from None
+        raise to_config_error(exc) from None

@@ -3,10 +3,11 @@
 A config can be valid key by key and still not mean what it says:
 
 * **an attack with no attackers** (``attack.name=sign_flip`` with neither
-  ``attack.fraction`` nor ``attack.count`` set, or a fraction that rounds to
-  zero clients) runs as a no-attack run under an attack's name. That is an
-  error: the run cannot mean anything. An explicit ``attack.fraction=0`` or
-  ``attack.count=0`` is a warning (a deliberate no-attack baseline);
+  ``attack.fraction`` nor ``attack.count`` set, ``attack.count=0``, or a
+  fraction that rounds to zero clients) runs as a no-attack run under an
+  attack's name. That is an error: the run cannot mean anything. In a grid
+  that varies ``attack.fraction`` (or ``attack.count``), a zero is the start
+  of the sweep and passes;
 * **attack settings with no attack** (``attack.fraction=0.2`` with
   ``attack.name=none``): no client is malicious, so they change nothing. A
   warning;
@@ -57,22 +58,30 @@ class NoEffect:
     message: str
 
 
-def meaningless(cfg: Any) -> str | None:
-    """Why the run cannot mean anything (an attack with no attackers it was asked for), or ``None``."""
+def meaningless(cfg: Any, varied: Collection[str] = ()) -> str | None:
+    """Why the run cannot mean anything (an attack with no attackers), or ``None``.
+
+    A grid that varies ``attack.fraction`` or ``attack.count`` may hold a zero
+    on purpose (the start of a sweep): an exact zero of a varied key passes.
+    """
     a = cfg.attack
     if a.name == "none" or cfg.num_malicious > 0:
         return None
     n = cfg.clients.num
-    explicit = a.model_fields_set
-    if a.count is None and "fraction" not in explicit:
-        return (f"attack.fraction: attack '{a.name}' has no attackers: attack.fraction and attack.count are "
-                f"unset, so 0 of {n} clients are malicious (set attack.fraction, e.g. attack.fraction=0.2, "
-                f"or attack.count)")
-    if a.count is None and a.fraction > 0:
+    if a.count is not None:
+        if "attack.count" in varied:
+            return None
+        return (f"attack.count: attack '{a.name}' has no attackers (attack.count=0); expected at least 1 "
+                "(for a run without attack, set attack.name=none)")
+    if a.fraction > 0:
         return (f"attack.fraction: {a.fraction} of clients.num={n} rounds to 0 attackers for attack "
                 f"'{a.name}'; expected a fraction of at least {1 / (2 * n):.3g} (half a client), or set "
                 "attack.count")
-    return None
+    if "attack.fraction" in varied:
+        return None
+    return (f"attack.fraction: attack '{a.name}' has no attackers: attack.fraction is 0 and attack.count is "
+            f"unset, so 0 of {n} clients are malicious (set attack.fraction, e.g. attack.fraction=0.2, or "
+            "attack.count; for a run without attack, set attack.name=none)")
 
 
 def ineffective_settings(cfg: Any) -> list[NoEffect]:
@@ -88,10 +97,7 @@ def ineffective_settings(cfg: Any) -> list[NoEffect]:
                                   f"{shown} has no effect: attack.name is none, so no client is malicious"))
         return found
     if cfg.num_malicious == 0:
-        which = f"attack.count={a.count}" if a.count is not None else f"attack.fraction={a.fraction}"
-        found.append(NoEffect(("attack.fraction", "attack.count"),
-                              f"attack '{a.name}' has no attackers ({which}): the run is a no-attack baseline"))
-        return found
+        return found  # an error, or a zero point of a grid's sweep (see meaningless)
     if a.start_round >= cfg.rounds:
         found.append(NoEffect(("attack.start_round", "rounds"),
                               f"attack.start_round={a.start_round} is not before rounds={cfg.rounds}: attack "
@@ -119,7 +125,7 @@ def check_run_config(cfg: Any, *, varied: Collection[str] = (), emit: bool = Tru
     list of NoEffect
         The warnings kept.
     """
-    error = meaningless(cfg)
+    error = meaningless(cfg, varied)
     if error is not None:
         raise ConfigError(error)
     kept = [w for w in ineffective_settings(cfg) if not set(w.keys) & set(varied)]

@@ -15,7 +15,6 @@ import torch
 
 import fedpoison
 from fedpoison.audit import AUDITORS
-from fedpoison.config import AuditSection
 from fedpoison.defenses import AggregationResult, RoundContext
 from fedpoison.errors import ConfigError
 
@@ -26,8 +25,7 @@ CASES = [(a, p) for a in AUDITORS.names() for p in POLICIES]
 
 def build(name: str, policy: str, **extra: Any) -> Any:
     entry = AUDITORS.get(name)
-    params = AuditSection(name=name, policy=policy, **extra).params(entry.params)
-    return entry.obj(params, num_clients=N)
+    return entry.obj(entry.params(policy=policy, **extra), num_clients=N)
 
 
 def round_rows(rnd: int, n: int = 8, bad: tuple[int, ...] = (0,)) -> torch.Tensor:

@@ -26,7 +26,7 @@ def test_defaults_are_a_digits_fedavg_run() -> None:
         ("dataset.name=mnits", "dataset.name: unknown dataset 'mnits', did you mean 'mnist'?"),
         ("attack.count=30", "attack.count: expected at most clients.num=20 attackers, got 30"),
         ("attack.fracton=0.2", "unknown key 'attack.fracton', did you mean 'attack.fraction'?"),
-        ("partition.alpha=zero", "partition.alpha: input should be a valid number"),
+        ("partition.min_samples=zero", "partition.min_samples: input should be a valid integer"),
     ],
 )
 def test_bad_values_name_the_key(override: str, message: str) -> None:

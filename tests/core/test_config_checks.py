@@ -9,7 +9,7 @@ import pytest
 
 import fedpoison
 from fedpoison.cli import main
-from fedpoison.config import load_config
+from fedpoison.plugins import load_config
 from fedpoison.config_checks import ConfigWarning, check_run_config, ineffective_settings, meaningless
 from fedpoison.errors import ConfigError
 from fedpoison.experiments.grid import expand_grid
@@ -25,8 +25,15 @@ def test_an_attack_without_attackers_it_was_asked_for_is_an_error() -> None:
     cfg = load_config(TINY, ["attack.name=sign_flip"])
     assert cfg.num_malicious == 0
     assert meaningless(cfg) == (
-        "attack.fraction: attack 'sign_flip' has no attackers: attack.fraction and attack.count are unset, "
-        "so 0 of 5 clients are malicious (set attack.fraction, e.g. attack.fraction=0.2, or attack.count)")
+        "attack.fraction: attack 'sign_flip' has no attackers: attack.fraction is 0 and attack.count is unset, "
+        "so 0 of 5 clients are malicious (set attack.fraction, e.g. attack.fraction=0.2, or attack.count; "
+        "for a run without attack, set attack.name=none)")
+    assert meaningless(load_config(TINY, ["attack.name=sign_flip", "attack.fraction=0"])) == meaningless(cfg)
+    assert meaningless(load_config(TINY, ["attack.name=sign_flip", "attack.count=0"])) == (
+        "attack.count: attack 'sign_flip' has no attackers (attack.count=0); expected at least 1 "
+        "(for a run without attack, set attack.name=none)")
+    # the zero point of a grid's sweep over the fraction is deliberate
+    assert meaningless(cfg, varied={"attack.fraction"}) is None
     # a fraction that rounds to no client: 0.05 * 5 = 0.25 -> 0
     with pytest.raises(ConfigError, match=r"attack.fraction: 0.05 of clients.num=5 rounds to 0 attackers.*0.1"):
         check_run_config(load_config(TINY, ["attack.name=sign_flip", "attack.fraction=0.05"]))
@@ -43,10 +50,6 @@ def test_settings_that_do_nothing_are_named() -> None:
         "attack.fraction=0.2 has no effect: attack.name is none, so no client is malicious"]
     assert _messages(["attack.count=2", "attack.collude=true"]) == [
         "attack.count=2, attack.collude=True has no effect: attack.name is none, so no client is malicious"]
-    assert _messages(["attack.name=sign_flip", "attack.fraction=0"]) == [
-        "attack 'sign_flip' has no attackers (attack.fraction=0.0): the run is a no-attack baseline"]
-    assert _messages(["attack.name=sign_flip", "attack.count=0"]) == [
-        "attack 'sign_flip' has no attackers (attack.count=0): the run is a no-attack baseline"]
     assert _messages(["attack.name=sign_flip", "attack.fraction=0.4", "attack.start_round=2"]) == [
         "attack.start_round=2 is not before rounds=2: attack 'sign_flip' never fires (rounds are numbered from 0)"]
     assert _messages(["attack.name=sign_flip", "attack.fraction=0.4", "attack.probability=0"]) == [

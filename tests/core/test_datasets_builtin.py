@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from fedpoison.config import load_config
-from fedpoison.data.builtin import _sklearn_split, digits_split, load_digits
+from fedpoison.data import load_dataset
+from fedpoison.data.builtin import _sklearn_split, digits_split
+from fedpoison.plugins import load_config
 
 
 def _reference(test_fraction: float) -> tuple[np.ndarray, ...]:
@@ -26,7 +27,7 @@ def _reference(test_fraction: float) -> tuple[np.ndarray, ...]:
 
 @pytest.mark.parametrize("fraction", [0.25, 0.3])
 def test_digits_equal_scikit_learns_split_bit_for_bit(fraction: float) -> None:
-    ds = load_digits(load_config(overrides=[f"dataset.test_fraction={fraction}"]).dataset)
+    ds = load_dataset(load_config(overrides=[f"dataset.test_fraction={fraction}"]).dataset)
     x_tr, x_te, y_tr, y_te = _reference(fraction)
     assert torch.equal(ds.x_train, torch.from_numpy(x_tr)) and torch.equal(ds.y_train, torch.from_numpy(y_tr))
     assert torch.equal(ds.x_test, torch.from_numpy(x_te)) and torch.equal(ds.y_test, torch.from_numpy(y_te))
@@ -41,8 +42,8 @@ def test_stored_split_is_scikit_learns() -> None:
 
 
 def test_default_digits_do_not_import_scikit_learn() -> None:
-    code = ("import sys; from fedpoison.config import load_config; from fedpoison.data.builtin import load_digits; "
-            "ds = load_digits(load_config().dataset); print(len(ds.y_train), len(ds.y_test), "
+    code = ("import sys; from fedpoison.plugins import load_config; from fedpoison.data import load_dataset; "
+            "ds = load_dataset(load_config().dataset); print(len(ds.y_train), len(ds.y_test), "
             "any(m == 'sklearn' or m.startswith('sklearn.') or m == 'scipy' for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["1347", "450", "False"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedpoison.config import ModelConfig
 from fedpoison.models import MODELS, ParamSpec, build_model
 
 SHAPES = {"logreg": (1, 8, 8), "mlp": (1, 8, 8), "cnn8": (1, 8, 8), "cnn28": (1, 28, 28), "resnet8": (3, 32, 32)}
@@ -13,20 +12,20 @@ SHAPES = {"logreg": (1, 8, 8), "mlp": (1, 8, 8), "cnn8": (1, 8, 8), "cnn28": (1,
 
 @pytest.mark.parametrize("name", MODELS.names())
 def test_models_map_inputs_to_logits(name: str) -> None:
-    model = build_model(name, SHAPES[name], 10, ModelConfig())
+    model = build_model(name, SHAPES[name], 10)
     assert model(torch.zeros(4, *SHAPES[name])).shape == (4, 10)
     assert not list(model.buffers()), "flat vectors hold parameters only"
 
 
 def test_cnn28_has_the_benchmark_layout() -> None:
-    model = build_model("cnn28", (1, 28, 28), 10, ModelConfig())
+    model = build_model("cnn28", (1, 28, 28), 10)
     shapes = [tuple(p.shape) for p in model.parameters()]
     assert shapes == [(16, 1, 5, 5), (16,), (32, 16, 5, 5), (32,), (128, 512), (128,), (10, 128), (10,)]
 
 
 @pytest.mark.parametrize("name", MODELS.names())
 def test_paramspec_round_trip_and_load(name: str) -> None:
-    model = build_model(name, SHAPES[name], 10, ModelConfig())
+    model = build_model(name, SHAPES[name], 10)
     spec = ParamSpec.of(model)
     flat = spec.flatten(model)
     assert flat.shape == (spec.dim,) and flat.dtype == torch.float32
@@ -46,7 +45,7 @@ def test_fast_layout_keeps_the_function_and_load_flatten_round_trip(name: str) -
     from fedpoison.models.paramspec import has_conv2d, use_fast_layout_
 
     torch.manual_seed(0)
-    model = build_model(name, SHAPES[name], 10, ModelConfig())
+    model = build_model(name, SHAPES[name], 10)
     spec = ParamSpec.of(model)
     x = torch.rand(8, *SHAPES[name])
     before = model(x).detach()
@@ -67,7 +66,7 @@ def test_fast_layout_keeps_the_function_and_load_flatten_round_trip(name: str) -
 def test_pooling_before_relu_computes_the_conv_relu_pool_network(name: str, kernel: int, padding: int) -> None:
     """The zoo pools before the ReLU (faster); outputs and gradients equal the usual order's."""
     torch.manual_seed(0)
-    ours = build_model(name, SHAPES[name], 10, ModelConfig())
+    ours = build_model(name, SHAPES[name], 10)
     usual = torch.nn.Sequential(*[
         torch.nn.ReLU() if isinstance(m, torch.nn.MaxPool2d) else torch.nn.MaxPool2d(2) if isinstance(m, torch.nn.ReLU)
         and i in (2, 5) else m for i, m in enumerate(ours)

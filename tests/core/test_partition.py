@@ -5,19 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedpoison.config import DatasetConfig, PartitionConfig
+from fedpoison.config import DatasetSection
 from fedpoison.data import PARTITIONERS, load_dataset, partition_counts
 from fedpoison.seeding import generator
 
 
 @pytest.fixture(scope="module")
 def labels() -> torch.Tensor:
-    return load_dataset(DatasetConfig()).y_train
+    return load_dataset(DatasetSection()).y_train
 
 
 def split(labels: torch.Tensor, name: str, num: int = 20, seed: int = 0, **kw: object) -> list[torch.Tensor]:
-    cfg = PartitionConfig(name=name, **kw)
-    return PARTITIONERS.get(name).obj(labels, num, cfg, generator(seed, "partition"))
+    entry = PARTITIONERS.get(name)
+    return entry.obj(labels, num, entry.params(**kw), generator(seed, "partition"))
 
 
 @pytest.mark.parametrize("name", PARTITIONERS.names())
@@ -26,7 +26,7 @@ def test_every_sample_goes_to_exactly_one_client(labels: torch.Tensor, name: str
     allidx = torch.cat(parts)
     assert len(parts) == 20
     assert torch.equal(torch.sort(allidx).values, torch.arange(len(labels)))
-    assert min(len(p) for p in parts) >= PartitionConfig().min_samples
+    assert min(len(p) for p in parts) >= 10
 
 
 @pytest.mark.parametrize("name", PARTITIONERS.names())

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import fedpoison
-from conftest import _build, _make_ctx
 from fedpoison.defenses import RULES, ParamSlice
 from fedpoison.errors import AggregationError, ConfigError
+from fedpoison.testing import build_defense_step as _build
+from fedpoison.testing import make_round_context as _make_ctx
 
 #: (rule, n, f, extra params, words of the requirement) that break each rule's requirement.
 BROKEN = [
@@ -51,7 +52,7 @@ def test_nnm_requirement() -> None:
         (["defense.name=krum", "defense.pre=[bucketing]", "defense.f=4"], "n >= 2f + 3, got n=10"),
         (["defense.name=median", "clients.per_round=5", "defense.f=3"], "n >= 2f + 1, got n=5"),
         (["defense.name=trimmed_mean", "defense.beta=0.4", "clients.per_round=4"], None),
-        (["defense.name=multi_krum", "defense.m=30"], "m <= n (m=30)"),
+        (["defense.name=multi_krum", "defense.m=30"], "1 <= m <= n, got n=20 rows per round and f=0 (m=30)"),
         (["defense.name=mean", "defense.pre=[nnm]", "defense.f=20"], "n >= f + 1"),
         (["defense.name=foolsgold", "defense.pre=[bucketing]"], "one row per client"),
     ],
@@ -67,12 +68,10 @@ def test_config_validation_fails_when_participants_are_known(overrides, words) -
 
 def test_config_default_f_follows_the_threat_model() -> None:
     """Without defense.f, the check uses the expected attackers per round (8 of 20 here)."""
-    from fedpoison.defenses.requirements import assumed_f
-
     cfg = fedpoison.load_config(overrides=["defense.name=median", "attack.name=sign_flip", "attack.count=8"])
-    assert assumed_f(cfg) == 8
+    assert cfg.assumed_f == 8
     half = fedpoison.load_config(cfg, overrides=["clients.per_round=10"])
-    assert assumed_f(half) == 4
+    assert half.assumed_f == 4
     with pytest.raises(ConfigError, match=r"'bulyan': requires n >= 4f \+ 3, got n=20 rows per round and f=8"):
         fedpoison.load_config(cfg, overrides=["defense.name=bulyan"])
 
@@ -146,6 +145,8 @@ def test_no_rule_falls_back_to_the_mean_silently() -> None:
     assert res.aggregate.abs().sum() == 0 and res.info["no_trust"] == 1.0
 
 
-@pytest.mark.parametrize("name", [e.name for e in RULES if hasattr(e.obj, "violation")])
-def test_violation_is_none_for_a_comfortable_federation(name) -> None:
-    assert RULES.get(name).obj.violation(100, 5, RULES.get(name).params()) is None
+@pytest.mark.parametrize("name", [e.name for e in RULES if e.requires is not None and e.requires.holds is not None])
+def test_requirement_holds_for_a_comfortable_federation_and_not_for_a_tiny_one(name) -> None:
+    entry = RULES.get(name)
+    assert not entry.requires.violated(100, 5, entry.params())
+    assert entry.requires.violated(1, 5, entry.params())

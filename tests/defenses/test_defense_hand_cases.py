@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from conftest import _build, _make_ctx
 from fedpoison.defenses import ParamSlice
+from fedpoison.testing import build_defense_step as _build
+from fedpoison.testing import make_round_context as _make_ctx
 
 
 def col(*values: float) -> torch.Tensor:

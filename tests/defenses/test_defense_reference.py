@@ -14,7 +14,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import _build, _make_ctx
 from fedpoison.defenses.bulyan import bulyan_select
 from fedpoison.defenses.distances import (
     cosine_similarity_matrix,
@@ -34,6 +33,8 @@ from fedpoison.defenses.order_statistics import (
     median_by_sort,
     trimmed_mean_by_sort,
 )
+from fedpoison.testing import build_defense_step as _build
+from fedpoison.testing import make_round_context as _make_ctx
 
 SETTINGS = settings(max_examples=25, deadline=None)
 

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedpoison.config import load_config
 from fedpoison.experiments.store import ResultStore
+from fedpoison.plugins import load_config
 
 #: A run that takes well under a second: 2 rounds, 5 clients, 200 digits.
 TINY: dict[str, Any] = {"rounds": 2, "clients": {"num": 5}, "dataset": {"name": "digits", "limit": 200}}

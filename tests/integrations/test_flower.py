@@ -41,7 +41,7 @@ from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 import fedpoison  # noqa: E402
 from fedpoison.attacks import ATTACKS  # noqa: E402
 from fedpoison.audit import AUDITORS  # noqa: E402
-from fedpoison.config import DefenseSection, load_config  # noqa: E402
+from fedpoison.config import DefenseSection  # noqa: E402
 from fedpoison.defenses import RULES, RoundContext, build_defense  # noqa: E402
 from fedpoison.errors import ConfigError  # noqa: E402
 from fedpoison.integrations.flower import (  # noqa: E402
@@ -52,6 +52,7 @@ from fedpoison.integrations.flower import (  # noqa: E402
     experiment_config,
 )
 from fedpoison.integrations.flower.malicious import SIMULATION_ONLY_LOCAL  # noqa: E402
+from fedpoison.plugins import load_config  # noqa: E402
 from fedpoison.seeding import generator  # noqa: E402
 
 N, F, SEED = 11, 2, 3  # n >= 4f + 3: every registered rule's requirement holds

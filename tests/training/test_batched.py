@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fedpoison
-from fedpoison.config import load_config
 from fedpoison.data import Dataset, load_dataset
 from fedpoison.models import ParamSpec, build_model
+from fedpoison.plugins import load_config
 from fedpoison.simulation.federation import make_engine
 from fedpoison.training import ClientJob, LocalPlan, SequentialEngine
 from fedpoison.training.batched import (

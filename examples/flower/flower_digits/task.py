@@ -23,7 +23,8 @@ from torch import Tensor, nn
 from fedpoison.config import ExperimentConfig
 from fedpoison.data import PARTITIONERS, Dataset, load_dataset
 from fedpoison.integrations.flower import ArrayLayout, experiment_config
-from fedpoison.models import ParamSpec, build_model, default_model_name
+from fedpoison.models import ParamSpec, build_model
+from fedpoison.plugins import plugins_of
 from fedpoison.seeding import derive_seed, generator
 from fedpoison.training import ClientJob, LocalPlan, SequentialEngine, evaluate
 
@@ -70,7 +71,7 @@ class Task:
     def build(cls, cfg: ExperimentConfig) -> Task:
         """Load the data and build the model as ``fedpoison run`` does for ``cfg``."""
         data = load_dataset(cfg.dataset, cfg.seed)
-        name = cfg.model.name if cfg.model.name != "auto" else default_model_name(data.name)
+        name = plugins_of(cfg.model, dataset=cfg.dataset.name)[0].name
         torch.manual_seed(derive_seed(cfg.seed, "init"))
         model = build_model(name, data.input_shape, data.num_classes, cfg.model)
         spec = ParamSpec.of(model)

@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field
@@ -84,8 +84,10 @@ from fedpoison.attacks.update_rows import (
     row_norms,
     uniform_like,
 )
-from fedpoison.config import ExperimentConfig, register_check
 from fedpoison.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fedpoison.config import ExperimentConfig
 
 Variant = Literal["auto", "full", "partial"]
 
@@ -198,16 +200,16 @@ def fang_trim_partial(own: Tensor, num_malicious: int, *, generator: torch.Gener
     return lo + u * std
 
 
-@register_check
-def check_full_variant_knowledge(cfg: ExperimentConfig) -> None:
+def check_full_variant_knowledge(cfg: ExperimentConfig) -> str | None:
     """Config check: ``attack.variant: full`` needs a threat model that shows the honest updates."""
-    variant = (cfg.attack.model_extra or {}).get("variant")
-    if cfg.attack.name in ("fang_krum", "fang_trim") and variant == "full" and cfg.attack.knowledge == "local":
-        raise ConfigError(
+    variant = cfg.attack.params_dict().get("variant")
+    if variant == "full" and cfg.attack.knowledge == "local":
+        return (
             f"attack.variant: 'full' for attack '{cfg.attack.name}' needs the honest updates, so "
             "attack.knowledge must be omniscient or defense_aware, got 'local' "
             "(set attack.knowledge=omniscient, or attack.variant=partial)"
         )
+    return None
 
 
 def benign_for(variant: Variant, ctx: AttackContext) -> tuple[Tensor, bool]:
@@ -237,6 +239,7 @@ class FangKrumParams(AttackParams):
     "fang_krum",
     description="Fang et al.'s attack on Krum: copies of -lambda*s, lambda halved until Krum picks them.",
     params=FangKrumParams,
+    checks=(check_full_variant_knowledge,),
     reference=(
         "Fang et al. 2020, Local Model Poisoning Attacks to Byzantine-Robust FL (USENIX Security), "
         "Krum attack, full (omniscient) and partial (own updates) knowledge, identical crafted copies."
@@ -306,6 +309,7 @@ class FangTrimParams(AttackParams):
     "fang_trim",
     description="Fang et al.'s attack on trimmed mean and median: values beyond the benign extremes.",
     params=FangTrimParams,
+    checks=(check_full_variant_knowledge,),
     reference=(
         "Fang et al. 2020, Local Model Poisoning Attacks to Byzantine-Robust FL (USENIX Security), "
         "Trim attack, full knowledge ([w_max, b*w_max] rule, b = 2) and partial knowledge (mu +/- 3..4 sigma)."

@@ -52,6 +52,7 @@ class NonFiniteParams(AttackParams):
 
 @register_attack(
     "nonfinite",
+    tags=("sends_nonfinite",),
     description="Send NaN or +/-Inf in a share of coordinates (robustness probe).",
     params=NonFiniteParams,
     reference="Fault injection (no paper): round(coordinate_fraction * d) coordinates set to NaN/Inf.",

@@ -10,12 +10,12 @@ attacks`` can show them without building the attack.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel
 
-from fedpoison.registry import Registry
+from fedpoison.registry import ConfigCheck, Registry
 
 if TYPE_CHECKING:
     from fedpoison.attacks.base import Attack
@@ -26,7 +26,15 @@ A = TypeVar("A", bound="type[Attack]")
 
 
 def register_attack(
-    name: str, *, description: str, params: type[BaseModel], reference: str, **meta: object
+    name: str,
+    *,
+    description: str,
+    params: type[BaseModel],
+    reference: str,
+    variant: str = "",
+    tags: Iterable[str] = (),
+    checks: Iterable[ConfigCheck] = (),
+    **meta: object,
 ) -> Callable[[A], A]:
     """Register an attack class in :data:`ATTACKS` with its kind and knowledge as meta.
 
@@ -41,7 +49,10 @@ def register_attack(
             "trains": cls.trains,
             **meta,
         }
-        ATTACKS.register(name, description=description, params=params, reference=reference, **facts)(cls)
+        ATTACKS.register(
+            name, description=description, params=params, reference=reference, variant=variant,
+            tags=tags, checks=checks, **facts,
+        )(cls)
         return cls
 
     return decorate

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -52,13 +53,16 @@ class Dataset:
         )
 
 
-#: Loader signature: ``loader(cfg: DatasetConfig, seed: int) -> Dataset``.
-DatasetLoader = Callable[..., Dataset]
+#: Loader signature: ``loader(params, seed: int) -> Dataset``, where ``params`` is an
+#: instance of the dataset's registered params model. Registry meta: ``input_shape``
+#: (in words, for ``fedpoison list``) and ``default_model`` (what ``model.name: auto`` picks).
+DatasetLoader = Callable[[Any, int], Dataset]
 
 DATASETS: Registry[DatasetLoader] = Registry("dataset")
 
-#: Partitioner signature: ``fn(labels, num_clients, cfg: PartitionConfig, generator) -> list[Tensor]``,
-#: one int64 index tensor per client into the training set.
-Partitioner = Callable[..., list[Tensor]]
+#: Partitioner signature: ``fn(labels, num_clients, params, generator) -> list[Tensor]``,
+#: one int64 index tensor per client into the training set; ``params`` is an instance of
+#: the partition's registered params model.
+Partitioner = Callable[[Tensor, int, Any, torch.Generator], list[Tensor]]
 
 PARTITIONERS: Registry[Partitioner] = Registry("partition")

@@ -4,15 +4,35 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from fedpoison.data.base import DATASETS, Dataset
 
-if TYPE_CHECKING:
-    from fedpoison.config import DatasetConfig
+
+class DigitsParams(BaseModel):
+    """Params of the digits dataset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Share of the 1,797 images held out as the fixed, stratified test split.
+    test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+
+
+class SyntheticParams(BaseModel):
+    """Params of the synthetic Gaussian dataset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Training samples, test samples, classes and dimensions.
+    samples: int = Field(6000, ge=10)
+    test_samples: int = Field(1000, ge=10)
+    classes: int = Field(10, ge=2)
+    dims: int = Field(20, ge=1)
+    #: Standard deviation of each class around its mean.
+    noise: float = Field(1.0, gt=0.0)
 
 
 @DATASETS.register(
@@ -20,11 +40,13 @@ if TYPE_CHECKING:
     description="scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes); no download.",
     reference="Alpaydin & Kaynak 1998, UCI Optical Recognition of Handwritten Digits (test split).",
     input_shape="1x8x8",
+    params=DigitsParams,
+    default_model="mlp",
 )
-def load_digits(cfg: DatasetConfig, seed: int = 0) -> Dataset:
+def load_digits(params: DigitsParams, seed: int = 0) -> Dataset:
     """Load the digits as ``(N, 1, 8, 8)`` images in ``[0, 1]``.
 
-    The test split is stratified and fixed: it depends on ``cfg.test_fraction``
+    The test split is stratified and fixed: it depends on ``params.test_fraction``
     and a constant seed, never on the run seed, so every run of every grid
     evaluates on the same images. It is scikit-learn's ``train_test_split``
     (``random_state=1797``, stratified); for the default fraction its result is
@@ -32,7 +54,7 @@ def load_digits(cfg: DatasetConfig, seed: int = 0) -> Dataset:
     not imported.
     """
     pixels, y = _digits_arrays()
-    train, test = digits_split(y, cfg.test_fraction)
+    train, test = digits_split(y, params.test_fraction)
     x = (pixels.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
     return Dataset("digits", torch.from_numpy(x[train]), torch.from_numpy(y[train]),
                    torch.from_numpy(x[test]), torch.from_numpy(y[test]), 10)
@@ -91,20 +113,22 @@ def write_stored_split(path: Path | None = None) -> None:
     "synthetic",
     description="Seeded Gaussian classes: dataset.samples, .classes, .dims and .noise set the shape.",
     input_shape="dims",
+    params=SyntheticParams,
+    default_model="mlp",
 )
-def load_synthetic(cfg: DatasetConfig, seed: int = 0) -> Dataset:
+def load_synthetic(params: SyntheticParams, seed: int = 0) -> Dataset:
     """Draw class means from N(0, I) and samples from N(mean, noise^2 I).
 
     The draw depends on the run seed, so a grid over seeds varies the data too.
     """
     g = torch.Generator().manual_seed(seed * 7919 + 17)
-    means = torch.randn(cfg.classes, cfg.dims, generator=g) * 2.0
+    means = torch.randn(params.classes, params.dims, generator=g) * 2.0
 
     def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        y = torch.randint(cfg.classes, (n,), generator=g)
-        x = means[y] + cfg.noise * torch.randn(n, cfg.dims, generator=g)
+        y = torch.randint(params.classes, (n,), generator=g)
+        x = means[y] + params.noise * torch.randn(n, params.dims, generator=g)
         return x.float(), y.long()
 
-    x_tr, y_tr = draw(cfg.samples)
-    x_te, y_te = draw(cfg.test_samples)
-    return Dataset("synthetic", x_tr, y_tr, x_te, y_te, cfg.classes)
+    x_tr, y_tr = draw(params.samples)
+    x_te, y_te = draw(params.test_samples)
+    return Dataset("synthetic", x_tr, y_tr, x_te, y_te, params.classes)

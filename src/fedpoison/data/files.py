@@ -38,16 +38,13 @@ import gzip
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict
 
 from fedpoison.data.base import DATASETS, Dataset
 from fedpoison.errors import DataError
-
-if TYPE_CHECKING:
-    from fedpoison.config import DatasetConfig
 
 __all__ = [
     "CIFAR10_RECORD_BYTES",
@@ -289,12 +286,21 @@ def _to_labels(labels: np.ndarray, path: Path, hint: str) -> torch.Tensor:
     return torch.from_numpy(labels.astype(np.int64))
 
 
-def _folder(cfg: DatasetConfig, default: Path, expected: str, hint: str) -> Path:
-    """The dataset folder: ``cfg.path`` or ``default``, which must be an existing folder."""
-    folder = Path(cfg.path).expanduser() if cfg.path else default
+class FolderParams(BaseModel):
+    """Params of a dataset read from a folder of files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Folder of the dataset's files; each dataset has its own default.
+    path: str | None = None
+
+
+def _folder(params: FolderParams, name: str, default: Path, expected: str, hint: str) -> Path:
+    """The dataset folder: ``params.path`` or ``default``, which must be an existing folder."""
+    folder = Path(params.path).expanduser() if params.path else default
     if not folder.is_dir():
         what = "a file" if folder.exists() else "no such folder"
-        source = "dataset.path" if cfg.path else f"the default folder of dataset '{cfg.name}'"
+        source = "dataset.path" if params.path else f"the default folder of dataset '{name}'"
         raise _error(folder, f"a folder ({source}) holding {expected}", what, hint)
     return folder
 
@@ -363,9 +369,9 @@ _IDX_SOURCES = {
 }
 
 
-def _load_idx_registered(name: str, cfg: DatasetConfig) -> Dataset:
+def _load_idx_registered(name: str, params: FolderParams) -> Dataset:
     source = _IDX_SOURCES[name]
-    folder = _folder(cfg, source.default, "the four IDX files", source.hint)
+    folder = _folder(params, name, source.default, "the four IDX files", source.hint)
     return load_idx_dataset(name, folder, source.hint)
 
 
@@ -375,14 +381,16 @@ def _load_idx_registered(name: str, cfg: DatasetConfig) -> Dataset:
     "dataset.path (default /usr/share/datasets/fashion-mnist, apt-get install dataset-fashion-mnist).",
     reference="Xiao, Rasul & Vollgraf 2017, Fashion-MNIST (arXiv:1708.07747); the standard train/test split.",
     input_shape="1x28x28",
+    params=FolderParams,
+    default_model="cnn28",
 )
-def load_fashion_mnist(cfg: DatasetConfig, seed: int = 0) -> Dataset:
-    """Load Fashion-MNIST from ``cfg.path`` or ``/usr/share/datasets/fashion-mnist``.
+def load_fashion_mnist(params: FolderParams, seed: int = 0) -> Dataset:
+    """Load Fashion-MNIST from ``params.path`` or ``/usr/share/datasets/fashion-mnist``.
 
     The split is the dataset's own (60,000 training, 10,000 test images), so
     ``seed`` is unused.
     """
-    return _load_idx_registered("fashion-mnist", cfg)
+    return _load_idx_registered("fashion-mnist", params)
 
 
 @DATASETS.register(
@@ -392,23 +400,25 @@ def load_fashion_mnist(cfg: DatasetConfig, seed: int = 0) -> Dataset:
     reference="LeCun, Bottou, Bengio & Haffner 1998, Gradient-Based Learning Applied to Document "
     "Recognition; the standard train/test split.",
     input_shape="1x28x28",
+    params=FolderParams,
+    default_model="cnn28",
 )
-def load_mnist(cfg: DatasetConfig, seed: int = 0) -> Dataset:
-    """Load MNIST from ``cfg.path`` or ``/usr/share/datasets/mnist``.
+def load_mnist(params: FolderParams, seed: int = 0) -> Dataset:
+    """Load MNIST from ``params.path`` or ``/usr/share/datasets/mnist``.
 
     The split is the dataset's own (60,000 training, 10,000 test images), so
     ``seed`` is unused.
     """
-    return _load_idx_registered("mnist", cfg)
+    return _load_idx_registered("mnist", params)
 
 
 _CIFAR10_DEFAULT = Path("/usr/share/datasets/cifar10")
 
 
-def _cifar10_folder(cfg: DatasetConfig) -> Path:
+def _cifar10_folder(params: FolderParams) -> Path:
     """The folder holding the CIFAR-10 ``.bin`` files, looking into ``cifar-10-batches-bin/`` too."""
     expected = f"the CIFAR-10 binary files ({', '.join(_CIFAR10_TRAIN)}, {_CIFAR10_TEST})"
-    folder = _folder(cfg, _CIFAR10_DEFAULT, expected, _CIFAR10_HINT)
+    folder = _folder(params, "cifar10", _CIFAR10_DEFAULT, expected, _CIFAR10_HINT)
     for candidate in (folder, folder / _CIFAR10_SUBFOLDER):
         if any((candidate / f"{_CIFAR10_TEST}{ext}").is_file() for ext in ("", ".gz")):
             return candidate
@@ -433,14 +443,16 @@ def _cifar10_file(folder: Path, name: str) -> Path:
     reference="Krizhevsky 2009, Learning Multiple Layers of Features from Tiny Images; the standard "
     "train/test split.",
     input_shape="3x32x32",
+    params=FolderParams,
+    default_model="resnet8",
 )
-def load_cifar10(cfg: DatasetConfig, seed: int = 0) -> Dataset:
-    """Load CIFAR-10 (binary version) from ``cfg.path`` or ``/usr/share/datasets/cifar10``.
+def load_cifar10(params: FolderParams, seed: int = 0) -> Dataset:
+    """Load CIFAR-10 (binary version) from ``params.path`` or ``/usr/share/datasets/cifar10``.
 
     The training set is ``data_batch_1.bin`` ... ``data_batch_5.bin`` in order,
     the test set ``test_batch.bin``; ``seed`` is unused.
     """
-    folder = _cifar10_folder(cfg)
+    folder = _cifar10_folder(params)
     splits = []
     for names in (_CIFAR10_TRAIN, (_CIFAR10_TEST,)):
         images, labels = [], []

@@ -58,6 +58,7 @@ def bucket_means(x: Tensor, perm: Tensor, s: int) -> tuple[Tensor, Tensor]:
 
 @PRE_AGGREGATORS.register(
     "bucketing",
+    tags=("stochastic", "order_dependent"),
     description="Bucketing: shuffle, average buckets of bucket_size rows, aggregate the bucket means.",
     params=BucketingParams,
     reference="Karimireddy et al. 2022, Byzantine-Robust Learning on Heterogeneous Datasets via Bucketing.",

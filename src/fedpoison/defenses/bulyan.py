@@ -32,10 +32,10 @@ from fedpoison.defenses.distances import pairwise_sq_distances
 from fedpoison.defenses.krum import krum_scores
 from fedpoison.defenses.order_statistics import coordinate_closest_to_median_mean
 from fedpoison.defenses.registry import RULES
-from fedpoison.defenses.requirements import require
+from fedpoison.defenses.requirements import at_least, enforce
 from fedpoison.registry import NoParams
 
-BULYAN_REQUIRES = "n >= 4f + 3"
+BULYAN_REQUIRES = at_least(4, 3, "n >= 4f + 3")
 
 
 def bulyan_select(sq_dist: Tensor, f: int, theta: int) -> Tensor:
@@ -69,11 +69,6 @@ def bulyan_select(sq_dist: Tensor, f: int, theta: int) -> Tensor:
     return picks
 
 
-def bulyan_violation(n: int, f: int) -> str | None:
-    """``n >= 4f + 3``, or ``None`` when it holds."""
-    return None if n >= 4 * f + 3 else BULYAN_REQUIRES
-
-
 @RULES.register(
     "bulyan",
     description="Bulyan: n - 2f rows picked by iterated Krum, then per coordinate the mean of the "
@@ -89,15 +84,10 @@ class Bulyan:
     def __init__(self, params: NoParams | None = None, *, f: int = 0) -> None:
         self.f = f
 
-    @staticmethod
-    def violation(n: int, f: int, params: object = None) -> str | None:
-        """Requirement broken by ``n`` rows and ``f`` Byzantine ones, or ``None``."""
-        return bulyan_violation(n, f)
-
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
         n = updates.shape[0]
         f = self.f
-        require(bulyan_violation(n, f) is None, "bulyan", BULYAN_REQUIRES, n=n, f=f)
+        enforce(BULYAN_REQUIRES, "bulyan", n, f)
         theta, beta = n - 2 * f, n - 4 * f
         sq = pairwise_sq_distances(updates)
         picks = bulyan_select(sq, f, theta)

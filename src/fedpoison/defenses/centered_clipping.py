@@ -72,6 +72,7 @@ def centered_clip(x: Tensor, center: Tensor, *, tau: float, iterations: int) -> 
 
 @RULES.register(
     "centered_clipping",
+    tags=("stateful", "changes_scale"),
     description="Centered clipping: clip each update to radius tau around the previous aggregate, average.",
     params=CenteredClippingParams,
     reference="Karimireddy et al. 2021, Learning from History for Byzantine Robust Optimization (CC, l iterations).",

@@ -106,6 +106,7 @@ def clip_layers(
 
 @PRE_AGGREGATORS.register(
     "clip",
+    tags=("changes_scale",),
     description="Server-side L2 clipping of each update, globally or per layer; fixed clip_norm or a "
     "quantile of the round's norms (median by default).",
     params=ClipParams,

@@ -29,7 +29,8 @@ from torch import Tensor
 from fedpoison.defenses.base import AggregationResult, RoundContext
 from fedpoison.defenses.noise import permutation
 from fedpoison.defenses.registry import RULES
-from fedpoison.defenses.requirements import require
+from fedpoison.defenses.requirements import enforce, require
+from fedpoison.registry import Requirement
 
 
 class DnCParams(BaseModel):
@@ -64,13 +65,21 @@ def dnc_outlier_scores(sub: Tensor) -> Tensor:
     return out
 
 
+#: At least one row kept after dropping ``floor(c f)``.
+DNC_REQUIRES = Requirement(
+    "n - floor(c f) >= 1 rows kept",
+    lambda n, f, p: n - math.floor(getattr(p, "dnc_filter", 1.0) * f) >= 1,
+)
+
+
 @RULES.register(
     "dnc",
+    tags=("stochastic",),
     description="Divide-and-Conquer: drop the rows with the largest projections on the top singular "
     "direction of random coordinate subsets.",
     params=DnCParams,
     reference="Shejwalkar & Houmansadr 2021, Manipulating the Byzantine (DnC, Algorithm 2).",
-    requires="n - floor(c f) >= 1 rows kept",
+    requires=DNC_REQUIRES,
     filters=True,
 )
 class DnC:
@@ -80,18 +89,12 @@ class DnC:
         self.params = params or DnCParams()
         self.f = f
 
-    @staticmethod
-    def violation(n: int, f: int, params: DnCParams | None = None) -> str | None:
-        """Requirement broken by ``n`` rows and ``f`` Byzantine ones, or ``None``."""
-        c = (params or DnCParams()).dnc_filter
-        return None if n - math.floor(c * f) >= 1 else f"n - floor(c f) >= 1 with c={c}"
-
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
         n, d = updates.shape
         p = self.params
         drop = math.floor(p.dnc_filter * self.f)
         keep_n = n - drop
-        require(keep_n >= 1, "dnc", "n - floor(c f) >= 1 rows kept", n=n, f=self.f, c=p.dnc_filter)
+        enforce(DNC_REQUIRES, "dnc", n, self.f, p, c=p.dnc_filter)
         b = min(p.dnc_dims, d)
         good = torch.ones(n, dtype=torch.bool, device=updates.device)
         score_sum = torch.zeros(n, dtype=torch.float64, device=updates.device)

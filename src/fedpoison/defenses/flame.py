@@ -72,6 +72,8 @@ def majority_cluster(cos_dist: Tensor) -> Tensor:
 
 @RULES.register(
     "flame",
+    tags=("stochastic", "changes_scale"),
+    quiet_params={"noise_lambda": 0.0},
     description="FLAME: HDBSCAN on cosine distances keeps the majority cluster, clip at median norm, add noise.",
     params=FlameParams,
     reference="Nguyen et al. 2022, FLAME: Taming Backdoors in Federated Learning (cosine on updates).",

@@ -69,6 +69,7 @@ def fltrust_aggregate(x: Tensor, root: Tensor) -> tuple[Tensor, Tensor, Tensor, 
 
 @RULES.register(
     "fltrust",
+    tags=("needs_root_data", "changes_scale"),
     description="FLTrust: ReLU-cosine trust against the server's root update; rows rescaled to its norm.",
     params=FLTrustParams,
     reference="Cao et al. 2021, FLTrust: Byzantine-robust Federated Learning via Trust Bootstrapping.",

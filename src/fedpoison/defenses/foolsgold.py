@@ -64,6 +64,7 @@ def foolsgold_weights(history: Tensor, kappa: float) -> tuple[Tensor, Tensor]:
 
 @RULES.register(
     "foolsgold",
+    tags=("stateful", "per_client_state"),
     description="FoolsGold: down-weight clients whose update histories are too similar to each other.",
     params=FoolsGoldParams,
     reference="Fung et al. 2020, The Limitations of Federated Learning in Sybil Settings (FoolsGold, Alg. 1).",
@@ -72,9 +73,6 @@ def foolsgold_weights(history: Tensor, kappa: float) -> tuple[Tensor, Tensor]:
 )
 class FoolsGold:
     """FoolsGold with per-client histories (stateful: one instance per run)."""
-
-    #: Keys state by client id: config validation rejects bucketing before it.
-    per_client_state = True
 
     def __init__(self, params: FoolsGoldParams | None = None, *, f: int = 0) -> None:
         self.kappa = (params or FoolsGoldParams()).kappa

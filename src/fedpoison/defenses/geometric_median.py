@@ -49,7 +49,7 @@ from torch import Tensor
 from fedpoison.defenses.base import AggregationResult, RoundContext
 from fedpoison.defenses.distances import distances_to, row_norms
 from fedpoison.defenses.registry import RULES
-from fedpoison.defenses.requirements import require
+from fedpoison.defenses.requirements import at_least, enforce
 
 
 class GeometricMedianParams(BaseModel):
@@ -95,12 +95,16 @@ def smoothed_weiszfeld(
     return z, w, dist, it
 
 
+#: Breakdown point 1/2.
+GEOMED_REQUIRES = at_least(2, 1, "n >= 2f + 1")
+
+
 @RULES.register(
     "geometric_median",
     description="Geometric median (RFA): smoothed Weiszfeld from the origin, at most max_iter iterations.",
     params=GeometricMedianParams,
     reference="Pillutla et al. 2022, Robust Aggregation for Federated Learning (RFA, smoothed Weiszfeld).",
-    requires="n >= 2f + 1 (breakdown point 1/2)",
+    requires=GEOMED_REQUIRES,
     filters=False,
 )
 class GeometricMedian:
@@ -110,14 +114,9 @@ class GeometricMedian:
         self.params = params or GeometricMedianParams()
         self.f = f
 
-    @staticmethod
-    def violation(n: int, f: int, params: object = None) -> str | None:
-        """Requirement broken by ``n`` rows and ``f`` Byzantine ones, or ``None``."""
-        return None if n >= 2 * f + 1 else "n >= 2f + 1"
-
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
         n = updates.shape[0]
-        require(n >= 2 * self.f + 1, "geometric_median", "n >= 2f + 1", n=n, f=self.f)
+        enforce(GEOMED_REQUIRES, "geometric_median", n, self.f)
         p = self.params
         alpha = weights if p.weighting == "samples" else torch.ones(n, dtype=updates.dtype, device=updates.device)
         z, w, dist, iters = smoothed_weiszfeld(

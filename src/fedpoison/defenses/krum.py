@@ -26,6 +26,8 @@ diameter, whatever the ``f`` Byzantine rows hold.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
@@ -33,10 +35,11 @@ from torch import Tensor
 from fedpoison.defenses.base import AggregationResult, RoundContext
 from fedpoison.defenses.distances import pairwise_sq_distances
 from fedpoison.defenses.registry import RULES
-from fedpoison.defenses.requirements import require
-from fedpoison.registry import NoParams
+from fedpoison.defenses.requirements import at_least, enforce
+from fedpoison.registry import NoParams, Requirement
 
-KRUM_REQUIRES = "n >= 2f + 3"
+#: Blanchard et al.'s ``2f + 2 < n``.
+KRUM_REQUIRES = at_least(2, 3, "n >= 2f + 3")
 
 
 def krum_scores(sq_dist: Tensor, f: int) -> Tensor:
@@ -67,11 +70,6 @@ def multi_krum_select(sq_dist: Tensor, f: int, m: int) -> tuple[Tensor, Tensor]:
     return selected, scores
 
 
-def krum_violation(n: int, f: int) -> str | None:
-    """``n >= 2f + 3`` (Blanchard et al.'s ``2f + 2 < n``), or ``None`` when it holds."""
-    return None if n >= 2 * f + 3 else KRUM_REQUIRES
-
-
 class MultiKrumParams(BaseModel):
     """Parameters of ``multi_krum``."""
 
@@ -88,12 +86,19 @@ def _aggregate_selected(updates: Tensor, selected: Tensor) -> tuple[Tensor, Tens
     return w @ updates, w
 
 
+#: Krum's requirement, and the rows averaged fit in the rows there are.
+MULTI_KRUM_REQUIRES = Requirement(
+    "n >= 2f + 3, 1 <= m <= n",
+    lambda n, f, p: n >= 2 * f + 3 and (getattr(p, "m", None) is None or 1 <= p.m <= n),
+)
+
+
 @RULES.register(
     "multi_krum",
     description="Multi-Krum: mean of the m rows with the lowest Krum scores (m = n - f by default).",
     params=MultiKrumParams,
     reference="Blanchard et al. 2017, Machine Learning with Adversaries (Multi-Krum); n - f - 2 neighbours.",
-    requires=KRUM_REQUIRES + ", 1 <= m <= n",
+    requires=MULTI_KRUM_REQUIRES,
     filters=True,
 )
 class MultiKrum:
@@ -105,22 +110,13 @@ class MultiKrum:
         self.m = (params or MultiKrumParams()).m
         self.f = f
 
-    @staticmethod
-    def violation(n: int, f: int, params: MultiKrumParams | None = None) -> str | None:
-        """Requirement broken by ``n`` rows and ``f`` Byzantine ones, or ``None``."""
-        m = getattr(params, "m", None)
-        if m is not None and m > n:
-            return f"m <= n (m={m})"
-        return krum_violation(n, f)
-
     def _m(self, n: int) -> int:
         return self.m if self.m is not None else n - self.f
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
         n = updates.shape[0]
-        require(krum_violation(n, self.f) is None, self.name, KRUM_REQUIRES, n=n, f=self.f)
         m = self._m(n)
-        require(1 <= m <= n, self.name, "1 <= m <= n", m=m, n=n)
+        enforce(MULTI_KRUM_REQUIRES, self.name, n, self.f, SimpleNamespace(m=m), m=m)
         selected, scores = multi_krum_select(pairwise_sq_distances(updates), self.f, m)
         agg, w = _aggregate_selected(updates, selected)
         return AggregationResult(agg, w, selected, scores, info={"selected": float(m)})
@@ -141,8 +137,3 @@ class Krum(MultiKrum):
 
     def __init__(self, params: NoParams | None = None, *, f: int = 0) -> None:
         super().__init__(MultiKrumParams(m=1), f=f)
-
-    @staticmethod
-    def violation(n: int, f: int, params: object = None) -> str | None:
-        """Requirement broken by ``n`` rows and ``f`` Byzantine ones, or ``None``."""
-        return krum_violation(n, f)

@@ -22,13 +22,11 @@ from torch import Tensor
 from fedpoison.defenses.base import AggregationResult, RoundContext
 from fedpoison.defenses.order_statistics import coordinate_median
 from fedpoison.defenses.registry import RULES
-from fedpoison.defenses.requirements import require
+from fedpoison.defenses.requirements import at_least, enforce
 from fedpoison.registry import NoParams
 
-
-def median_violation(n: int, f: int) -> str | None:
-    """The breakdown requirement ``n >= 2f + 1`` (a majority of honest rows), or ``None``."""
-    return None if n >= 2 * f + 1 and n >= 1 else "n >= 2f + 1"
+#: The breakdown requirement: a majority of honest rows.
+MEDIAN_REQUIRES = at_least(2, 1, "n >= 2f + 1")
 
 
 @RULES.register(
@@ -36,7 +34,7 @@ def median_violation(n: int, f: int) -> str | None:
     description="Coordinate-wise median of the updates (sample weights ignored).",
     params=NoParams,
     reference="Yin et al. 2018, Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates (median).",
-    requires="n >= 2f + 1",
+    requires=MEDIAN_REQUIRES,
     filters=False,
 )
 class Median:
@@ -45,14 +43,9 @@ class Median:
     def __init__(self, params: NoParams | None = None, *, f: int = 0) -> None:
         self.f = f
 
-    @staticmethod
-    def violation(n: int, f: int, params: object = None) -> str | None:
-        """Requirement broken by ``n`` rows and ``f`` Byzantine ones, or ``None``."""
-        return median_violation(n, f)
-
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
         n = updates.shape[0]
-        require(median_violation(n, self.f) is None, "median", "n >= 2f + 1", n=n, f=self.f)
+        enforce(MEDIAN_REQUIRES, "median", n, self.f)
         agg = coordinate_median(updates)
         return AggregationResult(
             agg,

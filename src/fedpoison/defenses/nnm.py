@@ -20,7 +20,7 @@ from torch import Tensor
 from fedpoison.defenses.base import PreResult, RoundContext
 from fedpoison.defenses.distances import pairwise_sq_distances
 from fedpoison.defenses.registry import PRE_AGGREGATORS
-from fedpoison.defenses.requirements import require
+from fedpoison.defenses.requirements import at_least, enforce
 from fedpoison.registry import NoParams
 
 
@@ -36,12 +36,15 @@ def nnm_mixing(sq_dist: Tensor, f: int) -> Tensor:
     return mix
 
 
+NNM_REQUIRES = at_least(1, 1, "n >= f + 1")
+
+
 @PRE_AGGREGATORS.register(
     "nnm",
     description="Nearest-neighbour mixing: replace each row by the mean of its n - f nearest rows.",
     params=NoParams,
     reference="Allouah et al. 2023, Fixing by Mixing (NNM).",
-    requires="n >= f + 1",
+    requires=NNM_REQUIRES,
 )
 class NNM:
     """Nearest-neighbour mixing."""
@@ -49,14 +52,9 @@ class NNM:
     def __init__(self, params: NoParams | None = None, *, f: int = 0) -> None:
         self.f = f
 
-    @staticmethod
-    def violation(n: int, f: int, params: object = None) -> str | None:
-        """Requirement broken by ``n`` rows and ``f`` Byzantine ones, or ``None``."""
-        return None if n >= f + 1 else "n >= f + 1"
-
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> PreResult:
         n = updates.shape[0]
-        require(n >= self.f + 1, "nnm", "n >= f + 1", n=n, f=self.f)
+        enforce(NNM_REQUIRES, "nnm", n, self.f)
         mix = nnm_mixing(pairwise_sq_distances(updates), self.f)
         mixed = mix @ updates
         return PreResult(mixed, weights, 0, mix, {})

@@ -39,6 +39,7 @@ class NormBoundParams(ClipBoundParams):
 
 @RULES.register(
     "norm_bound",
+    tags=("changes_scale",),
     description="Norm bounding: clip each update to clip_norm (or a quantile of the norms), weighted "
     "mean, optional Gaussian noise (weak DP).",
     params=NormBoundParams,

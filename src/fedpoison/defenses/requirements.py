@@ -1,30 +1,27 @@
-"""Requirements of rules on n (rows) and f (assumed Byzantine rows), checked twice.
+"""Requirements of rules on n (rows) and f (assumed Byzantine rows), declared once.
 
-A rule or pre-aggregator class may define
+A rule or pre-aggregator declares its requirement as a
+:class:`~fedpoison.registry.Requirement` in its registration
+(``requires=...``). The same object is used
 
-- ``violation(n, f, params) -> str | None`` (static): the requirement it
-  breaks for ``n`` rows and ``f`` Byzantine rows, in words, or ``None``;
-- ``rows_out(n, params) -> int`` (static, pre-aggregators only): how many
-  rows it hands on (bucketing makes ``ceil(n / s)`` buckets);
-- ``per_client_state = True`` (rules only): it keys state by client id, so no
-  pre-aggregator may regroup rows before it.
+- by config validation, when the rows per round are known
+  (:mod:`fedpoison.plugins.resolve`), so a bad combination never starts a run;
+- at call time, through :func:`enforce`: the rule raises
+  :class:`~fedpoison.errors.AggregationError` and never falls back to another rule;
+- by ``fedpoison list defenses`` and the docs, which show its text.
 
-At call time a rule raises :class:`~fedpoison.errors.AggregationError` through
-:func:`require`; it never falls back to another rule. When the participants per
-round are known at validation time, :func:`check_config` (registered with
-:func:`fedpoison.config.register_check`) fails the config instead, so a bad
-combination never starts a run.
+A pre-aggregator that changes the number of rows also defines
+``rows_out(n, params) -> int`` (static; bucketing makes ``ceil(n / s)``
+buckets), and a rule that keys state by client id declares the
+``per_client_state`` tag, so no pre-aggregator may regroup rows before it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fedpoison.config import register_check
-from fedpoison.errors import AggregationError, ConfigError
-
-if TYPE_CHECKING:
-    from fedpoison.config import ExperimentConfig
+from fedpoison.errors import AggregationError
+from fedpoison.registry import Requirement
 
 
 def requirement_error(rule: str, requirement: str, **values: Any) -> AggregationError:
@@ -39,44 +36,12 @@ def require(ok: bool, rule: str, requirement: str, **values: Any) -> None:
         raise requirement_error(rule, requirement, **values)
 
 
-def assumed_f(config: ExperimentConfig) -> int:
-    """The ``f`` a defense assumes for ``config`` (:attr:`ExperimentConfig.assumed_f`)."""
-    return config.assumed_f
+def enforce(requirement: Requirement, rule: str, n: int, f: int, params: Any = None, **values: Any) -> None:
+    """Raise :func:`requirement_error` when ``n`` rows and ``f`` Byzantine rows break ``requirement``."""
+    if requirement.violated(n, f, params):
+        raise requirement_error(rule, requirement.text, n=n, f=f, **values)
 
 
-@register_check
-def check_config(config: ExperimentConfig) -> None:
-    """Fail validation when the configured n and f break the defense's requirements."""
-    from fedpoison.defenses.registry import PRE_AGGREGATORS, RULES
-
-    section = config.defense
-    n = config.participants_per_round
-    f = assumed_f(config)
-    for i, name in enumerate(section.pre):
-        entry = PRE_AGGREGATORS.get(name, key=f"defense.pre[{i}]")
-        params = section.params(entry.params)
-        _check(entry.obj, f"defense.pre[{i}] '{name}'", n, f, params)
-        rows_out = getattr(entry.obj, "rows_out", None)
-        if rows_out is not None:
-            n = rows_out(n, params)
-    entry = RULES.get(section.name, key="defense.name")
-    _check(entry.obj, f"defense.name '{section.name}'", n, f, section.params(entry.params))
-    if getattr(entry.obj, "per_client_state", False):
-        regroups = [p for p in section.pre if getattr(PRE_AGGREGATORS.get(p).obj, "rows_out", None)]
-        if regroups:
-            raise ConfigError(
-                f"defense.name '{section.name}': keeps per-client history, so it needs one row per client; "
-                f"defense.pre {regroups} regroups rows into buckets (remove it or choose another rule)"
-            )
-
-
-def _check(cls: Any, where: str, n: int, f: int, params: Any) -> None:
-    violation = getattr(cls, "violation", None)
-    if violation is None:
-        return
-    broken = violation(n, f, params)
-    if broken:
-        raise ConfigError(
-            f"{where}: requires {broken}, got n={n} rows per round and f={f} "
-            "(set defense.f, clients.per_round or attack.fraction/count)"
-        )
+def at_least(a: int, b: int, text: str) -> Requirement:
+    """The requirement ``n >= a f + b``, e.g. ``at_least(2, 3, "n >= 2f + 3")``."""
+    return Requirement(text, lambda n, f, params: n >= a * f + b)

@@ -125,6 +125,7 @@ def largest_sign_cluster(features: Tensor) -> Tensor:
 
 @RULES.register(
     "signguard",
+    tags=("stochastic",),
     description="SignGuard: norm filter around the median norm, Mean-Shift on sign statistics, clip, average.",
     params=SignGuardParams,
     reference="Xu et al. 2022, Byzantine-robust FL through Collaborative Malicious Gradient Filtering (SignGuard).",

@@ -25,7 +25,8 @@ from torch import Tensor
 from fedpoison.defenses.base import AggregationResult, RoundContext
 from fedpoison.defenses.order_statistics import coordinate_trimmed_mean
 from fedpoison.defenses.registry import RULES
-from fedpoison.defenses.requirements import require
+from fedpoison.defenses.requirements import enforce
+from fedpoison.registry import Requirement
 
 
 class TrimmedMeanParams(BaseModel):
@@ -41,12 +42,19 @@ def trim_count(n: int, f: int, beta: float | None) -> int:
     return math.floor(beta * n) if beta is not None else f
 
 
+#: At least one value left per coordinate; robust when b >= f.
+TRIMMED_MEAN_REQUIRES = Requirement(
+    "n >= 2b + 1 (b = f, or floor(beta * n)); robust when b >= f",
+    lambda n, f, p: n >= 2 * trim_count(n, f, getattr(p, "beta", None)) + 1,
+)
+
+
 @RULES.register(
     "trimmed_mean",
     description="Coordinate-wise trimmed mean: drop the b largest and b smallest values (b = f or floor(beta*n)).",
     params=TrimmedMeanParams,
     reference="Yin et al. 2018, Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates (trmean).",
-    requires="n >= 2b + 1 (b = f, or floor(beta * n)); robust when b >= f",
+    requires=TRIMMED_MEAN_REQUIRES,
     filters=False,
 )
 class TrimmedMean:
@@ -56,16 +64,10 @@ class TrimmedMean:
         self.beta = (params or TrimmedMeanParams()).beta
         self.f = f
 
-    @staticmethod
-    def violation(n: int, f: int, params: TrimmedMeanParams | None = None) -> str | None:
-        """Requirement broken by ``n`` rows and ``f`` Byzantine ones, or ``None``."""
-        b = trim_count(n, f, (params or TrimmedMeanParams()).beta)
-        return None if n >= 2 * b + 1 else f"n >= 2b + 1 with b={b} trimmed from each end"
-
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
         n = updates.shape[0]
         b = trim_count(n, self.f, self.beta)
-        require(n >= 2 * b + 1, "trimmed_mean", "n >= 2b + 1 (at least one value left)", n=n, b=b, f=self.f)
+        enforce(TRIMMED_MEAN_REQUIRES, "trimmed_mean", n, self.f, TrimmedMeanParams(beta=self.beta), b=b)
         agg = coordinate_trimmed_mean(updates, b)
         return AggregationResult(
             agg,

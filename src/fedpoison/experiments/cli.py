@@ -162,7 +162,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
         raise ConfigError(f"--checkpoint-every: expected an integer >= 0, got {args.checkpoint_every}")
     if not args.dry_run and args.workers != 0:
         prestart(args.executor)
-    grid = load_grid(args.grid, args.overrides)
+    grid = load_grid(args.grid, args.overrides, plugins=args.plugins)
     if args.dry_run:
         for line in describe(grid):
             console.print(line, highlight=False)
@@ -316,7 +316,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if args.workers != 0:
         prestart("local")
-    grid = load_grid(demo_grid(args.seeds, args.rounds), args.overrides)
+    grid = load_grid(demo_grid(args.seeds, args.rounds), args.overrides, plugins=args.plugins)
     progress = run_grid_cli(grid, args.out, workers=args.workers, executor="local", retry_failed=True,
                             quiet=args.quiet)
     results = load(args.out)

@@ -162,7 +162,8 @@ def _warm_up(cfg: Any) -> None:
     """
     from fedpoison.simulation import run
 
-    kind = (cfg.dataset.name, cfg.dataset.path, cfg.model.name, cfg.local.engine, cfg.device)
+    kind = (cfg.dataset.name, str(sorted(cfg.dataset.params_dict().items())), cfg.model.name, cfg.local.engine,
+            cfg.device)
     if kind in _WARMED:
         return
     _WARMED.add(kind)
@@ -187,7 +188,7 @@ def execute(task: RunTask, *, warm_up: bool = True,
     where = f"{socket.gethostname()}:{os.getpid()}"
     start = time.perf_counter()
     try:
-        from fedpoison.config import validate_config
+        from fedpoison.plugins import validate_config
 
         cfg = validate_config(task.config)
         if cfg.key() != task.key:

@@ -44,17 +44,17 @@ import yaml
 from pydantic import BaseModel
 
 from fedpoison.config import (
-    AttackSection,
-    AuditSection,
-    DefenseSection,
     ExperimentConfig,
+    PluginSection,
+    absolute_plugin_paths,
     parse_override,
     read_yaml,
     set_dotted,
-    validate_config,
 )
 from fedpoison.config_checks import ConfigWarning, check_run_config
 from fedpoison.errors import ConfigError
+from fedpoison.plugins import validate_config
+from fedpoison.plugins.loading import absolute_specs
 from fedpoison.registry import suggest
 
 #: Keys a grid file may have at top level.
@@ -62,7 +62,8 @@ GRID_KEYS = ("name", "description", "base", "axes", "zip", "exclude", "analysis"
 #: Keys of the ``analysis`` section and their defaults.
 ANALYSIS_DEFAULTS: dict[str, Any] = {"last_k": 3, "target_accuracy": 0.8}
 #: Sections whose keys beyond the common ones belong to the chosen plug-in.
-_PLUGIN_SECTIONS = {"attack": AttackSection, "defense": DefenseSection, "audit": AuditSection}
+_PLUGIN_SECTIONS = {name for name, f in ExperimentConfig.model_fields.items()
+                    if isinstance(f.annotation, type) and issubclass(f.annotation, PluginSection)}
 
 
 @dataclass(frozen=True)
@@ -137,21 +138,24 @@ class Grid:
 
 
 # ---- reading ---------------------------------------------------------------------
-def load_grid(source: str | Path | Mapping[str, Any], overrides: Iterable[str] | Mapping[str, Any] = ()) -> Grid:
+def load_grid(source: str | Path | Mapping[str, Any], overrides: Iterable[str] | Mapping[str, Any] = (),
+              *, plugins: Sequence[str] = ()) -> Grid:
     """Read, validate and expand a grid file (a path or an already-parsed mapping).
 
     ``overrides`` are ``key=value`` strings (``--set``) applied to every run last.
+    ``plugins`` (files or modules, as from ``--plugin``) join the base config's
+    ``plugins``, so every run, in whatever process it runs, loads them.
     """
     if isinstance(source, Mapping):
         where, data, folder = "grid", copy.deepcopy(dict(source)), Path.cwd()
     else:
         path = Path(source)
         where, data, folder = f"grid file {path}", read_yaml(path), path.parent
-    return expand_grid(data, overrides, where=where, folder=folder)
+    return expand_grid(data, overrides, where=where, folder=folder, plugins=plugins)
 
 
 def expand_grid(data: Mapping[str, Any], overrides: Iterable[str] | Mapping[str, Any] = (), *,
-                where: str = "grid", folder: Path | None = None) -> Grid:
+                where: str = "grid", folder: Path | None = None, plugins: Sequence[str] = ()) -> Grid:
     """Validate a parsed grid mapping and expand it into runs (see the module docstring)."""
 
     def fail(msg: str) -> ConfigError:
@@ -162,7 +166,7 @@ def expand_grid(data: Mapping[str, Any], overrides: Iterable[str] | Mapping[str,
         if key not in GRID_KEYS:
             raise fail(f"unknown key '{key}'{suggest(str(key), list(GRID_KEYS))} "
                        f"(expected some of: {', '.join(GRID_KEYS)})")
-    base = _read_base(data.get("base"), folder or Path.cwd(), fail)
+    base = _read_base(data.get("base"), folder or Path.cwd(), fail, plugins)
     ov_items = list(overrides.items() if isinstance(overrides, Mapping) else map(parse_override, overrides))
     for key, _ in ov_items:
         _check_key(key, fail, what="--set")
@@ -250,18 +254,26 @@ def expand_grid(data: Mapping[str, Any], overrides: Iterable[str] | Mapping[str,
 
 
 # ---- pieces ------------------------------------------------------------------------
-def _read_base(base: Any, folder: Path, fail: Any) -> dict[str, Any]:
+def _read_base(base: Any, folder: Path, fail: Any, plugins: Sequence[str] = ()) -> dict[str, Any]:
     if base is None:
-        return {}
-    if isinstance(base, str):
+        data: dict[str, Any] = {}
+    elif isinstance(base, str):
         try:
             data = read_yaml(folder / base)
         except ConfigError as exc:
             raise fail(f"base: {exc}") from None
+        absolute_plugin_paths(data, (folder / base).parent)
     elif isinstance(base, Mapping):
         data = json.loads(json.dumps(base))
+        absolute_plugin_paths(data, folder)
     else:
         raise fail(f"base: expected a config mapping or a path to a config file, got {base!r}")
+    if plugins:
+        given = data.get("plugins", [])
+        data["plugins"] = [*(given if isinstance(given, list) else [given]),
+                           *(s for s in absolute_specs(plugins) if s not in given)]
+    if not data:
+        return data
     try:
         validate_config(data)  # named errors for the base itself
     except ConfigError as exc:

@@ -2,6 +2,6 @@
 
 from fedpoison.models import zoo  # noqa: F401  (registration)
 from fedpoison.models.paramspec import ParamSpec
-from fedpoison.models.zoo import MODELS, build_model, default_model_name
+from fedpoison.models.zoo import MODELS, build_model
 
-__all__ = ["MODELS", "ParamSpec", "build_model", "default_model_name"]
+__all__ = ["MODELS", "ParamSpec", "build_model"]

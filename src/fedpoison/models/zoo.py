@@ -4,31 +4,42 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from fedpoison.registry import Registry
+from fedpoison.registry import NoParams, Registry
 
-if TYPE_CHECKING:
-    from fedpoison.config import ModelConfig
-
-#: Factory signature: ``fn(input_shape, num_classes, cfg) -> nn.Module``.
-ModelFactory = Callable[[tuple[int, ...], int, "ModelConfig"], nn.Module]
+#: Factory signature: ``fn(input_shape, num_classes, params) -> nn.Module``, where
+#: ``params`` is an instance of the model's registered params model.
+ModelFactory = Callable[[tuple[int, ...], int, Any], nn.Module]
 
 MODELS: Registry[ModelFactory] = Registry("model")
 
-_DEFAULTS = {"digits": "mlp", "mnist": "cnn28", "fashion-mnist": "cnn28", "cifar10": "resnet8"}
+
+class MLPParams(BaseModel):
+    """Params of the one-hidden-layer MLP."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Hidden width.
+    hidden: int = Field(64, ge=1)
 
 
-def default_model_name(dataset: str) -> str:
-    """The model ``model.name: auto`` picks for ``dataset``."""
-    return _DEFAULTS.get(dataset, "mlp")
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, params: Any = None) -> nn.Module:
+    """Build the registered model ``name`` for inputs of ``input_shape``.
 
-
-def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.Module:
-    """Build a registered model for inputs of ``input_shape``."""
-    return MODELS.get(name, key="model.name").obj(input_shape, num_classes, cfg)
+    ``params`` is the model's params instance, or a config's ``model`` section
+    (its keys are validated against the model's params), or ``None`` for the
+    defaults.
+    """
+    entry = MODELS.get(name, key="model.name")
+    if params is None:
+        params = entry.params()
+    elif not isinstance(params, entry.params) and callable(getattr(params, "params", None)):
+        params = params.params(entry.params)
+    return entry.obj(input_shape, num_classes, params)
 
 
 def _conv_pool_relu(cin: int, cout: int, kernel: int, padding: int = 0) -> tuple[nn.Module, ...]:
@@ -44,18 +55,18 @@ def _conv_pool_relu(cin: int, cout: int, kernel: int, padding: int = 0) -> tuple
     return nn.Conv2d(cin, cout, kernel, padding=padding), nn.MaxPool2d(2), nn.ReLU()
 
 
-@MODELS.register("logreg", description="Multinomial logistic regression on flattened inputs.")
-def logreg(input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.Module:
+@MODELS.register("logreg", description="Multinomial logistic regression on flattened inputs.", params=NoParams)
+def logreg(input_shape: tuple[int, ...], num_classes: int, params: NoParams) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), num_classes))
 
 
-@MODELS.register("mlp", description="One hidden ReLU layer of model.hidden units on flattened inputs.")
-def mlp(input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.Module:
+@MODELS.register("mlp", description="One hidden ReLU layer of model.hidden units on flattened inputs.", params=MLPParams)
+def mlp(input_shape: tuple[int, ...], num_classes: int, params: MLPParams) -> nn.Module:
     return nn.Sequential(
         nn.Flatten(),
-        nn.Linear(math.prod(input_shape), cfg.hidden),
+        nn.Linear(math.prod(input_shape), params.hidden),
         nn.ReLU(),
-        nn.Linear(cfg.hidden, num_classes),
+        nn.Linear(params.hidden, num_classes),
     )
 
 
@@ -64,7 +75,7 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.
     description="CNN for 1x28x28: conv 1->16 k5, pool, conv 16->32 k5, pool, fc 512->128, fc 128->C.",
     reference="The two-conv CNN of the poisoning literature (e.g. Fang et al. 2020, Cao et al. 2021).",
 )
-def cnn28(input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.Module:
+def cnn28(input_shape: tuple[int, ...], num_classes: int, params: NoParams) -> nn.Module:
     """The two-conv CNN, ReLU after max-pooling (see :func:`_conv_pool_relu`)."""
     c = input_shape[0]
     return nn.Sequential(
@@ -75,7 +86,7 @@ def cnn28(input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> n
 
 
 @MODELS.register("cnn8", description="CNN for 1x8x8 digits: conv 1->16 k3, pool, conv 16->32 k3, pool, fc 128->64->C.")
-def cnn8(input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.Module:
+def cnn8(input_shape: tuple[int, ...], num_classes: int, params: NoParams) -> nn.Module:
     """The small digits CNN, ReLU after max-pooling (see :func:`_conv_pool_relu`)."""
     c = input_shape[0]
     return nn.Sequential(
@@ -109,7 +120,7 @@ class _Block(nn.Module):
     description="Small ResNet for 3x32x32 colour images: 3 stages (16, 32, 64), GroupNorm, no buffers.",
     reference="He et al. 2016 (CIFAR ResNet), with GroupNorm as in Hsieh et al. 2020 for non-IID FL.",
 )
-def resnet8(input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.Module:
+def resnet8(input_shape: tuple[int, ...], num_classes: int, params: NoParams) -> nn.Module:
     c = input_shape[0]
     return nn.Sequential(
         nn.Conv2d(c, 16, 3, 1, 1, bias=False), nn.GroupNorm(8, 16), nn.ReLU(),

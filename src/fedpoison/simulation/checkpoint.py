@@ -21,8 +21,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import Tensor
 
-from fedpoison.config import ExperimentConfig, validate_config
+from fedpoison.config import ExperimentConfig
 from fedpoison.errors import ConfigError
+from fedpoison.plugins import validate_config
 from fedpoison.simulation.federation import Federation, build_federation
 from fedpoison.simulation.loop import LoopState, run_round
 from fedpoison.simulation.result import RunResult, atomic_write_bytes, make_result, remove_stale_temps

@@ -13,12 +13,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fedpoison.attacks import ATTACKS, Attack
+from fedpoison.attacks import Attack
 from fedpoison.config import ExperimentConfig
-from fedpoison.data import PARTITIONERS, Dataset, load_dataset
+from fedpoison.data import Dataset, load_dataset, partition_clients
 from fedpoison.defenses import Defense, build_defense
-from fedpoison.models import ParamSpec, build_model, default_model_name
+from fedpoison.models import ParamSpec
 from fedpoison.models.paramspec import use_fast_layout_
+from fedpoison.plugins import section_entries
 from fedpoison.seeding import derive_seed, generator
 from fedpoison.training import LocalPlan, SequentialEngine
 
@@ -86,14 +87,15 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
     device = resolve_device(cfg.device)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+    entries = section_entries(cfg)
     data = load_dataset(cfg.dataset, cfg.seed).to(device)
-    part_fn = PARTITIONERS.get(cfg.partition.name, key="partition.name").obj
-    parts = [p.to(device) for p in part_fn(data.y_train, cfg.clients.num, cfg.partition, generator(cfg.seed, "partition"))]
+    parts = [p.to(device) for p in partition_clients(cfg.partition, data.y_train, cfg.clients.num,
+                                                     generator(cfg.seed, "partition"))]
     sizes = torch.tensor([len(p) for p in parts], dtype=torch.float32, device=device)
 
-    model_name = cfg.model.name if cfg.model.name != "auto" else default_model_name(data.name)
+    model_entry = entries["model"][0]
     torch.manual_seed(derive_seed(cfg.seed, "init"))
-    model = build_model(model_name, data.input_shape, data.num_classes, cfg.model).to(device)
+    model = model_entry.obj(data.input_shape, data.num_classes, cfg.model.params(model_entry.params)).to(device)
     spec = ParamSpec.of(model)
     init_params = spec.flatten(model).to(device)
 
@@ -102,8 +104,7 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
     malicious = torch.sort(perm[:m]).values.to(device)
 
     attack: Attack | None = None
-    if cfg.attack.name != "none":
-        entry = ATTACKS.get(cfg.attack.name, key="attack.name")
+    for entry in entries["attack"]:
         attack = entry.obj(
             cfg.attack.params(entry.params),
             num_classes=data.num_classes,
@@ -113,10 +114,7 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
     defense = build_defense(cfg.defense, f=cfg.expected_malicious_per_round)
 
     auditor = None
-    if cfg.audit.name != "none":
-        from fedpoison.audit import AUDITORS
-
-        a_entry = AUDITORS.get(cfg.audit.name, key="audit.name")
+    for a_entry in entries["audit"]:
         auditor = a_entry.obj(cfg.audit.params(a_entry.params), num_clients=cfg.clients.num)
 
     plan = LocalPlan(cfg.local.epochs, cfg.local.steps, cfg.local.batch_size, cfg.local.lr,
@@ -124,10 +122,8 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
     engine = make_engine(cfg, model, spec, plan, device)
 
     root_index = None
-    from fedpoison.defenses import RULES
-
-    rule_params = cfg.defense.params(RULES.get(cfg.defense.name, key="defense.name").params)
-    root_size = getattr(rule_params, "root_size", None)  # FLTrust's root dataset, defaults included
+    rule = entries["defense"][0]
+    root_size = getattr(cfg.defense.params(rule.params), "root_size", None) if rule.has("needs_root_data") else None
     if root_size:
         if root_size > len(data.y_train):
             raise ConfigError(f"defense.root_size: expected at most {len(data.y_train)} samples, got {root_size}")

@@ -18,9 +18,10 @@ import torch
 from torch import Tensor
 
 from fedpoison.attacks import AttackContext, Knowledge
-from fedpoison.config import ExperimentConfig, load_config
+from fedpoison.config import ExperimentConfig
 from fedpoison.defenses import RoundContext
 from fedpoison.errors import UpdateError
+from fedpoison.plugins import load_config
 from fedpoison.seeding import generator
 from fedpoison.simulation.federation import Federation, build_federation
 from fedpoison.simulation.server import audit_and_defend

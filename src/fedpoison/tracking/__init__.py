@@ -125,7 +125,7 @@ def track_run_files(names: Sequence[str], files: Mapping[str, bytes], *, folder:
     import pandas as pd
     import yaml
 
-    from fedpoison.config import validate_config
+    from fedpoison.plugins import validate_config
 
     config = validate_config(yaml.safe_load(files["config.yaml"]))
     history = pd.read_csv(io.BytesIO(files["history.csv"]))

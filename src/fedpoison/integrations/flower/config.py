@@ -36,24 +36,25 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from fedpoison.config import (
     AttackSection,
     AuditSection,
     DefenseSection,
     ExperimentConfig,
-    load_config,
+    PluginSection,
     parse_override,
 )
 from fedpoison.errors import ConfigError
+from fedpoison.plugins import load_config, resolve_section
 
 #: Prefix of fedpoison's keys in a Flower run config.
 PREFIX = "fedpoison."
 #: Run-config key holding extra ``key=value`` overrides (``fedpoison run --set`` syntax).
 SET_KEY = "fedpoison-set"
 
-S = TypeVar("S", bound=BaseModel)
+S = TypeVar("S", bound=PluginSection)
 
 
 def _read_value(value: Any) -> Any:
@@ -104,7 +105,7 @@ def _section(cls: type[S], spec: S | Mapping[str, Any], name: str) -> S:
     if not isinstance(spec, Mapping):
         raise ConfigError(f"{name}: expected a {cls.__name__} or a mapping, got {type(spec).__name__}")
     try:
-        return cls.model_validate({k: _read_value(v) for k, v in spec.items()})
+        section = cls.model_validate({k: _read_value(v) for k, v in spec.items()})
     except ValidationError as exc:
         err = exc.errors()[0]
         inner = (err.get("ctx") or {}).get("error")
@@ -112,6 +113,9 @@ def _section(cls: type[S], spec: S | Mapping[str, Any], name: str) -> S:
             raise inner from None
         key = ".".join([name, *(str(p) for p in err["loc"])])
         raise ConfigError(f"{key}: {err['msg']}, got {err.get('input')!r}") from None
+    resolved = resolve_section(section)
+    assert isinstance(resolved, cls)
+    return resolved
 
 
 def defense_section(spec: DefenseSection | Mapping[str, Any]) -> DefenseSection:
