@@ -33,8 +33,8 @@ def main() -> None:
     args = parser.parse_args()
     before = machine()
 
-    from fedpoison.plugins import load_config
     from fedpoison.experiments.runner import DEFAULT_CHECKPOINT_EVERY
+    from fedpoison.plugins import load_config
     from fedpoison.simulation.checkpoint import CHECKPOINT, save_checkpoint
     from fedpoison.simulation.federation import build_federation
     from fedpoison.simulation.loop import LoopState, run_round

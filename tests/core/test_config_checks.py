@@ -9,10 +9,10 @@ import pytest
 
 import fedpoison
 from fedpoison.cli import main
-from fedpoison.plugins import load_config
 from fedpoison.config_checks import ConfigWarning, check_run_config, ineffective_settings, meaningless
 from fedpoison.errors import ConfigError
 from fedpoison.experiments.grid import expand_grid
+from fedpoison.plugins import load_config
 
 TINY = {"rounds": 2, "clients": {"num": 5}, "dataset": {"limit": 200}}
 
