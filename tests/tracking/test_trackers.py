@@ -191,3 +191,21 @@ def test_wandb_offline_run_equals_history(tmp_path: Path, monkeypatch: pytest.Mo
         return v["value"] if isinstance(v, dict) and set(v) == {"value"} else v
 
     assert value(config["rounds"]) == 3 and value(config["attack"])["name"] == "none"
+
+
+def test_track_in_the_config_selects_trackers_and_is_not_part_of_the_run(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from fedpoison.plugins import load_config
+
+    config = tmp_path / "cfg.yaml"
+    config.write_text("rounds: 2\nclients: {num: 5}\ndataset: {limit: 200}\ntrack: [tensorboard]\n")
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
+    (logdir,) = list((out / "tensorboard").iterdir())
+    expected = _columns(pd.read_csv(out / "history.csv"))
+    assert _tensorboard_scalars(logdir)["train_loss"] == pytest.approx(
+        {k: float(np.float32(v)) for k, v in expected["train_loss"].items()}, rel=0, abs=0)
+    # an observer: same key and the same resolved config.yaml as without it
+    cfg = load_config(config)
+    assert cfg.track == ["tensorboard"] and "track" not in (out / "config.yaml").read_text()
+    assert cfg.key() == load_config(config, ["track=[]"]).key()
