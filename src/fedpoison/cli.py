@@ -88,13 +88,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     with RunTrackers.open(names, folder=out, config=cfg, name=out.name) as trackers, \
             round_bar(cfg.rounds, console=console, disable=args.quiet) as bar:
 
+        live: set[int] = set()
+
         def progress(record: dict[str, Any]) -> None:
             bar(record)
             trackers.log_record(record)
+            live.add(int(record["round"]))
 
         result = run_with_checkpoints(cfg, out=out, every=args.checkpoint_every, resume=args.resume is not None,
                                       progress=progress)
         result.save(out)
+        for row in result.history.to_dict("records"):  # rounds restored from a checkpoint (--resume)
+            if int(row["round"]) not in live:
+                trackers.log_record(row)
         trackers.finish(result.summary)
     console.print(summary_table(result.summary))
     filtering = bool(_registries()["defenses"].get(cfg.defense.name).meta.get("filters"))

@@ -209,3 +209,29 @@ def test_track_in_the_config_selects_trackers_and_is_not_part_of_the_run(tmp_pat
     cfg = load_config(config)
     assert cfg.track == ["tensorboard"] and "track" not in (out / "config.yaml").read_text()
     assert cfg.key() == load_config(config, ["track=[]"]).key()
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_a_resumed_run_logs_its_restored_rounds_too(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from fedpoison.plugins import load_config
+    from fedpoison.simulation.checkpoint import run_with_checkpoints
+
+    cfg = load_config({"rounds": 4, "clients": {"num": 5}, "dataset": {"limit": 200}})
+    out = tmp_path / "run"
+
+    def crash(record: dict[str, Any]) -> None:
+        if record["round"] == 2:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        run_with_checkpoints(cfg, out=out, every=2, progress=crash)
+    assert main(["run", "--resume", str(out), "--quiet", "--track", "tensorboard"]) == 0
+    (logdir,) = list((out / "tensorboard").iterdir())
+    expected = _columns(pd.read_csv(out / "history.csv"))
+    assert sorted(expected["train_loss"]) == [0, 1, 2, 3]
+    assert _tensorboard_scalars(logdir)["train_loss"] == pytest.approx(
+        {k: float(np.float32(v)) for k, v in expected["train_loss"].items()}, rel=0, abs=0)
