@@ -229,9 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; fedpoison errors exit 2 with one message and no traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from fedpoison.config_checks import print_config_warnings
+    from fedpoison.config_checks import print_warnings_as_lines
 
-    print_config_warnings(err_console)
+    print_warnings_as_lines(err_console)
     try:
         if args.plugins:
             from fedpoison.plugins.loading import absolute_specs, load_plugins

@@ -16,7 +16,8 @@ A config can be valid key by key and still not mean what it says:
   warning.
 
 :func:`check_run_config` raises the errors and emits the warnings as
-:class:`ConfigWarning`; the command line prints each as one ``warning:`` line.
+:class:`ConfigWarning`; the command line prints each as one ``warning:`` line
+(:func:`print_warnings_as_lines`).
 In a grid, a warning about a key the grid varies is not shown: a sweep over
 ``attack.name: [none, sign_flip]`` with a shared ``attack.fraction`` means the
 fraction for the attack runs.
@@ -29,7 +30,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from fedpoison.errors import ConfigError
+from fedpoison.errors import ConfigError, FedPoisonWarning
 
 #: Attack settings that only matter when there is an attack, with their defaults.
 _ATTACK_SETTINGS: dict[str, Any] = {
@@ -38,7 +39,7 @@ _ATTACK_SETTINGS: dict[str, Any] = {
 }
 
 
-class ConfigWarning(UserWarning):
+class ConfigWarning(FedPoisonWarning):
     """A config setting that has no effect on the run."""
 
 
@@ -135,12 +136,15 @@ def check_run_config(cfg: Any, *, varied: Collection[str] = (), emit: bool = Tru
     return kept
 
 
-def print_config_warnings(console: Any) -> None:
-    """Show :class:`ConfigWarning` s as one ``warning: ...`` line on ``console``; others as before."""
+def print_warnings_as_lines(console: Any) -> None:
+    """Show fedpoison's warnings (:class:`~fedpoison.errors.FedPoisonWarning`) as one ``warning: ...`` line.
+
+    Other warnings keep Python's format.
+    """
     previous = warnings.showwarning
 
     def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-        if issubclass(category, ConfigWarning):
+        if issubclass(category, FedPoisonWarning):
             from rich.markup import escape
 
             console.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True)

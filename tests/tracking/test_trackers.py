@@ -235,3 +235,19 @@ def test_a_resumed_run_logs_its_restored_rounds_too(tmp_path: Path) -> None:
     assert sorted(expected["train_loss"]) == [0, 1, 2, 3]
     assert _tensorboard_scalars(logdir)["train_loss"] == pytest.approx(
         {k: float(np.float32(v)) for k, v in expected["train_loss"].items()}, rel=0, abs=0)
+
+
+def test_a_run_that_cannot_be_logged_warns_and_the_grid_goes_on(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import fedpoison.tracking as tracking
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(tracking, "track_run_files", broken)
+    grid = expand_grid({"name": "g", "base": {"rounds": 1, "clients": {"num": 5}, "dataset": {"limit": 200}},
+                        "axes": {"seed": [0, 1]}})
+    observer = GridTracking(["tensorboard"], folder=tmp_path, experiment="g")
+    with pytest.warns(tracking.TrackingWarning, match="track: could not log run seed=0 .*No space left"):
+        progress = run_grid(grid, ResultStore(tmp_path), InlineExecutor(warm_up=False), on_event=observer)
+    assert progress.done == 2 and len(observer.errors) == 2

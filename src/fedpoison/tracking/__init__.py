@@ -24,18 +24,23 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedpoison.errors import ConfigError
+from fedpoison.errors import ConfigError, FedPoisonWarning
 from fedpoison.tracking import mlflow as _mlflow  # noqa: F401  (registers "mlflow"; imports mlflow when used)
 from fedpoison.tracking import tensorboard as _tensorboard  # noqa: F401  (registers "tensorboard")
 from fedpoison.tracking import wandb as _wandb  # noqa: F401  (registers "wandb")
 from fedpoison.tracking.base import TRACKERS, TrackedRun, Tracker, flatten_config, numeric_metrics
 
-__all__ = ["TRACKERS", "GridTracking", "RunTrackers", "TrackedRun", "Tracker", "flatten_config",
+__all__ = ["TRACKERS", "GridTracking", "RunTrackers", "TrackedRun", "Tracker", "TrackingWarning", "flatten_config",
            "numeric_metrics", "parse_track"]
+
+
+class TrackingWarning(FedPoisonWarning):
+    """A finished run could not be logged to a tracker (its results are stored all the same)."""
 
 
 def parse_track(*sources: str | Sequence[str] | None) -> list[str]:
@@ -139,10 +144,13 @@ def track_run_files(names: Sequence[str], files: Mapping[str, bytes], *, folder:
 class GridTracking:
     """A grid event observer that logs each run to the trackers when it commits.
 
-    Pass it (or a function calling it) as ``run_grid(..., on_event=...)``.
+    Pass it (or a function calling it) as ``run_grid(..., on_event=...)``. A
+    run that cannot be logged (the tracking store broke, a disk filled up) is a
+    :class:`TrackingWarning` and an entry in :attr:`errors`; the grid goes on.
     """
 
     def __init__(self, names: Sequence[str], *, folder: str | Path, experiment: str) -> None:
+        self.errors: list[str] = []
         self.names = parse_track(list(names))
         self.folder = Path(folder)
         self.experiment = experiment
@@ -150,5 +158,10 @@ class GridTracking:
     def __call__(self, event: Any) -> None:
         if event.kind != "run" or event.outcome is None or not event.outcome.ok or not self.names:
             return
-        track_run_files(self.names, event.outcome.files, folder=self.folder, experiment=self.experiment,
-                        name=event.run.label)
+        try:
+            track_run_files(self.names, event.outcome.files, folder=self.folder, experiment=self.experiment,
+                            name=event.run.label)
+        except Exception as exc:  # an observer must not stop the grid: the run is committed already
+            message = f"track: could not log run {event.run.label} ({event.run.key}): {exc}"
+            self.errors.append(message)
+            warnings.warn(message, TrackingWarning, stacklevel=2)
