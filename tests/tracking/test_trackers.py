@@ -248,6 +248,9 @@ def test_a_run_that_cannot_be_logged_warns_and_the_grid_goes_on(tmp_path: Path,
     grid = expand_grid({"name": "g", "base": {"rounds": 1, "clients": {"num": 5}, "dataset": {"limit": 200}},
                         "axes": {"seed": [0, 1]}})
     observer = GridTracking(["tensorboard"], folder=tmp_path, experiment="g")
-    with pytest.warns(tracking.TrackingWarning, match="track: could not log run seed=0 .*No space left"):
+    with pytest.warns(tracking.TrackingWarning) as caught:
         progress = run_grid(grid, ResultStore(tmp_path), InlineExecutor(warm_up=False), on_event=observer)
     assert progress.done == 2 and len(observer.errors) == 2
+    assert [str(w.message) for w in caught] == observer.errors
+    assert observer.errors[0].startswith("track: could not log run seed=0 (")
+    assert observer.errors[0].endswith("): No space left on device")
