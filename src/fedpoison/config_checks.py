@@ -76,8 +76,8 @@ def meaningless(cfg: Any, varied: Collection[str] = ()) -> str | None:
                 "(for a run without attack, set attack.name=none)")
     if a.fraction > 0:
         return (f"attack.fraction: {a.fraction} of clients.num={n} rounds to 0 attackers for attack "
-                f"'{a.name}'; expected a fraction of at least {1 / (2 * n):.3g} (half a client), or set "
-                "attack.count")
+                f"'{a.name}'; expected a fraction above {1 / (2 * n):.3g}, so that fraction x clients.num "
+                "rounds to at least 1, or set attack.count")
     if "attack.fraction" in varied:
         return None
     return (f"attack.fraction: attack '{a.name}' has no attackers: attack.fraction is 0 and attack.count is "

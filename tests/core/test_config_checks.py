@@ -35,8 +35,11 @@ def test_an_attack_without_attackers_it_was_asked_for_is_an_error() -> None:
     # the zero point of a grid's sweep over the fraction is deliberate
     assert meaningless(cfg, varied={"attack.fraction"}) is None
     # a fraction that rounds to no client: 0.05 * 5 = 0.25 -> 0
-    with pytest.raises(ConfigError, match=r"attack.fraction: 0.05 of clients.num=5 rounds to 0 attackers.*0.1"):
+    with pytest.raises(ConfigError, match=r"attack.fraction: 0.05 of clients.num=5 rounds to 0 attackers.*above 0.1"):
         check_run_config(load_config(TINY, ["attack.name=sign_flip", "attack.fraction=0.05"]))
+    # 0.1 x 5 = 0.5 also rounds to 0 (ties to even)
+    assert "rounds to 0 attackers" in str(meaningless(load_config(TINY, ["attack.name=sign_flip",
+                                                                          "attack.fraction=0.1"])))
     # the Python API refuses it before computing anything
     with pytest.raises(ConfigError, match="has no attackers"):
         fedpoison.run(TINY, overrides=["attack.name=sign_flip"])
