@@ -19,4 +19,5 @@ test-slow: install
 	$(PYTHON) -m pytest -m slow
 
 lint:
-	ruff check src tests
+	$(PYTHON) -m ruff check src tests benchmarks examples
+	$(PYTHON) -m mypy src

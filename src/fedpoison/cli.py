@@ -69,6 +69,7 @@ def summary_table(summary: dict[str, Any], title: str = "Summary") -> Table:
 
 @command("run", "run one experiment and write its results")
 def cmd_run(args: argparse.Namespace) -> int:
+    """The ``fedpoison run`` command."""
     from fedpoison.config_checks import check_run_config
     from fedpoison.plugins import load_config
     from fedpoison.progress import round_bar
@@ -132,13 +133,18 @@ def _configure_list(p: argparse.ArgumentParser) -> None:
 
 @command("list", "list registered datasets, partitions, models, attacks, defenses or auditors")
 def cmd_list(args: argparse.Namespace) -> int:
+    """The ``fedpoison list`` command."""
     from fedpoison.plugins.describe import describe
 
     rows = [describe(entry) for entry in _registries()[args.family]]
     columns = [c for c in (rows[0] if rows else {"name": ""}) if any(r.get(c) for r in rows) or c == "name"]
     table = Table(title=args.family)
+    widest = max((len(r["name"]) for r in rows), default=4)
     for col in columns:
-        table.add_column(col, style="bold" if col == "name" else None, overflow="fold")
+        if col == "name":  # names are what a user copies: never wrapped or cut
+            table.add_column(col, style="bold", no_wrap=True, min_width=widest)
+        else:
+            table.add_column(col, overflow="fold")
     for row in rows:
         table.add_row(*(escape(row.get(col, "")) for col in columns))
     console.print(table)
@@ -155,6 +161,7 @@ def _configure_partition(p: argparse.ArgumentParser) -> None:
 
 @command("partition", "print the per-client class counts of a config's partition")
 def cmd_partition(args: argparse.Namespace) -> int:
+    """The ``fedpoison partition`` command."""
     from fedpoison.data import load_dataset, partition_clients, partition_counts
     from fedpoison.plugins import load_config
     from fedpoison.seeding import generator
@@ -184,6 +191,7 @@ def _configure_config(p: argparse.ArgumentParser) -> None:
 
 @command("config", "validate a config and print it resolved, with every default filled in")
 def cmd_config(args: argparse.Namespace) -> int:
+    """The ``fedpoison config`` command."""
     from fedpoison.plugins import load_config
 
     cfg = load_config(args.config, args.overrides, plugins=args.plugins)

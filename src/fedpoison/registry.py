@@ -145,6 +145,21 @@ class Entry(Generic[T]):
         return tag in self.tags
 
 
+def import_submodules(package: str, path: Iterable[str]) -> None:
+    """Import every module of a plug-in package, so each one registers its plug-ins.
+
+    A package's ``__init__`` calls it with its ``__name__`` and ``__path__``:
+    adding a plug-in to fedpoison is then one new module, with no import list
+    to keep up to date.
+    """
+    import importlib
+    import pkgutil
+
+    for info in sorted(pkgutil.iter_modules(list(path)), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")
+
+
 def suggest(name: str, choices: Iterable[str]) -> str:
     """Return ``", did you mean 'x'?"`` for the closest choice, or ``""``."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
@@ -202,7 +217,9 @@ class Registry(Generic[T]):
 
         def decorate(obj: T) -> T:
             old = self._entries.get(name)
-            if old is not None and old.obj is not obj and (_origin(old.obj) is None or _origin(old.obj) != _origin(obj)):
+            if old is not None and old.obj is obj:
+                return obj  # the same object again (a module imported twice): a no-op
+            if old is not None and (_origin(old.obj) is None or _origin(old.obj) != _origin(obj)):
                 where = ".".join(_origin(old.obj) or ("?", "?"))
                 raise ValueError(f"{self.family} '{name}' is already registered (by {where}); choose another name")
             self._entries[name] = Entry(

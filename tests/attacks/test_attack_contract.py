@@ -21,16 +21,15 @@ import fedpoison
 from fedpoison.attacks import ATTACKS, AttackKind, Knowledge
 from fedpoison.errors import ConfigError
 
-REQUIRED = {
-    "label_flip", "backdoor", "dba", "gaussian", "sign_flip", "scaling", "model_replacement",
-    "norm_bounded", "alie", "ipm", "fang_krum", "fang_trim", "min_max", "min_sum", "mimic",
-    "free_rider", "nonfinite",
-}
 NAMES = ATTACKS.names()
+DOC = Path(__file__).resolve().parents[2] / "docs" / "attacks.md"
 
 
 def test_registry_holds_exactly_the_documented_names() -> None:
-    assert set(NAMES) == REQUIRED
+    """Every attack module registers what docs/attacks.md documents under its ``###`` headings, and only that."""
+    headings = re.findall(r"^### (.+)$", DOC.read_text(), flags=re.M)
+    documented = {name for heading in headings for name in re.findall(r"`([a-z_0-9]+)`", heading)}
+    assert set(NAMES) == documented
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -93,8 +92,6 @@ def test_update_attacks_craft_something_else_than_the_honest_update(name, build_
     ctx = make_context(honest=honest)
     assert not torch.equal(attack.craft(ctx), ctx.own_updates)
 
-
-DOC = Path(__file__).resolve().parents[2] / "docs" / "attacks.md"
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -17,10 +17,9 @@ from fedpoison.attacks.fang import (
     change_direction,
     fang_krum_lambda_max,
     fang_trim_full,
-    krum_scores,
 )
 from fedpoison.attacks.min_max import min_max_condition, perturbation, search_gamma
-from fedpoison.attacks.update_rows import pairwise_sq_distances
+from fedpoison.core.rows import cross_sq_distances, krum_scores, pairwise_sq_distances
 from fedpoison.defenses import RULES, Defense, RoundContext
 from fedpoison.errors import ConfigError
 
@@ -71,7 +70,7 @@ def spread_context(
 # ---- Fang: Krum attack -----------------------------------------------------------------
 def test_krum_scores_match_the_naive_loop() -> None:
     rows = torch.randn(9, 6, generator=torch.Generator().manual_seed(2))
-    assert int(krum_scores(rows, 2).argmin()) == naive_krum(rows, 2)
+    assert int(krum_scores(pairwise_sq_distances(rows), 2).argmin()) == naive_krum(rows, 2)
 
 
 def test_lambda_max_by_hand() -> None:
@@ -234,8 +233,8 @@ def test_min_max_and_min_sum_meet_their_constraint_with_maximal_gamma(build_atta
     attack = build_attack(name, direction=direction, gamma_init=10.0, tau=1e-6)
     rows = attack.craft(ctx)
     assert torch.equal(rows, rows[:1].expand(m, d))
-    d_hon = pairwise_sq_distances(hon, hon)
-    d_row = pairwise_sq_distances(rows[:1], hon)[0]
+    d_hon = cross_sq_distances(hon.double(), hon.double())
+    d_row = cross_sq_distances(rows[:1].double(), hon.double())[0]
     if name == "min_max":
         assert d_row.max() <= d_hon.max() * (1 + 1e-9)
     else:
@@ -252,5 +251,5 @@ def test_min_max_crafted_row_lies_at_the_edge_of_the_honest_cloud(build_attack) 
     ctx = spread_context(m=2, k=12, d=40)
     rows = build_attack("min_max").craft(ctx)
     hon = ctx.honest_updates
-    worst = pairwise_sq_distances(rows[:1], hon).max().sqrt()
-    assert worst == pytest.approx(float(pairwise_sq_distances(hon, hon).max().sqrt()), rel=1e-3)
+    worst = cross_sq_distances(rows[:1].double(), hon.double()).max().sqrt()
+    assert worst == pytest.approx(float(cross_sq_distances(hon.double(), hon.double()).max().sqrt()), rel=1e-3)

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import fedpoison
+from fedpoison.attacks.threat import attack_active
 from fedpoison.metrics.detection import detection_table, rounds_to_detection
 from fedpoison.simulation import loop
 from fedpoison.simulation.checkpoint import run_with_checkpoints
@@ -143,7 +144,7 @@ def test_relabelling_ground_truth_leaves_the_model_bit_for_bit_unchanged(runs, m
     decoy = torch.tensor([c for c in range(20) if c not in set(real.tolist())][:4])
 
     def actually_attacking(fed: Federation, rnd: int, ids: torch.Tensor) -> torch.Tensor:
-        return torch.isin(ids, real.to(ids.device)) & loop.attack_active(fed.cfg, rnd)
+        return torch.isin(ids, real.to(ids.device)) & attack_active(fed.cfg.attack, fed.cfg.seed, rnd)
 
     client_jobs, craft_updates = loop.client_jobs, loop.craft_updates
 

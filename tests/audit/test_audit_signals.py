@@ -15,14 +15,14 @@ from fedpoison.audit.signals import (
     blend_history,
     combine_scores,
     compute_signals,
-    coordinate_median,
-    cosine_to,
-    distance_to,
+    cosine_signal,
+    distance_signal,
     ewma_update,
-    krum_scores,
+    finite_median,
+    krum_signal,
+    norm_signal,
     oriented_z,
     robust_z,
-    row_norms,
     sign_agreement,
 )
 
@@ -64,13 +64,13 @@ matrices = st.tuples(st.integers(2, 9), st.integers(1, 12), st.integers(0, 2**16
 def test_three_client_signals_by_hand() -> None:
     x = torch.tensor([[3.0, 4.0], [0.0, 1.0], [-6.0, -8.0]])
     centre = torch.tensor([0.0, 1.0])
-    assert_close(row_norms(x), torch.tensor([5.0, 1.0, 10.0]))
-    assert_close(cosine_to(x, centre), torch.tensor([0.8, 1.0, -0.8]))
-    assert_close(distance_to(x, centre), torch.tensor([math.sqrt(9 + 9), 0.0, math.sqrt(36 + 81)]))
+    assert_close(norm_signal(x), torch.tensor([5.0, 1.0, 10.0]))
+    assert_close(cosine_signal(x, centre), torch.tensor([0.8, 1.0, -0.8]))
+    assert_close(distance_signal(x, centre), torch.tensor([math.sqrt(9 + 9), 0.0, math.sqrt(36 + 81)]))
     assert_close(sign_agreement(x, centre), torch.tensor([1.0, 1.0, 0.0]))  # x-coordinate ignored: centre 0
     # f = 0 with n = 3: one neighbour each. d(0,1)=18, d(0,2)=225, d(1,2)=117
-    assert_close(krum_scores(x, f=0), torch.tensor([18.0, 18.0, 117.0]))
-    assert_close(coordinate_median(x), torch.tensor([0.0, 1.0]))
+    assert_close(krum_signal(x, f=0), torch.tensor([18.0, 18.0, 117.0]))
+    assert_close(finite_median(x), torch.tensor([0.0, 1.0]))
 
 
 def test_robust_z_hand_case_and_fallbacks() -> None:
@@ -97,8 +97,8 @@ def test_nonfinite_rows_do_not_disturb_the_others() -> None:
     bad = x.clone()
     bad[2, 3] = float("inf")
     clean = torch.cat([x[:2], x[3:]])
-    assert_close(coordinate_median(bad), coordinate_median(clean))
-    k = krum_scores(bad, f=1)
+    assert_close(finite_median(bad), finite_median(clean))
+    k = krum_signal(bad, f=1)
     assert math.isnan(float(k[2]))
     for name in SIGNAL_TAILS:
         sig = compute_signals(bad, [name])[name]
@@ -129,15 +129,15 @@ def test_unknown_signal_and_bad_f_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown signal 'entropy'"):
         compute_signals(torch.zeros(3, 2), ["entropy"])
     with pytest.raises(ValueError, match="f=-1"):
-        krum_scores(torch.zeros(3, 2), f=-1)
+        krum_signal(torch.zeros(3, 2), f=-1)
 
 
 def test_small_n_edge_cases() -> None:
     one = torch.tensor([[1.0, 2.0]])
-    assert torch.equal(krum_scores(one), torch.zeros(1))
+    assert torch.equal(krum_signal(one), torch.zeros(1))
     assert torch.equal(robust_z(torch.tensor([3.0])), torch.zeros(1))
     assert robust_z(torch.tensor([float("nan")])).isnan().all()
-    assert torch.equal(coordinate_median(torch.full((2, 3), float("nan"))), torch.zeros(3))
+    assert torch.equal(finite_median(torch.full((2, 3), float("nan"))), torch.zeros(3))
     assert torch.equal(sign_agreement(torch.ones(2, 3), torch.zeros(3)), torch.ones(2))
 
 
@@ -148,7 +148,7 @@ def test_signals_match_naive_loops(x: torch.Tensor) -> None:
     n, d = x.shape
     before = x.clone()
     med = torch.tensor([naive_median(x[:, j].tolist()) for j in range(d)])
-    assert_close(coordinate_median(x), med)
+    assert_close(finite_median(x), med)
     sig = compute_signals(x, list(SIGNAL_TAILS), krum_f=1)
     assert torch.equal(x, before), "signals must not mutate their input"
     for i in range(n):
@@ -174,7 +174,7 @@ def test_robust_z_matches_naive(values: list[float]) -> None:
 @settings(max_examples=25, deadline=None)
 @given(matrices, st.integers(0, 4))
 def test_krum_matches_naive_for_every_f(x: torch.Tensor, f: int) -> None:
-    assert_close(krum_scores(x, f=f), naive_krum(x, f), rtol=1e-5, atol=1e-5)
+    assert_close(krum_signal(x, f=f), naive_krum(x, f), rtol=1e-5, atol=1e-5)
 
 
 def test_signals_are_scale_and_permutation_consistent() -> None:

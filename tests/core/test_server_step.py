@@ -78,3 +78,21 @@ def test_no_row_left_is_a_skipped_round() -> None:
     out = audit_and_defend(x, torch.ones(3), _ctx(3, 2), _defense("mean"), auditor)
     assert out.error == "no rows left to aggregate" and out.nonfinite == 3
     assert auditor.screened == [] and auditor.observed == []
+
+
+def test_round_context_subset_keeps_the_round_and_filters_the_ids() -> None:
+    ctx = _ctx(4, 3)
+    assert ctx.subset(torch.ones(4, dtype=torch.bool)) is ctx
+    sub = ctx.subset(torch.tensor([True, False, True, False]))
+    assert sub.client_ids.tolist() == [0, 2]
+    assert sub.generator is ctx.generator and sub.global_params is ctx.global_params and sub.round == ctx.round
+    assert ctx.client_ids.tolist() == [0, 1, 2, 3]
+
+
+def test_build_auditor_is_the_one_factory() -> None:
+    from fedpoison.audit import build_auditor
+    from fedpoison.config import AuditSection
+
+    assert build_auditor(AuditSection(name="none"), num_clients=5) is None
+    aud = build_auditor(AuditSection(name="norm_mad", threshold=2.5), num_clients=5)
+    assert aud is not None and aud.params.threshold == 2.5 and aud.num_clients == 5  # type: ignore[attr-defined]

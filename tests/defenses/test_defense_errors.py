@@ -1,5 +1,6 @@
 """Error paths: requirements on n and f at call time and at config validation, bad parameters,
-missing context. Every message names the rule, the requirement and the values."""
+missing context. Every message names the rule, the requirement and the values.
+"""
 
 from __future__ import annotations
 

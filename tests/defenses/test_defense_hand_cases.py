@@ -201,3 +201,32 @@ def test_bucketing_averages_pairs() -> None:
 def test_nnm_mixes_the_n_minus_f_nearest() -> None:
     out = _build("nnm", 1, pre=True)(col(0.0, 1.0, 10.0), torch.ones(3), _make_ctx(3, 1))
     assert out.updates[:, 0].tolist() == [0.5, 0.5, 5.5]
+
+
+def test_rlr_flips_exactly_the_coordinates_below_the_agreement_threshold() -> None:
+    """Five rows; coordinate 0: five agree (|sum sgn| = 5), 1: four vs one (3), 2: three vs two (1), 3: zeros."""
+    x = torch.tensor([
+        [1.0, 1.0, 1.0, 0.0],
+        [2.0, 1.0, 1.0, 0.0],
+        [1.0, 1.0, 1.0, 0.0],
+        [3.0, 1.0, -1.0, 0.0],
+        [1.0, -4.0, -1.0, 0.0],
+    ])
+    w = torch.ones(5)
+    mean = x.mean(dim=0)
+    for theta, flipped in [(1, [False, False, False, True]), (3, [False, False, True, True]),
+                           (4, [False, True, True, True]), (5, [False, True, True, True])]:
+        res = _build("rlr", 0, rlr_threshold=theta)(x, w, _make_ctx(5, 4))
+        expected = torch.where(torch.tensor(flipped), -mean, mean)
+        torch.testing.assert_close(res.aggregate, expected)
+        assert res.info["rlr_flipped"] == float(sum(flipped))
+    # the default theta is f + 1: with f = 2, coordinate 2 (|sum| = 1) and 3 (0) flip, 1 (|sum| = 3) does not
+    res = _build("rlr", 2)(x, w, _make_ctx(5, 4))
+    torch.testing.assert_close(res.aggregate, mean * torch.tensor([1.0, 1.0, -1.0, -1.0]))
+
+
+def test_rlr_refuses_a_threshold_no_vote_can_reach() -> None:
+    from fedpoison.errors import AggregationError
+
+    with pytest.raises(AggregationError, match=r"rlr: requires n >= theta .* n=3, f=0, theta=4"):
+        _build("rlr", 0, rlr_threshold=4)(torch.ones(3, 2), torch.ones(3), _make_ctx(3, 2))

@@ -79,7 +79,8 @@ def _honest_diameter(h: torch.Tensor) -> float:
 @given(attacked(lambda n: (n - 3) // 2))
 def test_krum_picks_a_row_near_the_honest_ones(case) -> None:
     """Blanchard et al.: the winner's score is at most an honest row's, at most (n-f-2) D^2, and at
-    least one of its n-f-2 neighbours is honest, so it lies within sqrt(n-f-2) D of an honest row."""
+    least one of its n-f-2 neighbours is honest, so it lies within sqrt(n-f-2) D of an honest row.
+    """
     x, honest, f = case
     n = x.shape[0]
     out, h = aggregate("krum", x, f), x[honest].double()
@@ -91,7 +92,8 @@ def test_krum_picks_a_row_near_the_honest_ones(case) -> None:
 @given(attacked(lambda n: (n - 3) // 2))
 def test_multi_krum_averages_rows_near_the_honest_ones(case) -> None:
     """Each of the n - f picked rows scores at most the worst honest score, so it lies within
-    sqrt(n-f-2) D of an honest row; their mean is within that plus D of the honest mean."""
+    sqrt(n-f-2) D of an honest row; their mean is within that plus D of the honest mean.
+    """
     x, honest, f = case
     n = x.shape[0]
     out, h = aggregate("multi_krum", x, f), x[honest].double()
@@ -105,7 +107,8 @@ def test_multi_krum_averages_rows_near_the_honest_ones(case) -> None:
 def test_bulyan_stays_near_the_honest_range(case) -> None:
     """El Mhamdi et al.: the picked set's median is within the honest range and at least
     beta honest values are within that range's width R of it; so each coordinate of the
-    output lies in [min - R, max + R]."""
+    output lies in [min - R, max + R].
+    """
     x, honest, f = case
     out, h = aggregate("bulyan", x, f), x[honest].double()
     lo, hi = h.min(dim=0).values, h.max(dim=0).values
@@ -150,7 +153,8 @@ def test_centered_clipping_moves_at_most_tau(case, tau: float) -> None:
 
 def test_geometric_median_keeps_iterating_when_a_row_is_1e30_away() -> None:
     """Regression (found by the property above): an objective-based stop saw no change, because
-    the 1e30 term swallowed the honest ones, and stopped at 1.5 instead of 1."""
+    the 1e30 term swallowed the honest ones, and stopped at 1.5 instead of 1.
+    """
     x = torch.tensor([[1.0], [1.0], [1e30]])
     out = aggregate("geometric_median", x, 1, max_iter=100, tol=1e-9)
     assert abs(float(out[0]) - 1.0) < 1e-6

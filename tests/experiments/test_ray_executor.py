@@ -63,3 +63,27 @@ def test_address_without_ray_executor_is_a_config_error(tmp_path: Path, capsys: 
     grid.write_text(GRID)
     assert main(["grid", str(grid), "--out", str(tmp_path / "o"), "--address", "auto"]) == 2
     assert "--address: only used with --executor ray" in capsys.readouterr().err
+
+
+def test_grid_on_ray_loads_user_plugins_in_every_task(local_ray: object, tmp_path: Path) -> None:
+    """Ray tasks run in worker processes that never imported the plug-in file: the config brings it along."""
+    import shutil
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "plugins" / "my_plugins.py"
+    plugin = Path(shutil.copy(example, tmp_path / "my_plugins.py"))
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(
+        "name: ray-plugins\n"
+        "base: {rounds: 2, clients: {num: 6}, dataset: {name: digits, limit: 300},\n"
+        "       model: {name: wide_mlp, width: 16, depth: 1}, attack: {name: coordinate_noise, fraction: 0.34}}\n"
+        "axes:\n  defense.name: [norm_trimmed_mean, mean]\n"
+    )
+    out = tmp_path / "out"
+    args = ["grid", str(grid), "--plugin", str(plugin), "--out", str(out), "--executor", "ray", "--workers", "2",
+            "--quiet"]
+    assert main(args) == 0
+    finished = _finished(out)
+    assert len(finished) == 2
+    for key in finished:
+        config = (out / "runs" / key / "config.yaml").read_text()
+        assert str(plugin) in config and "name: wide_mlp" in config

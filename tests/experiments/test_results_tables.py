@@ -69,7 +69,7 @@ def test_load_gives_one_row_per_run_with_every_config_field(small_grid_dir: Path
     r = load(small_grid_dir)
     assert len(r.runs) == 12 and r.runs["key"].is_unique and r.planned == 12
     for col in ("seed", "rounds", "clients.num", "dataset.limit", "attack.name", "attack.fraction", "defense.name",
-                "defense.pre", "audit.name", "local.lr", "partition.alpha"):
+                "defense.pre", "audit.name", "local.lr", "partition.min_samples"):
         assert col in r.config_columns and col in r.runs
     assert set(r.axes) == {"attack.name", "attack.scale", "defense.name", "seed"}
     for col in ("final_accuracy", "best_accuracy", "rounds_to_target", "accuracy_auc", "accuracy_std_last_k",

@@ -457,14 +457,14 @@ def test_sign_flip_mod_rewrites_only_the_malicious_nodes_reply() -> None:
 
 
 def test_attack_schedule_and_choice_of_attackers_match_fedpoisons_simulator() -> None:
+    from fedpoison.attacks.threat import attack_active
     from fedpoison.simulation.federation import build_federation
-    from fedpoison.simulation.loop import attack_active
 
     cfg = load_config(None, {"clients.num": 10, "rounds": 1, "attack.name": "scaling", "attack.count": 3,
                              "attack.start_round": 2, "attack.every": 2, "attack.probability": 0.7, "seed": 5})
     attacker = MaliciousClient(cfg.attack, num_classes=10, input_shape=(1, 8, 8), seed=5)
     assert attacker.malicious_partitions(10) == tuple(build_federation(cfg).malicious.tolist())
-    assert [attacker.active(r + 1) for r in range(30)] == [attack_active(cfg, r) for r in range(30)]
+    assert [attacker.active(r + 1) for r in range(30)] == [attack_active(cfg.attack, 5, r) for r in range(30)]
 
 
 @pytest.mark.parametrize("name", DEPLOYABLE)

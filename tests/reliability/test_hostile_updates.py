@@ -23,10 +23,10 @@ import fedpoison
 import fedpoison.cli
 from fedpoison.audit import AUDITORS
 from fedpoison.config import AuditSection, DefenseSection
+from fedpoison.core.slices import ParamSlice
 from fedpoison.defenses import PRE_AGGREGATORS, RULES, RoundContext, build_defense
-from fedpoison.defenses.base import ParamSlice
 from fedpoison.errors import AggregationError
-from fedpoison.simulation.server import subset_decision
+from fedpoison.simulation.server import AuditedAggregation, audit_and_defend, subset_decision
 
 D = 40
 KINDS = ["honest", "nan", "inf", "-inf", "huge", "-huge", "zero"]
@@ -56,6 +56,11 @@ def defense_for(rule: str, pre: list[str], policy: str, f: int) -> object:
     return build_defense(DefenseSection(name=rule, pre=pre, nonfinite=policy, **extra), f=f)
 
 
+def server_step(defense: object, updates: torch.Tensor, ctx: RoundContext) -> AuditedAggregation:
+    """The server's step (non-finite policy, then the defense), raising the defense's AggregationError."""
+    return audit_and_defend(updates, torch.ones(len(updates)), ctx, defense, on_violation="raise")
+
+
 CASES = [(r, []) for r in RULES.names()] + [("median", [p]) for p in PRE_AGGREGATORS.names()]
 
 
@@ -66,24 +71,21 @@ def test_every_rule_survives_every_kind_of_hostile_row(rule: str, pre: list[str]
     updates = make_rows(kinds)
     before = updates.clone()
     defense = defense_for(rule, pre, policy, f=2)
-    try:
-        res = defense(updates, torch.ones(len(kinds)), ctx_for(len(kinds)))
-    except AggregationError as exc:
-        assert rule in str(exc) or "requires" in str(exc) or "n=" in str(exc)
-        return
-    assert res.aggregate.shape == (D,) and res.aggregate.dtype == torch.float32
-    assert res.selected.shape == (len(kinds),)
+    # 15 or 18 rows and f = 2: every requirement holds, so no rule may refuse these rows
+    out = server_step(defense, updates, ctx_for(len(kinds)))
+    assert out.aggregate.shape == (D,) and out.aggregate.dtype == torch.float32
+    assert out.selected.shape == (len(kinds),)
     assert torch.equal(updates.isnan(), before.isnan()) and torch.equal(updates.nan_to_num(), before.nan_to_num())
-    assert res.info["nonfinite"] == 3.0
+    assert out.nonfinite == 3
     if policy == "drop":
-        assert not res.selected[12:15].any(), "non-finite rows were dropped before the rule"
+        assert not out.selected[12:15].any(), "non-finite rows were dropped before the rule"
 
 
 @pytest.mark.parametrize("rule", sorted(ROBUST))
 def test_robust_rules_stay_finite_and_bounded_with_huge_rows_dropped_nan(rule: str) -> None:
     kinds = ["honest"] * 13 + ["nan", "huge", "-huge"]
     updates = make_rows(kinds, seed=3)
-    res = defense_for(rule, [], "drop", f=2)(updates, torch.ones(len(kinds)), ctx_for(len(kinds)))
+    res = server_step(defense_for(rule, [], "drop", f=2), updates, ctx_for(len(kinds)))
     assert torch.isfinite(res.aggregate).all()
     honest = updates[:13]
     assert (res.aggregate.abs() <= honest.abs().max() * 2 + 1e-6).all()
@@ -99,13 +101,18 @@ def test_robust_rules_stay_finite_and_bounded_with_huge_rows_dropped_nan(rule: s
 )
 def test_random_mixes_never_crash(kinds: list[str], rule: str, policy: str, f: int, seed: int) -> None:
     updates = make_rows(kinds, seed)
+    n_bad = sum(k in {"nan", "inf", "-inf"} for k in kinds)
+    rows_left = len(kinds) - n_bad if policy == "drop" else len(kinds)
+    entry = RULES.get(rule)
     try:
-        res = defense_for(rule, [], policy, f=f)(updates, torch.ones(len(kinds)), ctx_for(len(kinds), seed))
-    except AggregationError:
+        res = server_step(defense_for(rule, [], policy, f=f), updates, ctx_for(len(kinds), seed))
+    except AggregationError as exc:
+        # only a broken requirement may stop a rule, and the error must say which
+        assert entry.requires is not None and entry.requires.violated(rows_left, f, entry.params()), str(exc)
+        assert str(exc).startswith(f"{rule}: requires") and f"n={rows_left}" in str(exc), str(exc)
         return
     assert res.aggregate.shape == (D,)
-    n_bad = sum(k in {"nan", "inf", "-inf"} for k in kinds)
-    assert res.info["nonfinite"] == n_bad
+    assert res.nonfinite == n_bad
     if policy != "keep" and n_bad < len(kinds):
         assert not torch.isnan(res.aggregate).any()
 
@@ -167,7 +174,8 @@ def test_rule_requirement_broken_at_call_time_skips_the_round_and_records_it() -
 
 def test_defense_aware_probing_leaves_the_server_defense_untouched() -> None:
     """A defense-aware attacker probes a private copy of the defense: the server's
-    stateful rule and the round's defense generator are exactly as before crafting."""
+    stateful rule and the round's defense generator are exactly as before crafting.
+    """
     from fedpoison.simulation.federation import build_federation
     from fedpoison.simulation.loop import LoopState, craft_updates
 

@@ -71,7 +71,8 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path, capsys: pytest.Capt
 @pytest.mark.parametrize("rule", ["centered_clipping", "foolsgold"])
 def test_stateful_rules_resume_to_the_same_model(tmp_path: Path, rule: str) -> None:
     """Rules that keep state across rounds put it in the checkpoint: two rounds, checkpoint,
-    a fresh process's worth of objects restored from it, two more rounds == four rounds."""
+    a fresh process's worth of objects restored from it, two more rounds == four rounds.
+    """
     import torch
 
     import fedpoison
@@ -96,7 +97,8 @@ def test_stateful_rules_resume_to_the_same_model(tmp_path: Path, rule: str) -> N
 
 def test_resume_removes_the_temp_file_of_a_write_killed_midway(tmp_path: Path) -> None:
     """A SIGKILL during the checkpoint's write leaves ``.checkpoint.<random>.tmp``; resuming
-    finishes the run and leaves no such file (seen when the random kill above hit the write)."""
+    finishes the run and leaves no such file (seen when the random kill above hit the write).
+    """
     out = tmp_path / "run"
     args = ["--set", "rounds=3", "--set", "clients.per_round=5", "--set", "attack.name=none"]
     assert main(["run", "--quiet", *args, "--set", "rounds=2", "--checkpoint-every", "1", "--out", str(out)]) == 0

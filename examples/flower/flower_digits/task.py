@@ -21,7 +21,7 @@ from flwr.app import ArrayRecord
 from torch import Tensor, nn
 
 from fedpoison.config import ExperimentConfig
-from fedpoison.data import PARTITIONERS, Dataset, load_dataset
+from fedpoison.data import Dataset, load_dataset, partition_clients
 from fedpoison.integrations.flower import ArrayLayout, experiment_config
 from fedpoison.models import ParamSpec, build_model
 from fedpoison.plugins import plugins_of
@@ -85,9 +85,8 @@ class Task:
     def partition(self, pid: int, num_partitions: int) -> Tensor:
         """Training-set indices of partition ``pid`` out of ``num_partitions`` (fedpoison's partitioner)."""
         if num_partitions not in self._parts:
-            fn = PARTITIONERS.get(self.cfg.partition.name, key="partition.name").obj
-            self._parts[num_partitions] = fn(self.data.y_train, num_partitions, self.cfg.partition,
-                                             generator(self.cfg.seed, "partition"))
+            self._parts[num_partitions] = partition_clients(self.cfg.partition, self.data.y_train, num_partitions,
+                                                            generator(self.cfg.seed, "partition"))
         return self._parts[num_partitions][pid]
 
     def initial_arrays(self) -> ArrayRecord:

@@ -33,7 +33,8 @@ from torch import Tensor
 from fedpoison.attacks.base import Attack, AttackContext, AttackKind, Knowledge
 from fedpoison.attacks.params import AttackParams
 from fedpoison.attacks.registry import register_attack
-from fedpoison.attacks.update_rows import benign_reference, coordinate_mean_std, repeat_row
+from fedpoison.attacks.update_rows import benign_reference, repeat_row
+from fedpoison.core.rows import coordinate_mean_std
 
 
 def alie_z(n: int, f: int) -> float:

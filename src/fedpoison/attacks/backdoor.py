@@ -53,7 +53,7 @@ from torch import Tensor
 from fedpoison.attacks.base import Attack, AttackContext, AttackKind, Knowledge
 from fedpoison.attacks.params import TargetParams, check_class
 from fedpoison.attacks.registry import register_attack
-from fedpoison.attacks.update_rows import random_subset
+from fedpoison.core.draws import random_subset
 from fedpoison.errors import ConfigError
 
 TriggerKind = Literal["pixel", "patch", "blended"]

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from fedpoison.defenses.base import AggregationRule, RoundContext
 
 
 class Knowledge(StrEnum):
@@ -34,7 +37,7 @@ class Knowledge(StrEnum):
     @property
     def level(self) -> int:
         """Order of the levels: local < omniscient < defense_aware."""
-        return ["local", "omniscient", "defense_aware"].index(self.value)
+        return list(Knowledge).index(self)
 
 
 class AttackKind(StrEnum):
@@ -90,8 +93,8 @@ class AttackContext:
     global_params: Tensor
     server_lr: float
     generator: torch.Generator
-    defense: Any | None = None
-    defense_ctx: Any | None = None
+    defense: AggregationRule | None = None
+    defense_ctx: RoundContext | None = None
     previous_updates: Tensor | None = None
 
     @property

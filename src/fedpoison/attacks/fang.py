@@ -29,7 +29,8 @@ drops below ``attack.threshold`` (:math:`10^{-5}`, the paper's). The check is
 Krum (Blanchard et al. 2017: score = sum of squared distances to the
 :math:`n' - f - 2` nearest other rows, lowest score selected, ties to the
 crafted row) with :math:`f = c`, over the benign rows plus the :math:`c`
-crafted copies. Threat model: the paper's full knowledge is "the aggregation
+crafted copies: the server's own Krum scores (:func:`fedpoison.core.rows.krum_scores`),
+with its neighbour clamp and precision. Threat model: the paper's full knowledge is "the aggregation
 rule and all benign local models". The attack is Krum's by name, so knowing
 the rule is built in and the attack runs with ``omniscient`` knowledge; when
 the attacker is ``defense_aware`` the check instead asks the server's
@@ -77,13 +78,9 @@ from torch import Tensor
 from fedpoison.attacks.base import Attack, AttackContext, AttackKind, Knowledge
 from fedpoison.attacks.params import AttackParams
 from fedpoison.attacks.registry import register_attack
-from fedpoison.attacks.update_rows import (
-    coordinate_mean_std,
-    pairwise_sq_distances,
-    repeat_row,
-    row_norms,
-    uniform_like,
-)
+from fedpoison.attacks.update_rows import repeat_row
+from fedpoison.core.draws import uniform_like
+from fedpoison.core.rows import coordinate_mean_std, krum_scores, pairwise_sq_distances, row_norms
 from fedpoison.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -98,24 +95,14 @@ def change_direction(benign: Tensor) -> Tensor:
     return torch.where(mean > 0, 1.0, -1.0).to(benign.dtype)
 
 
-def krum_scores(rows: Tensor, f: int) -> Tensor:
-    """``(n,)`` float64 Krum scores: sum of squared distances to the ``n - f - 2`` nearest other rows.
-
-    The neighbour count is clipped to ``[1, n - 1]`` (Blanchard et al. 2017 need
-    ``n > 2f + 2`` for it to be positive).
-    """
-    n = rows.shape[0]
-    if n == 1:
-        return torch.zeros(1, dtype=torch.float64, device=rows.device)
-    k = min(max(n - f - 2, 1), n - 1)
-    d2 = pairwise_sq_distances(rows, rows)
-    d2.fill_diagonal_(float("inf"))
-    return d2.topk(k, dim=1, largest=False).values.sum(dim=1)
-
-
 def krum_picks_crafted(benign: Tensor, crafted: Tensor, f: int) -> bool:
-    """Whether Krum over ``benign`` then ``crafted`` rows selects a crafted row (ties: crafted)."""
-    scores = krum_scores(torch.cat([benign, crafted]), f)
+    """Whether Krum over ``benign`` then ``crafted`` rows selects a crafted row (ties: crafted).
+
+    The scores are the server's own (:func:`fedpoison.core.rows.krum_scores`,
+    same neighbour count, same precision), so with full knowledge the check
+    predicts what the server's ``krum`` rule selects.
+    """
+    scores = krum_scores(pairwise_sq_distances(torch.cat([benign, crafted])), f)
     k = benign.shape[0]
     if k == 0:
         return True
@@ -129,7 +116,7 @@ def fang_krum_lambda_max(benign: Tensor, *, num_participants: int, num_malicious
     far = float(row_norms(benign.double()).max()) / math.sqrt(d) if k else 0.0
     if k < 2:
         return far
-    dist = pairwise_sq_distances(benign, benign).sqrt()
+    dist = pairwise_sq_distances(benign.double()).sqrt()
     dist.fill_diagonal_(float("inf"))
     near = min(max(n - c - 2, 1), k - 1)
     closest = dist.topk(near, dim=1, largest=False).values.sum(dim=1).min()
@@ -281,6 +268,9 @@ class FangKrum(Attack):
 
 def _defense_selects(ctx: AttackContext, benign: Tensor) -> Callable[[Tensor], bool]:
     """A check asking the server's defense whether it selects a crafted row (benign rows first)."""
+    defense, defense_ctx = ctx.defense, ctx.defense_ctx
+    if defense is None or defense_ctx is None:
+        raise ValueError("a defense-aware attack needs ctx.defense and ctx.defense_ctx")
     honest_w = ctx.honest_weights if ctx.honest_weights is not None else ctx.own_weights
     if honest_w.shape[0] != benign.shape[0]:
         honest_w = torch.ones(benign.shape[0], dtype=ctx.own_weights.dtype, device=ctx.own_weights.device)
@@ -288,7 +278,7 @@ def _defense_selects(ctx: AttackContext, benign: Tensor) -> Callable[[Tensor], b
     k = benign.shape[0]
 
     def selected(rows: Tensor) -> bool:
-        result = ctx.defense(torch.cat([benign, rows.to(benign)]), weights, ctx.defense_ctx)  # type: ignore[misc]
+        result = defense(torch.cat([benign, rows.to(benign)]), weights, defense_ctx)
         return bool(result.selected[k:].any())
 
     return selected

@@ -24,7 +24,8 @@ from torch import Tensor
 from fedpoison.attacks.base import Attack, AttackContext, AttackKind, Knowledge
 from fedpoison.attacks.params import AttackParams
 from fedpoison.attacks.registry import register_attack
-from fedpoison.attacks.update_rows import gaussian_like, repeat_row
+from fedpoison.attacks.update_rows import repeat_row
+from fedpoison.core.draws import gaussian_like
 
 
 class FreeRiderParams(AttackParams):

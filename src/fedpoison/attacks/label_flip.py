@@ -31,7 +31,7 @@ from torch import Tensor
 from fedpoison.attacks.base import Attack, AttackKind, Knowledge
 from fedpoison.attacks.params import AttackParams, check_class
 from fedpoison.attacks.registry import register_attack
-from fedpoison.attacks.update_rows import random_subset
+from fedpoison.core.draws import random_subset
 from fedpoison.errors import ConfigError
 
 LabelFlipMode = Literal["reverse", "permutation", "all_to_one", "source_target"]

@@ -28,6 +28,7 @@ from fedpoison.attacks.base import Attack, AttackContext, AttackKind, Knowledge
 from fedpoison.attacks.params import AttackParams
 from fedpoison.attacks.registry import register_attack
 from fedpoison.attacks.update_rows import benign_reference, repeat_row
+from fedpoison.core.rows import gram
 
 
 def mimic_index(honest: Tensor) -> int:
@@ -41,8 +42,7 @@ def mimic_index(honest: Tensor) -> int:
     if k <= 2:
         return 0
     centred = honest.double() - honest.double().mean(dim=0)
-    gram = centred @ centred.T
-    _, vecs = torch.linalg.eigh(gram)
+    _, vecs = torch.linalg.eigh(gram(centred))
     return int(vecs[:, -1].abs().argmax())
 
 

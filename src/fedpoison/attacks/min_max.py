@@ -43,12 +43,8 @@ from torch import Tensor
 from fedpoison.attacks.base import Attack, AttackContext, AttackKind, Knowledge
 from fedpoison.attacks.params import AttackParams
 from fedpoison.attacks.registry import register_attack
-from fedpoison.attacks.update_rows import (
-    benign_reference,
-    coordinate_mean_std,
-    pairwise_sq_distances,
-    repeat_row,
-)
+from fedpoison.attacks.update_rows import benign_reference, repeat_row
+from fedpoison.core.rows import coordinate_mean_std, cross_sq_distances
 
 Direction = Literal["unit_vec", "std", "sign"]
 Objective = Literal["min_max", "min_sum"]
@@ -88,18 +84,19 @@ def search_gamma(ok: Callable[[float], bool], *, gamma_init: float, tau: float) 
 
 def min_max_condition(benign: Tensor, objective: Objective) -> Callable[[Tensor], bool]:
     """The check ``row -> bool`` of Min-Max or Min-Sum against the benign rows."""
-    d2 = pairwise_sq_distances(benign, benign)
+    b64 = benign.double()  # float64: the search compares distances to a limit many times
+    d2 = cross_sq_distances(b64, b64)
     if objective == "min_max":
         limit = float(d2.max())
 
         def ok(row: Tensor) -> bool:
-            return float(pairwise_sq_distances(row[None], benign).max()) <= limit
+            return float(cross_sq_distances(row[None].double(), b64).max()) <= limit
 
     else:
         limit = float(d2.sum(dim=1).max())
 
         def ok(row: Tensor) -> bool:
-            return float(pairwise_sq_distances(row[None], benign).sum()) <= limit
+            return float(cross_sq_distances(row[None].double(), b64).sum()) <= limit
 
     return ok
 

@@ -25,7 +25,8 @@ from torch import Tensor
 from fedpoison.attacks.base import Attack, AttackContext, AttackKind, Knowledge
 from fedpoison.attacks.params import AttackParams
 from fedpoison.attacks.registry import register_attack
-from fedpoison.attacks.update_rows import gaussian_like, joint_rows, repeat_row
+from fedpoison.attacks.update_rows import joint_rows, repeat_row
+from fedpoison.core.draws import gaussian_like
 
 
 def gaussian_rows(

@@ -11,7 +11,7 @@ attacks`` can show them without building the attack.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -20,7 +20,7 @@ from fedpoison.registry import ConfigCheck, Registry
 if TYPE_CHECKING:
     from fedpoison.attacks.base import Attack
 
-ATTACKS: Registry[type] = Registry("attack")
+ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 A = TypeVar("A", bound="type[Attack]")
 
@@ -43,7 +43,7 @@ def register_attack(
     """
 
     def decorate(cls: A) -> A:
-        facts = {
+        facts: dict[str, Any] = {
             "kind": cls.kind.value,
             "knowledge": cls.knowledge.value,
             "trains": cls.trains,

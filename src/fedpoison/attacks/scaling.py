@@ -39,7 +39,8 @@ from fedpoison.attacks.backdoor import TriggerAttack, TriggerParams
 from fedpoison.attacks.base import Attack, AttackContext, AttackKind, Knowledge
 from fedpoison.attacks.params import AttackParams
 from fedpoison.attacks.registry import register_attack
-from fedpoison.attacks.update_rows import benign_reference, joint_rows, row_norms
+from fedpoison.attacks.update_rows import benign_reference, joint_rows
+from fedpoison.core.rows import row_norms
 
 
 def replacement_scale(num_participants: int, server_lr: float, num_malicious: int = 1, *, collude: bool = False) -> float:

@@ -4,8 +4,10 @@ An auditor class is registered in :data:`AUDITORS` with its params model and
 built as ``cls(params, num_clients=N)``.
 """
 
-from fedpoison.audit import multi_signal, norm_mad  # noqa: F401  (registration)
 from fedpoison.audit.base import AuditDecision, Auditor
-from fedpoison.audit.registry import AUDITORS
+from fedpoison.audit.registry import AUDITORS, build_auditor
+from fedpoison.registry import import_submodules
 
-__all__ = ["AUDITORS", "AuditDecision", "Auditor"]
+import_submodules(__name__, __path__)
+
+__all__ = ["AUDITORS", "AuditDecision", "Auditor", "build_auditor"]

@@ -45,7 +45,7 @@ class Auditor(Protocol):
     """The hooks the round loop calls, in this order, each round."""
 
     def admit(self, round: int, client_ids: Tensor) -> Tensor:
-        """bool mask over sampled clients: False for those quarantined this round."""
+        """Bool mask over sampled clients: False for those quarantined this round."""
         ...
 
     def screen(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AuditDecision:

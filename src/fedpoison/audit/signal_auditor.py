@@ -33,11 +33,11 @@ from fedpoison.audit.signals import (
     blend_history,
     combine_scores,
     compute_signals,
-    coordinate_median,
     ewma_update,
-    finite_rows,
+    finite_median,
     oriented_z,
 )
+from fedpoison.core.rows import finite_rows
 from fedpoison.defenses.base import AggregationResult, RoundContext
 
 #: History stores scores capped at this multiple of the threshold.
@@ -98,7 +98,7 @@ class SignalAuditor:
 
     # ---- hooks -------------------------------------------------------------------
     def admit(self, round: int, client_ids: Tensor) -> Tensor:
-        """bool mask over the sampled ``client_ids``: False for quarantined clients."""
+        """Bool mask over the sampled ``client_ids``: False for quarantined clients."""
         self._check_ids(client_ids)
         if self.params.policy != "quarantine":
             return torch.ones(client_ids.shape[0], dtype=torch.bool, device=client_ids.device)
@@ -194,7 +194,7 @@ class SignalAuditor:
         if self.centre == "previous_aggregate" and self.last_aggregate is not None \
                 and self.last_aggregate.shape[0] == updates.shape[1]:
             return self.last_aggregate.to(updates.device, updates.dtype)
-        return coordinate_median(updates)
+        return finite_median(updates)
 
     def _sentence(self, ids: Tensor, flagged: Tensor) -> None:
         p = self.params

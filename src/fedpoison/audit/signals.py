@@ -23,7 +23,11 @@ sign_agreement share of coordinates with :math:`\\mathrm{sign}(u_{ij})  low
 ============== ===================================================== ==========
 
 where :math:`c` is the robust centre: the coordinate-wise median of the
-round's rows (:func:`coordinate_median`) or the previous round's aggregate.
+round's finite rows (:func:`finite_median`) or the previous round's aggregate.
+
+The maths (norms, cosines, distances, Krum scores, the median) is
+:mod:`fedpoison.core`'s, the same that the aggregation rules and the attacks
+call; this module adds the auditor's policy for non-finite rows.
 
 References
 ----------
@@ -47,6 +51,16 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from fedpoison.core.order_statistics import coordinate_median, median_by_sort
+from fedpoison.core.rows import (
+    cosine_to,
+    distances_to,
+    finite_rows,
+    krum_scores,
+    pairwise_sq_distances,
+    row_norms,
+)
+
 #: Consistency constant: ``1.4826 * MAD`` estimates the standard deviation of a normal sample.
 MAD_SCALE = 1.4826
 #: ``1.2533 * mean absolute deviation`` estimates it too (Iglewicz & Hoaglin's fallback for MAD = 0).
@@ -64,61 +78,51 @@ SIGNAL_TAILS: dict[str, Tail] = {
 }
 
 
-def finite_rows(updates: Tensor) -> Tensor:
-    """``(n,)`` bool: rows whose every coordinate is finite."""
-    return torch.isfinite(updates).all(dim=1)
+def _signal(values: Tensor, ok: Tensor) -> Tensor:
+    """``values`` with NaN on the rows that are not ``ok`` (non-finite rows)."""
+    return values.masked_fill(~ok, float("nan"))
 
 
-def row_norms(updates: Tensor) -> Tensor:
-    """``(n,)`` L2 norm of each row (NaN for a non-finite row)."""
-    norms = torch.linalg.vector_norm(updates, dim=1)
-    return norms.masked_fill(~finite_rows(updates), float("nan"))
+def _finite_part(updates: Tensor, ok: Tensor) -> Tensor:
+    """``updates`` with its non-finite rows zeroed, so they cannot disturb any shared computation."""
+    if bool(ok.all()):
+        return updates
+    return torch.where(ok[:, None], updates, torch.zeros((), dtype=updates.dtype, device=updates.device))
 
 
-def coordinate_median(updates: Tensor) -> Tensor:
+def finite_median(updates: Tensor) -> Tensor:
     """``(d,)`` coordinate-wise median of the finite rows (mean of the two middle values for even n).
 
-    Zeros when no row is finite.
+    :func:`fedpoison.core.order_statistics.coordinate_median` over the rows
+    without NaN or Inf; zeros when no row is finite.
 
     Example
     -------
-    >>> coordinate_median(torch.tensor([[0.0, 1.0], [2.0, 5.0], [4.0, 3.0], [100.0, -1.0]]))
+    >>> finite_median(torch.tensor([[0.0, 1.0], [2.0, 5.0], [4.0, 3.0], [100.0, -1.0]]))
     tensor([3., 2.])
     """
-    rows = updates[finite_rows(updates)]
-    k = rows.shape[0]
-    if k == 0:
+    ok = finite_rows(updates)
+    if not bool(ok.any()):
         return updates.new_zeros(updates.shape[1])
-    s = rows.sort(dim=0).values
-    return (s[(k - 1) // 2] + s[k // 2]) / 2
+    return coordinate_median(updates if bool(ok.all()) else updates[ok])
 
 
-def cosine_to(updates: Tensor, centre: Tensor, eps: float = 1e-12) -> Tensor:
-    """``(n,)`` cosine similarity of each row to ``centre`` (0 for a zero row or zero centre)."""
-    num = updates @ centre
-    den = torch.linalg.vector_norm(updates, dim=1) * torch.linalg.vector_norm(centre)
-    out = num / den.clamp_min(eps)
-    return out.masked_fill(~finite_rows(updates), float("nan"))
+def norm_signal(updates: Tensor) -> Tensor:
+    """``(n,)`` L2 norm of each row (:func:`fedpoison.core.rows.row_norms`); NaN for a non-finite row."""
+    ok = finite_rows(updates)
+    return _signal(row_norms(_finite_part(updates, ok)), ok)
 
 
-def distance_to(updates: Tensor, centre: Tensor) -> Tensor:
-    """``(n,)`` Euclidean distance of each row to ``centre``."""
-    out = torch.linalg.vector_norm(updates - centre, dim=1)
-    return out.masked_fill(~finite_rows(updates), float("nan"))
+def cosine_signal(updates: Tensor, centre: Tensor) -> Tensor:
+    """``(n,)`` cosine of each row to ``centre`` (:func:`fedpoison.core.rows.cosine_to`); NaN for a non-finite row."""
+    ok = finite_rows(updates)
+    return _signal(cosine_to(_finite_part(updates, ok), centre), ok)
 
 
-def pairwise_sq_distances(updates: Tensor) -> Tensor:
-    """``(n, n)`` squared Euclidean distances, in float64, with one matrix product.
-
-    .. math:: D_{ij} = \\|u_i\\|^2 + \\|u_j\\|^2 - 2\\, u_i \\cdot u_j
-
-    clamped at zero against rounding, with an exact zero diagonal.
-    """
-    x = updates.to(torch.float64)
-    sq = (x * x).sum(dim=1)
-    d = (sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)).clamp_min(0.0)
-    d.fill_diagonal_(0.0)
-    return d
+def distance_signal(updates: Tensor, centre: Tensor) -> Tensor:
+    """``(n,)`` distance of each row to ``centre`` (:func:`fedpoison.core.rows.distances_to`); NaN for a non-finite row."""
+    ok = finite_rows(updates)
+    return _signal(distances_to(_finite_part(updates, ok), centre), ok)
 
 
 def default_krum_f(n: int) -> int:
@@ -130,39 +134,29 @@ def default_krum_f(n: int) -> int:
     return max((n - 3) // 2, 0)
 
 
-def krum_scores(updates: Tensor, f: int | None = None) -> Tensor:
-    """``(n,)`` Krum score of each row (Blanchard et al. 2017).
+def krum_signal(updates: Tensor, f: int | None = None) -> Tensor:
+    """``(n,)`` Krum score of each row, the server's (:func:`fedpoison.core.rows.krum_scores`).
 
     .. math:: s(i) = \\sum_{j \\in N_i} \\|u_i - u_j\\|^2
 
-    with :math:`N_i` the :math:`k = n - f - 2` rows closest to :math:`u_i`
-    (itself excluded); :math:`k` is clamped to ``[1, n - 1]`` so the score is
-    defined for every ``n >= 2`` (and zero for ``n == 1``). ``f`` defaults to
-    :func:`default_krum_f`. Non-finite rows score NaN and are never anyone's
-    neighbour.
+    with :math:`N_i` the :func:`~fedpoison.core.rows.krum_neighbours` rows
+    closest to :math:`u_i`: :math:`n - f - 2`, clamped to ``[1, n - 1]`` so
+    the score is defined for every ``n >= 2`` (zero for ``n == 1``), ``n``
+    counting the finite rows. ``f`` defaults to :func:`default_krum_f` of all
+    rows. Non-finite rows score NaN and are never anyone's neighbour.
 
     Example
     -------
-    >>> krum_scores(torch.tensor([[0.0], [1.0], [10.0]]), f=0)   # k = 1 neighbour
+    >>> krum_signal(torch.tensor([[0.0], [1.0], [10.0]]), f=0)   # k = 1 neighbour
     tensor([ 1.,  1., 81.])
     """
     n = updates.shape[0]
-    if n <= 1:
-        return updates.new_zeros(n)
     f = default_krum_f(n) if f is None else f
     if f < 0:
-        raise ValueError(f"krum_scores: expected f >= 0, got f={f}")
-    k = min(max(n - f - 2, 1), n - 1)
+        raise ValueError(f"krum_signal: expected f >= 0, got f={f}")
     ok = finite_rows(updates)
-    x = torch.where(ok[:, None], updates, torch.zeros((), dtype=updates.dtype, device=updates.device))
-    d = pairwise_sq_distances(x)
-    inf = torch.tensor(float("inf"), dtype=d.dtype, device=d.device)
-    d = d.masked_fill(torch.eye(n, dtype=torch.bool, device=d.device), inf)
-    d = d.masked_fill(~ok[None, :], inf)
-    k = min(k, max(int(ok.sum()) - 1, 1))
-    nearest = d.topk(k, dim=1, largest=False).values
-    out = nearest.sum(dim=1).to(updates.dtype)
-    return out.masked_fill(~ok | ~torch.isfinite(out), float("nan"))
+    scores = krum_scores(pairwise_sq_distances(_finite_part(updates, ok)), f, valid=ok)
+    return _signal(scores, ok & torch.isfinite(scores))
 
 
 def sign_agreement(updates: Tensor, centre: Tensor) -> Tensor:
@@ -203,9 +197,9 @@ def robust_z(values: Tensor, eps: float = 1e-12) -> Tensor:
     if not bool(ok.any()):
         return out
     x = values[ok]
-    med = _median(x)
+    med = median_by_sort(x)
     dev = (x - med).abs()
-    scale = MAD_SCALE * _median(dev)
+    scale = MAD_SCALE * median_by_sort(dev)
     if float(scale) <= eps:
         scale = MEAN_AD_SCALE * dev.mean()
     if float(scale) <= eps:
@@ -238,7 +232,7 @@ def compute_signals(
 ) -> dict[str, Tensor]:
     """The named signals of every row, as ``{name: (n,) tensor}``.
 
-    ``centre`` defaults to :func:`coordinate_median` of ``updates`` (computed
+    ``centre`` defaults to :func:`finite_median` of ``updates`` (computed
     only when a signal needs it). Unknown names raise ``ValueError`` naming
     the known ones.
     """
@@ -247,17 +241,17 @@ def compute_signals(
     if unknown:
         raise ValueError(f"unknown signal {unknown[0]!r} (expected one of: {', '.join(SIGNAL_TAILS)})")
     needs_centre = {"cosine", "distance", "sign_agreement"} & set(names)
-    c = centre if centre is not None or not needs_centre else coordinate_median(updates)
+    c = centre if centre is not None or not needs_centre else finite_median(updates)
     out: dict[str, Tensor] = {}
     for name in names:
         if name == "norm":
-            out[name] = row_norms(updates)
+            out[name] = norm_signal(updates)
         elif name == "cosine":
-            out[name] = cosine_to(updates, c)  # type: ignore[arg-type]
+            out[name] = cosine_signal(updates, c)  # type: ignore[arg-type]
         elif name == "distance":
-            out[name] = distance_to(updates, c)  # type: ignore[arg-type]
+            out[name] = distance_signal(updates, c)  # type: ignore[arg-type]
         elif name == "krum":
-            out[name] = krum_scores(updates, krum_f)
+            out[name] = krum_signal(updates, krum_f)
         else:
             out[name] = sign_agreement(updates, c)  # type: ignore[arg-type]
     return out
@@ -278,12 +272,6 @@ def combine_scores(z: dict[str, Tensor], how: Literal["mean", "max"] = "mean") -
     if how == "mean":
         return stack.clamp_min(0.0).mean(dim=0)
     raise ValueError(f"combine_scores: expected how 'mean' or 'max', got {how!r}")
-
-
-def _median(x: Tensor) -> Tensor:
-    s = x.sort().values
-    k = s.shape[0]
-    return (s[(k - 1) // 2] + s[k // 2]) / 2
 
 
 # ---- history across rounds ------------------------------------------------------

@@ -135,9 +135,12 @@ def shards(labels: Tensor, num_clients: int, params: ShardsParams, generator: to
     params=FangParams,
 )
 def fang(labels: Tensor, num_clients: int, params: FangParams, generator: torch.Generator) -> list[Tensor]:
-    """Clients form as many groups as classes; a sample of label ``l`` joins group ``l``
-    with probability ``bias`` and a uniformly chosen other group otherwise, then a
-    uniformly chosen client within the group."""
+    """Fang et al.'s split: clients form one group per class, and samples join groups by label.
+
+    A sample of label ``l`` joins group ``l`` with probability ``bias`` and a
+    uniformly chosen other group otherwise, then a uniformly chosen client
+    within the group.
+    """
     rng = _rng(generator)
     y = labels.cpu().numpy()
     num_classes = int(y.max()) + 1

@@ -17,15 +17,9 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from fedpoison.core.slices import ParamSlice
 
-@dataclass(frozen=True)
-class ParamSlice:
-    """Where one named parameter tensor lives in the flat vector."""
-
-    name: str
-    start: int
-    end: int
-    shape: tuple[int, ...]
+__all__ = ["AggregationResult", "AggregationRule", "ParamSlice", "PreAggregator", "PreResult", "RoundContext"]
 
 
 @dataclass
@@ -55,6 +49,17 @@ class RoundContext:
     global_params: Tensor
     slices: tuple[ParamSlice, ...] = ()
     root_update: object | None = None
+
+    def subset(self, mask: Tensor) -> RoundContext:
+        """The same context for the rows of ``mask`` only (``self`` when every row is kept).
+
+        Everything but ``client_ids`` is shared, the generator included: a
+        subset is the same round, with fewer rows.
+        """
+        if bool(mask.all()):
+            return self
+        return RoundContext(self.round, self.client_ids[mask], self.generator, self.global_params, self.slices,
+                            self.root_update)
 
 
 @dataclass(frozen=True)
@@ -111,10 +116,14 @@ class PreResult:
 class AggregationRule(Protocol):
     """An aggregation rule: ``rule(updates, weights, ctx) -> AggregationResult``."""
 
-    def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult: ...
+    def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's ``(n, d)`` rows with their ``(n,)`` weights; never change them."""
+        ...
 
 
 class PreAggregator(Protocol):
     """A pre-aggregation step: ``pre(updates, weights, ctx) -> PreResult``."""
 
-    def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> PreResult: ...
+    def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> PreResult:
+        """Transform one round's ``(n, d)`` rows before the rule; never change them."""
+        ...

@@ -21,8 +21,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from fedpoison.core.draws import permutation
 from fedpoison.defenses.base import PreResult, RoundContext
-from fedpoison.defenses.noise import permutation
 from fedpoison.defenses.registry import PRE_AGGREGATORS
 
 
@@ -77,6 +77,7 @@ class Bucketing:
         return math.ceil(n / (params or BucketingParams()).bucket_size)
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> PreResult:
+        """Pre-aggregate one round's rows (see the class docstring)."""
         n = updates.shape[0]
         buckets = math.ceil(n / self.s)
         perm = permutation(n, ctx.generator, updates.device)

@@ -27,10 +27,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from fedpoison.core.order_statistics import coordinate_closest_to_median_mean
+from fedpoison.core.rows import krum_scores, pairwise_sq_distances
 from fedpoison.defenses.base import AggregationResult, RoundContext
-from fedpoison.defenses.distances import pairwise_sq_distances
-from fedpoison.defenses.krum import krum_scores
-from fedpoison.defenses.order_statistics import coordinate_closest_to_median_mean
 from fedpoison.defenses.registry import RULES
 from fedpoison.defenses.requirements import at_least, enforce
 from fedpoison.registry import NoParams
@@ -51,15 +50,8 @@ def bulyan_select(sq_dist: Tensor, f: int, theta: int) -> Tensor:
     picks = torch.empty(theta, dtype=torch.long, device=device)
     inf = torch.tensor(float("inf"), dtype=sq_dist.dtype, device=device)
     for t in range(theta):
-        r = n - t
-        k = max(r - f - 2, 1) if r > 1 else 0
-        masked = torch.where(remaining[None, :], sq_dist, inf)
-        if k:
-            nearest = torch.topk(masked, min(k + 1, n), dim=1, largest=False, sorted=True).values[:, 1:]
-            scores = nearest.sum(dim=1)
-        else:
-            scores = torch.zeros(n, dtype=sq_dist.dtype, device=device)
-        scores = torch.where(remaining, scores, inf)
+        # Krum over the rows not picked yet (picked rows: nobody's neighbour, score inf).
+        scores = krum_scores(sq_dist, f, valid=remaining)
         # NaN-free: inf + finite = inf; a row of inf distances scores inf.
         pick = int(torch.argmin(torch.where(torch.isnan(scores), inf, scores)))
         if not bool(remaining[pick]):  # every remaining score is inf: lowest remaining index
@@ -85,6 +77,7 @@ class Bulyan:
         self.f = f
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's rows (see the class docstring)."""
         n = updates.shape[0]
         f = self.f
         enforce(BULYAN_REQUIRES, "bulyan", n, f)

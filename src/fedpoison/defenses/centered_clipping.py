@@ -27,8 +27,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from fedpoison.core.rows import clip_factors, distances_to, row_norms
 from fedpoison.defenses.base import AggregationResult, RoundContext
-from fedpoison.defenses.distances import clip_factors, distances_to, row_norms
 from fedpoison.defenses.registry import RULES
 from fedpoison.defenses.requirements import requirement_error
 
@@ -96,6 +96,7 @@ class CenteredClipping:
         self.center = state.get("center")
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's rows (see the class docstring)."""
         n, d = updates.shape
         if self.center is None:
             center = torch.zeros(d, dtype=updates.dtype, device=updates.device)

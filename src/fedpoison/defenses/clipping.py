@@ -28,8 +28,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
-from fedpoison.defenses.base import ParamSlice, PreResult, RoundContext
-from fedpoison.defenses.distances import clip_factors, row_norms
+from fedpoison.core.rows import clip_factors, row_norms
+from fedpoison.core.slices import ParamSlice
+from fedpoison.defenses.base import PreResult, RoundContext
 from fedpoison.defenses.registry import PRE_AGGREGATORS
 from fedpoison.defenses.requirements import requirement_error
 
@@ -122,6 +123,7 @@ class Clip:
         self.f = f
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> PreResult:
+        """Pre-aggregate one round's rows (see the class docstring)."""
         p = self.params
         if p.clip_scope == "global":
             out, bound, clipped = clip_rows(updates, p.clip_norm, p.clip_quantile)

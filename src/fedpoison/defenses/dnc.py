@@ -26,8 +26,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from fedpoison.core.draws import permutation
 from fedpoison.defenses.base import AggregationResult, RoundContext
-from fedpoison.defenses.noise import permutation
 from fedpoison.defenses.registry import RULES
 from fedpoison.defenses.requirements import enforce, require
 from fedpoison.registry import Requirement
@@ -90,6 +90,7 @@ class DnC:
         self.f = f
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's rows (see the class docstring)."""
         n, d = updates.shape
         p = self.params
         drop = math.floor(p.dnc_filter * self.f)

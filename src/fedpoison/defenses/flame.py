@@ -33,9 +33,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from fedpoison.core.draws import gaussian_like
+from fedpoison.core.rows import clip_factors, cosine_similarity_matrix, row_norms
 from fedpoison.defenses.base import AggregationResult, RoundContext
-from fedpoison.defenses.distances import clip_factors, cosine_similarity_matrix, row_norms
-from fedpoison.defenses.noise import gaussian_like
 from fedpoison.defenses.registry import RULES
 
 
@@ -88,6 +88,7 @@ class Flame:
         self.f = f
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's rows (see the class docstring)."""
         n, d = updates.shape
         cos_dist = 1.0 - cosine_similarity_matrix(updates)
         kept = majority_cluster(cos_dist)
@@ -107,6 +108,6 @@ class Flame:
         sigma = self.noise_lambda * float(bound)
         info["noise_std"] = sigma
         if sigma > 0:
-            agg = agg + sigma * gaussian_like(agg, ctx.generator)
+            agg = agg + sigma * gaussian_like(agg.shape, generator=ctx.generator, like=agg)
         clipped = int(((norms > bound) & kept).sum())
         return AggregationResult(agg, w, kept, scores, clipped, info)

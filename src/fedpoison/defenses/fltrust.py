@@ -32,8 +32,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from fedpoison.core.rows import cosine_to, row_norms
 from fedpoison.defenses.base import AggregationResult, RoundContext
-from fedpoison.defenses.distances import cosine_to, row_norms
 from fedpoison.defenses.registry import RULES
 from fedpoison.errors import AggregationError
 
@@ -84,6 +84,7 @@ class FLTrust:
         self.f = f
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's rows (see the class docstring)."""
         root_update = ctx.root_update
         if root_update is None:
             raise AggregationError(

@@ -29,8 +29,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from fedpoison.core.rows import cosine_similarity_matrix
 from fedpoison.defenses.base import AggregationResult, RoundContext
-from fedpoison.defenses.distances import cosine_similarity_matrix
 from fedpoison.defenses.registry import RULES
 from fedpoison.defenses.requirements import requirement_error
 
@@ -130,6 +130,7 @@ class FoolsGold:
         return hist[rows]  # advanced indexing: index_select on CPU rows was 8x slower
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's rows (see the class docstring)."""
         d = updates.shape[1]
         hist = self._histories(updates, ctx.client_ids)
         alpha, v = foolsgold_weights(hist, self.kappa)

@@ -46,8 +46,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from fedpoison.core.rows import distances_to, row_norms
 from fedpoison.defenses.base import AggregationResult, RoundContext
-from fedpoison.defenses.distances import distances_to, row_norms
 from fedpoison.defenses.registry import RULES
 from fedpoison.defenses.requirements import at_least, enforce
 
@@ -115,6 +115,7 @@ class GeometricMedian:
         self.f = f
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's rows (see the class docstring)."""
         n = updates.shape[0]
         enforce(GEOMED_REQUIRES, "geometric_median", n, self.f)
         p = self.params

@@ -18,7 +18,9 @@ index). Multi-Krum returns the uniform mean of the ``m`` rows with the lowest
 scores, scored once (not re-scored after each pick; Bulyan re-scores);
 ``m = n - f`` by default, as the paper suggests. Sample weights are ignored.
 
-All distances come from one Gram product; everything else is ``O(n^2 log n)``.
+The scores are :func:`fedpoison.core.rows.krum_scores`, the one Krum that the
+auditors' ``krum`` signal and Fang et al.'s attack on Krum also call. All
+distances come from one Gram product; everything else is ``O(n^2 log n)``.
 Guarantee used by the tests: every selected row is within
 ``sqrt(n - f - 2) * D`` of some honest row, ``D`` being the honest rows'
 diameter, whatever the ``f`` Byzantine rows hold.
@@ -32,29 +34,14 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from fedpoison.core.rows import krum_scores, pairwise_sq_distances
 from fedpoison.defenses.base import AggregationResult, RoundContext
-from fedpoison.defenses.distances import pairwise_sq_distances
 from fedpoison.defenses.registry import RULES
 from fedpoison.defenses.requirements import at_least, enforce
 from fedpoison.registry import NoParams, Requirement
 
 #: Blanchard et al.'s ``2f + 2 < n``.
 KRUM_REQUIRES = at_least(2, 3, "n >= 2f + 3")
-
-
-def krum_scores(sq_dist: Tensor, f: int) -> Tensor:
-    """``(n,)`` Krum scores from an ``(n, n)`` squared-distance matrix with zero diagonal.
-
-    Each score sums the ``n - f - 2`` smallest off-diagonal entries of its row
-    (overflowed distances are ``+inf``, so such rows score ``+inf``).
-    """
-    n = sq_dist.shape[0]
-    k = max(n - f - 2, 0)
-    if k == 0:
-        return torch.zeros(n, dtype=sq_dist.dtype, device=sq_dist.device)
-    # The diagonal (0) is always among the k+1 smallest; drop it by sorting.
-    nearest = torch.topk(sq_dist, k + 1, dim=1, largest=False, sorted=True).values[:, 1:]
-    return nearest.sum(dim=1)
 
 
 def multi_krum_select(sq_dist: Tensor, f: int, m: int) -> tuple[Tensor, Tensor]:
@@ -114,6 +101,7 @@ class MultiKrum:
         return self.m if self.m is not None else n - self.f
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's rows (see the class docstring)."""
         n = updates.shape[0]
         m = self._m(n)
         enforce(MULTI_KRUM_REQUIRES, self.name, n, self.f, SimpleNamespace(m=m), m=m)

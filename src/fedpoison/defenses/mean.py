@@ -49,6 +49,7 @@ class Mean:
         self.weighting = params.weighting
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's rows (see the class docstring)."""
         if self.weighting == "uniform":
             weights = torch.ones_like(weights)
         agg, w = weighted_mean(updates, weights)

@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from fedpoison.core.order_statistics import coordinate_median
 from fedpoison.defenses.base import AggregationResult, RoundContext
-from fedpoison.defenses.order_statistics import coordinate_median
 from fedpoison.defenses.registry import RULES
 from fedpoison.defenses.requirements import at_least, enforce
 from fedpoison.registry import NoParams
@@ -44,6 +44,7 @@ class Median:
         self.f = f
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's rows (see the class docstring)."""
         n = updates.shape[0]
         enforce(MEDIAN_REQUIRES, "median", n, self.f)
         agg = coordinate_median(updates)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from fedpoison.core.rows import pairwise_sq_distances
 from fedpoison.defenses.base import PreResult, RoundContext
-from fedpoison.defenses.distances import pairwise_sq_distances
 from fedpoison.defenses.registry import PRE_AGGREGATORS
 from fedpoison.defenses.requirements import at_least, enforce
 from fedpoison.registry import NoParams
@@ -53,6 +53,7 @@ class NNM:
         self.f = f
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> PreResult:
+        """Pre-aggregate one round's rows (see the class docstring)."""
         n = updates.shape[0]
         enforce(NNM_REQUIRES, "nnm", n, self.f)
         mix = nnm_mixing(pairwise_sq_distances(updates), self.f)

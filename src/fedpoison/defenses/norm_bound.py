@@ -23,10 +23,10 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from fedpoison.core.draws import gaussian_like
+from fedpoison.core.rows import clip_factors, row_norms
 from fedpoison.defenses.base import AggregationResult, RoundContext
 from fedpoison.defenses.clipping import ClipBoundParams, clip_bound
-from fedpoison.defenses.distances import clip_factors, row_norms
-from fedpoison.defenses.noise import gaussian_like
 from fedpoison.defenses.registry import RULES
 
 
@@ -55,6 +55,7 @@ class NormBound:
         self.f = f
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's rows (see the class docstring)."""
         p = self.params
         n = updates.shape[0]
         norms = row_norms(updates)
@@ -65,7 +66,7 @@ class NormBound:
         agg = (w * factors) @ updates
         info = {"clip_bound": float(bound), "noise_std": p.noise_std}
         if p.noise_std > 0:
-            agg = agg + p.noise_std * gaussian_like(agg, ctx.generator)
+            agg = agg + p.noise_std * gaussian_like(agg.shape, generator=ctx.generator, like=agg)
         return AggregationResult(
             agg, w, torch.ones(n, dtype=torch.bool, device=updates.device), norms, int((norms > bound).sum()), info
         )

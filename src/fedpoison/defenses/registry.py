@@ -11,7 +11,14 @@ built as ``cls(params, f=f)`` where ``params`` is the validated instance and
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from fedpoison.defenses.base import AggregationRule, PreAggregator
 from fedpoison.registry import Registry
 
-RULES: Registry[type] = Registry("aggregation rule")
-PRE_AGGREGATORS: Registry[type] = Registry("pre-aggregator")
+#: Factories ``cls(params, f=f)`` of aggregation rules.
+RULES: Registry[Callable[..., AggregationRule]] = Registry("aggregation rule")
+#: Factories ``cls(params, f=f)`` of pre-aggregators.
+PRE_AGGREGATORS: Registry[Callable[..., PreAggregator]] = Registry("pre-aggregator")
+
+

@@ -35,9 +35,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
+from fedpoison.core.draws import permutation
+from fedpoison.core.rows import clip_factors, row_norms
 from fedpoison.defenses.base import AggregationResult, RoundContext
-from fedpoison.defenses.distances import clip_factors, row_norms
-from fedpoison.defenses.noise import permutation
 from fedpoison.defenses.registry import RULES
 
 
@@ -140,6 +140,7 @@ class SignGuard:
         self.f = f
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's rows (see the class docstring)."""
         n, d = updates.shape
         p = self.params
         device = updates.device

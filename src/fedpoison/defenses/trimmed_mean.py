@@ -22,8 +22,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from fedpoison.core.order_statistics import coordinate_trimmed_mean
 from fedpoison.defenses.base import AggregationResult, RoundContext
-from fedpoison.defenses.order_statistics import coordinate_trimmed_mean
 from fedpoison.defenses.registry import RULES
 from fedpoison.defenses.requirements import enforce
 from fedpoison.registry import Requirement
@@ -65,6 +65,7 @@ class TrimmedMean:
         self.f = f
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
+        """Aggregate one round's rows (see the class docstring)."""
         n = updates.shape[0]
         b = trim_count(n, self.f, self.beta)
         enforce(TRIMMED_MEAN_REQUIRES, "trimmed_mean", n, self.f, TrimmedMeanParams(beta=self.beta), b=b)

@@ -155,6 +155,7 @@ def _configure_grid(p: argparse.ArgumentParser) -> None:
 
 @command("grid", "run a grid of experiments (resumable) into a results directory")
 def cmd_grid(args: argparse.Namespace) -> int:
+    """The ``fedpoison grid`` command."""
     from fedpoison.experiments.executor import prestart
     from fedpoison.experiments.grid import describe, load_grid
 
@@ -213,6 +214,7 @@ def _add_stat(p: argparse.ArgumentParser) -> None:
 
 @command("results", "export a results directory as tables (csv, parquet, markdown)")
 def cmd_results(args: argparse.Namespace) -> int:
+    """The ``fedpoison results`` command."""
     from fedpoison.results import export, load
 
     results = load(args.dir, last_k=args.last_k, target=args.target)
@@ -272,6 +274,7 @@ def attack_defense_table(results: Any, stat: str = "std") -> Table:
 
 @command("report", "write an HTML report, figures (PNG, PDF) and tables (Markdown, LaTeX)")
 def cmd_report(args: argparse.Namespace) -> int:
+    """The ``fedpoison report`` command."""
     from fedpoison.results import load
     from fedpoison.results.findings import check_findings
     from fedpoison.results.report import write_report
@@ -302,6 +305,7 @@ def _configure_demo(p: argparse.ArgumentParser) -> None:
 
 @command("demo", "run a small attack x defense grid on digits and write its report (a few minutes)")
 def cmd_demo(args: argparse.Namespace) -> int:
+    """The ``fedpoison demo`` command."""
     from fedpoison.experiments.demo import demo_grid
     from fedpoison.experiments.executor import prestart
     from fedpoison.experiments.grid import load_grid

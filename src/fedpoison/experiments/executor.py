@@ -233,8 +233,14 @@ class Executor(ABC):
         self.workers = workers
 
     @abstractmethod
-    def run(self, tasks: Iterable[RunTask]) -> Iterator[RunOutcome]:
-        """Yield one outcome per task, as each finishes."""
+    def run(self, tasks: Iterable[RunTask], on_round: Callable[[RoundReport], None] | None = None
+            ) -> Iterator[RunOutcome]:
+        """Yield one outcome per task, as each finishes.
+
+        An executor with ``reports_rounds`` calls ``on_round`` (in this
+        process) with each run's round reports; others ignore it, and the grid
+        passes it only to executors that report rounds.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release workers."""
@@ -263,6 +269,7 @@ class InlineExecutor(Executor):
 
     def run(self, tasks: Iterable[RunTask], on_round: Callable[[RoundReport], None] | None = None
             ) -> Iterator[RunOutcome]:
+        """Run ``tasks`` and yield each outcome as it finishes; round reports go to ``on_round``."""
         for task in tasks:
             yield execute(task, warm_up=self.warm_up, on_round=on_round)
 
@@ -393,6 +400,7 @@ class LocalExecutor(Executor):
 
     def run(self, tasks: Iterable[RunTask], on_round: Callable[[RoundReport], None] | None = None
             ) -> Iterator[RunOutcome]:
+        """Run ``tasks`` and yield each outcome as it finishes; round reports go to ``on_round``."""
         pending = iter(tasks)
         running: dict[Future[RunOutcome], RunTask] = {}
         self._pool = self._new_pool()
@@ -452,6 +460,7 @@ class LocalExecutor(Executor):
                 p.join(timeout=5)
 
     def close(self) -> None:
+        """Shut the workers down."""
         self._shutdown()
 
 

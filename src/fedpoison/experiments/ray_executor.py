@@ -91,7 +91,8 @@ class RayExecutor(Executor):
         gpus = self.gpus_per_run if task.config.get("device", "cpu") != "cpu" else 0.0
         return self._fn.options(num_cpus=self.cpus_per_run, num_gpus=gpus, max_retries=0).remote(task)
 
-    def run(self, tasks: Iterable[RunTask]) -> Iterator[RunOutcome]:
+    def run(self, tasks: Iterable[RunTask], on_round: Any = None) -> Iterator[RunOutcome]:
+        """Run ``tasks`` and yield each outcome as it finishes (no round reports: ``on_round`` is unused)."""
         ray = self._ray
         queue = iter(tasks)
         pending: dict[Any, RunTask] = {}
@@ -115,6 +116,7 @@ class RayExecutor(Executor):
                 ray.cancel(ref, force=True)
 
     def close(self) -> None:
+        """Shut the workers down."""
         if self._owns and self._ray.is_initialized():
             self._ray.shutdown()
             self._owns = False

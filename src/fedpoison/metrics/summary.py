@@ -47,7 +47,7 @@ def _evaluated(history: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def final_window(rounds: np.ndarray, last_k: int) -> np.ndarray:
-    """bool mask of the evaluations made in the last ``last_k`` rounds of the run.
+    """Bool mask of the evaluations made in the last ``last_k`` rounds of the run.
 
     ``rounds`` are the evaluated rounds, increasing; the window ends at the last
     one and always holds it.

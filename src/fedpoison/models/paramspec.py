@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from fedpoison.defenses.base import ParamSlice
+from fedpoison.core.slices import ParamSlice
 
 
 @dataclass(frozen=True)
@@ -87,5 +87,5 @@ def use_fast_layout_(module: nn.Module) -> nn.Module:
     """
     params = list(module.parameters())
     if params and params[0].device.type == "cpu" and has_conv2d(module):
-        module.to(memory_format=torch.channels_last)
+        module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
     return module

@@ -57,11 +57,13 @@ def _conv_pool_relu(cin: int, cout: int, kernel: int, padding: int = 0) -> tuple
 
 @MODELS.register("logreg", description="Multinomial logistic regression on flattened inputs.", params=NoParams)
 def logreg(input_shape: tuple[int, ...], num_classes: int, params: NoParams) -> nn.Module:
+    """Multinomial logistic regression on flattened inputs."""
     return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), num_classes))
 
 
 @MODELS.register("mlp", description="One hidden ReLU layer of model.hidden units on flattened inputs.", params=MLPParams)
 def mlp(input_shape: tuple[int, ...], num_classes: int, params: MLPParams) -> nn.Module:
+    """One hidden ReLU layer of ``params.hidden`` units on flattened inputs."""
     return nn.Sequential(
         nn.Flatten(),
         nn.Linear(math.prod(input_shape), params.hidden),
@@ -121,6 +123,7 @@ class _Block(nn.Module):
     reference="He et al. 2016 (CIFAR ResNet), with GroupNorm as in Hsieh et al. 2020 for non-IID FL.",
 )
 def resnet8(input_shape: tuple[int, ...], num_classes: int, params: NoParams) -> nn.Module:
+    """A small GroupNorm ResNet for 3x32x32 images (3 stages: 16, 32, 64 channels)."""
     c = input_shape[0]
     return nn.Sequential(
         nn.Conv2d(c, 16, 3, 1, 1, bias=False), nn.GroupNorm(8, 16), nn.ReLU(),

@@ -34,8 +34,6 @@ from fedpoison.plugins.families import registries
 from fedpoison.plugins.loading import absolute_specs, load_plugins
 from fedpoison.registry import Entry, Registry, suggest
 
-_KNOWLEDGE_ORDER = ("local", "omniscient", "defense_aware")
-
 
 def load_config(
     source: str | Path | Mapping[str, Any] | ExperimentConfig | None = None,
@@ -177,8 +175,10 @@ def resolve_config(cfg: ExperimentConfig) -> ExperimentConfig:
 def _check_knowledge(cfg: ExperimentConfig, attack: list[Entry[Any]]) -> None:
     if not attack:
         return
+    from fedpoison.attacks.base import Knowledge  # the one order: local < omniscient < defense_aware
+
     needed = attack[0].meta.get("knowledge")
-    if needed in _KNOWLEDGE_ORDER and _KNOWLEDGE_ORDER.index(needed) > _KNOWLEDGE_ORDER.index(cfg.attack.knowledge):
+    if needed in set(Knowledge) and Knowledge(needed).level > Knowledge(cfg.attack.knowledge).level:
         raise ConfigError(
             f"attack.knowledge: attack '{cfg.attack.name}' needs at least '{needed}' knowledge, the threat "
             f"model allows '{cfg.attack.knowledge}' (set attack.knowledge={needed})"

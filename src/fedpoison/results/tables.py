@@ -169,7 +169,9 @@ def load(directory: str | Path, *, last_k: int | None = None, target: float | No
     runs = pd.DataFrame(rows)
     config_columns = [c for c in rows[0] if "." in c or c in ("seed", "rounds", "device", "deterministic")]
     config_columns += [c for c in runs.columns if "." in c and c not in config_columns]
-    axes = [c for c in config_columns if as_text(runs[c]).nunique() > 1]
+    # A plug-in key present only for the runs of its plug-in (attack.trigger for backdoors) is no axis
+    # unless it takes several values; missing values then stand for "another plug-in".
+    axes = [c for c in config_columns if _varies(runs, c)]
     runs["attack_label"] = _labels(runs, "attack", axes)
     runs["defense_label"] = _defense_labels(runs, axes)
     _relative_to_baseline(runs, config_columns)
@@ -233,6 +235,17 @@ def _defense_labels(runs: pd.DataFrame, axes: list[str]) -> pd.Series:
     return base + _params_suffix(runs, "defense", axes) + _params_suffix(runs, "audit", axes)
 
 
+def _varies(runs: pd.DataFrame, column: str) -> bool:
+    text = as_text(runs[column])
+    plugin_key = column.split(".", 1)[0] in _PLUGIN_SECTIONS and not column.endswith(".name")
+    present = text[text != "<NA>"] if plugin_key else text
+    return bool(present.nunique() > 1)
+
+
+#: Config sections whose keys beyond their name belong to the chosen plug-in.
+_PLUGIN_SECTIONS = ("dataset", "partition", "model", "attack", "defense", "audit")
+
+
 def as_text(values: pd.Series) -> pd.Series:
     """Values as strings, missing ones as ``"<NA>"`` (for grouping and comparing mixed columns)."""
     return values.map(lambda v: "<NA>" if _missing(v) else _fmt(v)).astype(object)
@@ -288,8 +301,9 @@ def group_columns(results: Results) -> list[str]:
 
 
 def aggregate_seeds(results: Results, metrics: list[str] | None = None) -> pd.DataFrame:
-    """One row per configuration: ``<metric>_mean``, ``<metric>_std`` (ddof=1), ``<metric>_sem``,
-    ``<metric>_ci95`` (:mod:`fedpoison.results.stats`) and ``n_seeds``.
+    """One row per configuration: ``<metric>_mean``, ``_std``, ``_sem``, ``_ci95`` and ``n_seeds``.
+
+    The spreads are those of :mod:`fedpoison.results.stats` (std with ddof=1).
 
     Configurations are the distinct values of :func:`group_columns`. NaN values
     (e.g. no rounds-to-target because the target was never reached) are left

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from fedpoison.attacks import Attack
+from fedpoison.attacks.threat import choose_malicious
+from fedpoison.audit.base import Auditor
 from fedpoison.config import ExperimentConfig
 from fedpoison.data import Dataset, load_dataset, partition_clients
 from fedpoison.defenses import Defense, build_defense
@@ -21,7 +22,7 @@ from fedpoison.models import ParamSpec
 from fedpoison.models.paramspec import use_fast_layout_
 from fedpoison.plugins import section_entries
 from fedpoison.seeding import derive_seed, generator
-from fedpoison.training import LocalPlan, SequentialEngine
+from fedpoison.training import Engine, LocalPlan, SequentialEngine
 
 
 def resolve_device(name: str) -> torch.device:
@@ -50,8 +51,8 @@ class Federation:
     malicious: Tensor
     attack: Attack | None
     defense: Defense
-    auditor: Any | None
-    engine: Any
+    auditor: Auditor | None
+    engine: Engine
     plan: LocalPlan
     root_index: Tensor | None
     eval_model: nn.Module
@@ -62,13 +63,13 @@ class Federation:
         return len(self.parts)
 
     def is_malicious(self, ids: Tensor) -> Tensor:
-        """bool mask: which of ``ids`` are malicious clients (ground truth; metrics only)."""
+        """Bool mask: which of ``ids`` are malicious clients (ground truth; metrics only)."""
         return torch.isin(ids, self.malicious)
 
 
-def make_engine(cfg: ExperimentConfig, model: nn.Module, spec: ParamSpec, plan: LocalPlan, device: torch.device) -> Any:
+def make_engine(cfg: ExperimentConfig, model: nn.Module, spec: ParamSpec, plan: LocalPlan, device: torch.device) -> Engine:
     """The local-training engine for ``local.engine``."""
-    name = cfg.local.engine
+    name: str = cfg.local.engine
     try:
         from fedpoison.training.batched import BatchedEngine, choose_engine
     except ImportError:
@@ -99,9 +100,7 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
     spec = ParamSpec.of(model)
     init_params = spec.flatten(model).to(device)
 
-    m = cfg.num_malicious
-    perm = torch.randperm(cfg.clients.num, generator=generator(cfg.seed, "malicious"))
-    malicious = torch.sort(perm[:m]).values.to(device)
+    malicious = choose_malicious(cfg.clients.num, cfg.num_malicious, cfg.seed).to(device)
 
     attack: Attack | None = None
     for entry in entries["attack"]:
@@ -113,9 +112,9 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
         )
     defense = build_defense(cfg.defense, f=cfg.expected_malicious_per_round)
 
-    auditor = None
-    for a_entry in entries["audit"]:
-        auditor = a_entry.obj(cfg.audit.params(a_entry.params), num_clients=cfg.clients.num)
+    from fedpoison.audit import build_auditor
+
+    auditor = build_auditor(cfg.audit, num_clients=cfg.clients.num)
 
     plan = LocalPlan(cfg.local.epochs, cfg.local.steps, cfg.local.batch_size, cfg.local.lr,
                      cfg.local.momentum, cfg.local.weight_decay)

@@ -18,9 +18,10 @@ import torch
 from torch import Tensor
 
 from fedpoison.attacks import AttackContext, Knowledge
+from fedpoison.attacks.threat import attack_active, check_crafted, sees_honest_updates
 from fedpoison.config import ExperimentConfig
+from fedpoison.core.rows import row_norms
 from fedpoison.defenses import RoundContext
-from fedpoison.errors import UpdateError
 from fedpoison.plugins import load_config
 from fedpoison.seeding import generator
 from fedpoison.simulation.federation import Federation, build_federation
@@ -49,19 +50,6 @@ def sample_clients(fed: Federation, rnd: int) -> Tensor:
     else:
         chosen = torch.randperm(n, generator=g)[:k]
     return torch.sort(chosen).values.to(fed.device)
-
-
-def attack_active(cfg: ExperimentConfig, rnd: int) -> bool:
-    """Whether the attack's schedule fires in round ``rnd``."""
-    a = cfg.attack
-    if a.name == "none" or rnd < a.start_round or (a.end_round is not None and rnd > a.end_round):
-        return False
-    if (rnd - a.start_round) % a.every:
-        return False
-    if a.probability < 1.0:
-        draw = torch.rand((), generator=generator(cfg.seed, "schedule", rnd))
-        return bool(draw < a.probability)
-    return True
 
 
 @dataclass
@@ -107,7 +95,7 @@ def craft_updates(
     attack, cfg = fed.attack, fed.cfg
     assert attack is not None
     level = Knowledge(cfg.attack.knowledge)
-    sees_honest = level.level >= Knowledge.OMNISCIENT.level
+    sees_honest = sees_honest_updates(level)
     # A defense-aware attacker probes a private copy of the defense, with its own
     # generator and rows ordered honest-then-malicious as it stacks candidates, so
     # its probing neither consumes the server's random draws nor changes the state
@@ -131,11 +119,7 @@ def craft_updates(
                                  round_ctx.slices, round_ctx.root_update) if aware else None,
         previous_updates=prev,
     )
-    crafted = attack.craft(ctx)
-    m, d = int(attacked.sum()), updates.shape[1]
-    if not isinstance(crafted, Tensor) or tuple(crafted.shape) != (m, d):
-        got = tuple(crafted.shape) if isinstance(crafted, Tensor) else type(crafted).__name__
-        raise UpdateError(f"attack '{cfg.attack.name}': expected crafted updates of shape ({m}, {d}), got {got}")
+    crafted = check_crafted(attack.craft(ctx), int(attacked.sum()), updates.shape[1], attack=cfg.attack.name)
     out = updates.clone()
     out[attacked] = crafted.to(updates.dtype)
     for c, row in zip(mal_ids, crafted, strict=True):
@@ -189,7 +173,7 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
     admitted = fed.auditor.admit(rnd, sampled) if fed.auditor is not None else torch.ones_like(sampled, dtype=torch.bool)
     ids = sampled[admitted]
     malicious = fed.is_malicious(ids)
-    active = attack_active(cfg, rnd)
+    active = attack_active(cfg.attack, cfg.seed, rnd)
     attacked = malicious & active
     weights = fed.sizes[ids]
     round_ctx = RoundContext(rnd, ids, generator(cfg.seed, "defense", rnd), state.params.clone(),
@@ -227,7 +211,7 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
         "malicious_participants": int(malicious.sum()),
         "attack_active": bool(active and malicious.any()),
         "train_loss": float(losses[~losses.isnan()].mean()) if (~losses.isnan()).any() else float("nan"),
-        "update_norm_mean": float(updates.norm(dim=1).nan_to_num(posinf=3.4e38).mean()),
+        "update_norm_mean": float(row_norms(updates).nan_to_num(posinf=3.4e38).mean()),
         "clipped": res.clipped + honest_clipped,
         "kept": int(keep.sum()),
         "nonfinite_rows": server.nonfinite,
@@ -242,7 +226,7 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
 
     # per-client log (ground truth recorded for metrics only)
     selected, sel_w = server.selected, server.weights
-    norms = updates.norm(dim=1)
+    norms = row_norms(updates)
     for i, cid in enumerate(ids.tolist()):
         row: dict[str, Any] = {
             "round": rnd, "client": cid, "malicious": bool(malicious[i]), "attacked": bool(attacked[i]),

@@ -72,9 +72,12 @@ class RunResult:
         return self.config.seed
 
     def save(self, out: str | Path) -> Path:
-        """Write ``config.yaml``, ``history.csv``, ``timings.csv``, ``audit.csv``,
-        ``model.safetensors`` and ``summary.json`` into ``out``, each atomically;
-        ``summary.json`` last, so its presence means the run finished."""
+        """Write the run's files into ``out``, each atomically, ``summary.json`` last.
+
+        The files are ``config.yaml``, ``history.csv``, ``timings.csv``,
+        ``audit.csv``, ``model.safetensors`` and ``summary.json``; the presence
+        of ``summary.json`` means the run finished.
+        """
         d = Path(out)
         d.mkdir(parents=True, exist_ok=True)
         atomic_write(d / "config.yaml", self.config.to_yaml())

@@ -18,19 +18,25 @@ drift apart. The order:
 
 Without an auditor and without non-finite rows, the result is the defense
 called on the whole matrix.
+
+This is the only place that handles non-finite rows: defenses and auditors
+get finite rows (unless the policy is ``keep``), and the results are spread
+back over every input row here, so that ``selected`` and ``weights`` refer to
+the clients the server received.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-from fedpoison.audit.base import AuditDecision
+from fedpoison.audit.base import AuditDecision, Auditor
+from fedpoison.core.rows import finite_rows
 from fedpoison.defenses import AggregationResult, RoundContext
-from fedpoison.defenses.compose import nonfinite_rows
+from fedpoison.defenses.base import AggregationRule
 from fedpoison.errors import AggregationError
 
 __all__ = ["AuditedAggregation", "audit_and_defend", "expand_decision", "sanitize_rows", "subset_decision"]
@@ -44,7 +50,7 @@ def sanitize_rows(updates: Tensor, policy: str) -> tuple[Tensor, Tensor, int]:
     by zero rows, ``keep`` passes them on unchanged (plain FedAvg then diverges,
     which the loop records).
     """
-    bad = nonfinite_rows(updates)
+    bad = ~finite_rows(updates)
     n_bad = int(bad.sum())
     keep = torch.ones(len(updates), dtype=torch.bool, device=updates.device)
     if n_bad and policy == "drop":
@@ -128,8 +134,8 @@ def audit_and_defend(
     updates: Tensor,
     weights: Tensor,
     ctx: RoundContext,
-    defense: Any,
-    auditor: Any | None = None,
+    defense: AggregationRule,
+    auditor: Auditor | None = None,
     *,
     nonfinite: str | None = None,
     on_violation: Literal["skip", "raise"] = "skip",
@@ -164,10 +170,10 @@ def audit_and_defend(
     decision: AuditDecision | None = None
     agg_weights = weights
     if auditor is not None and keep.any():
-        decision = expand_decision(auditor.screen(_rows(x, keep), _rows(weights, keep), _subset(ctx, keep)), keep)
+        decision = expand_decision(auditor.screen(_rows(x, keep), _rows(weights, keep), ctx.subset(keep)), keep)
         keep = keep & decision.keep.to(device=device, dtype=torch.bool)
         agg_weights = weights * decision.weight.to(weights)
-    sub_ctx = _subset(ctx, keep)
+    sub_ctx = ctx.subset(keep)
     error = "" if keep.any() else "no rows left to aggregate"
     res: AggregationResult | None = None
     if not error:
@@ -194,11 +200,3 @@ def audit_and_defend(
 def _rows(t: Tensor, mask: Tensor) -> Tensor:
     """``t[mask]``, without copying ``t`` when every row is kept (the usual round)."""
     return t if bool(mask.all()) else t[mask]
-
-
-def _subset(ctx: RoundContext, mask: Tensor) -> RoundContext:
-    """``ctx`` for the rows of ``mask``."""
-    if bool(mask.all()):
-        return ctx
-    return RoundContext(ctx.round, ctx.client_ids[mask], ctx.generator, ctx.global_params, ctx.slices,
-                        ctx.root_update)

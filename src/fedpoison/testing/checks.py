@@ -109,6 +109,7 @@ def rule_checks(rule: Any, *, params: type[BaseModel] | None = None, tags: Itera
     from fedpoison.defenses.compose import Defense
     from fedpoison.defenses.registry import RULES
     from fedpoison.errors import AggregationError
+    from fedpoison.simulation.server import audit_and_defend
 
     entry = _entry(RULES, rule, params, tags)
     who = _who("rule", entry)
@@ -205,13 +206,14 @@ def rule_checks(rule: Any, *, params: type[BaseModel] | None = None, tags: Itera
             except Exception as exc:
                 raise _fail(who, "survives_hostile_rows", f"{label} made it raise {type(exc).__name__}: {exc} "
                             "(return a result, or raise AggregationError naming the problem)") from exc
+            # The server's step drops the NaN/Inf row (defense.nonfinite: drop) before the defense runs.
             defense = Defense(build(**quiet), name=entry.name)
             try:
-                res = defense(x, w, make_round_context(N, D))
+                res = audit_and_defend(x, w, make_round_context(N, D), defense, on_violation="raise")
             except AggregationError:
                 continue
             if not torch.isfinite(res.aggregate).all():
-                raise _fail(who, "survives_hostile_rows", f"{label}: the defense's aggregate is not finite")
+                raise _fail(who, "survives_hostile_rows", f"{label}: the server step's aggregate is not finite")
 
     def requirement_enforced() -> None:
         req = entry.requires

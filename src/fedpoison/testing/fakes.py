@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from fedpoison.attacks.base import AttackContext
-from fedpoison.defenses.base import ParamSlice, RoundContext
+from fedpoison.core.slices import ParamSlice
+from fedpoison.defenses.base import RoundContext
 
 
 def fixed_root_update(d: int, seed: int = 99) -> Callable[[Tensor], Tensor]:

@@ -156,6 +156,7 @@ class GridTracking:
         self.experiment = experiment
 
     def __call__(self, event: Any) -> None:
+        """Log the run of a ``run`` event that finished; ignore every other event."""
         if event.kind != "run" or event.outcome is None or not event.outcome.ok or not self.names:
             return
         try:

@@ -76,11 +76,14 @@ class MlflowTracker(Tracker):
             self._client.log_batch(self.run_id, metrics=rows[i:i + _BATCH])
 
     def log_round(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Log one round's metrics, the round as the step."""
         self._metrics(metrics, step)
 
     def log_summary(self, summary: Mapping[str, float], text: str) -> None:
+        """Log the run's final numbers."""
         self._metrics({f"summary.{k}": v for k, v in summary.items()}, 0)
         self._client.log_text(self.run_id, text, "summary.json")
 
     def close(self, ok: bool = True) -> None:
+        """Flush and close the run."""
         self._client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")

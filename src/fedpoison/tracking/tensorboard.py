@@ -44,15 +44,18 @@ class TensorBoardTracker(Tracker):
         self._last = 0
 
     def log_round(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Log one round's metrics, the round as the step."""
         for name, value in metrics.items():
             self._writer.add_scalar(name, value, step)
         self._last = max(self._last, step)
 
     def log_summary(self, summary: Mapping[str, float], text: str) -> None:
+        """Log the run's final numbers."""
         for name, value in summary.items():
             self._writer.add_scalar(f"summary/{name}", value, self._last)
         self._writer.add_text("summary", "    " + json.dumps(json.loads(text), indent=2).replace("\n", "\n    "),
                               self._last)
 
     def close(self, ok: bool = True) -> None:
+        """Flush and close the run."""
         self._writer.close()

@@ -31,10 +31,13 @@ class WandbTracker(Tracker):
                                     config=run.config, tags=[run.key], reinit="create_new")
 
     def log_round(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Log one round's metrics, the round as the step."""
         self._run.log(dict(metrics), step=step)
 
     def log_summary(self, summary: Mapping[str, float], text: str) -> None:
+        """Log the run's final numbers."""
         self._run.summary.update(dict(summary))
 
     def close(self, ok: bool = True) -> None:
+        """Flush and close the run."""
         self._run.finish(exit_code=0 if ok else 1)

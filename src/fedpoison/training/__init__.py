@@ -3,6 +3,7 @@
 from fedpoison.training.batched import BatchedEngine, choose_engine
 from fedpoison.training.local import (
     ClientJob,
+    Engine,
     LocalPlan,
     SequentialEngine,
     batch_schedule,
@@ -13,6 +14,7 @@ from fedpoison.training.local import (
 __all__ = [
     "BatchedEngine",
     "ClientJob",
+    "Engine",
     "LocalPlan",
     "SequentialEngine",
     "batch_schedule",

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from fedpoison.core.rows import clip_factors, row_norms
 from fedpoison.models.paramspec import ParamSpec, use_fast_layout_
 
 
@@ -127,6 +129,22 @@ def sgd_step_(
     return buf
 
 
+class Engine(Protocol):
+    """What the round loop needs of a local-training engine.
+
+    :class:`SequentialEngine` and :class:`~fedpoison.training.batched.BatchedEngine`
+    compute the same rows (the batched one on many clients at once).
+    """
+
+    def train(self, global_params: Tensor, jobs: list[ClientJob]) -> tuple[Tensor, Tensor]:
+        """``(k, d)`` updates and ``(k,)`` mean training losses of ``jobs``, from ``global_params``."""
+        ...
+
+    def train_one(self, global_params: Tensor, job: ClientJob) -> tuple[Tensor, float]:
+        """One client's ``(d,)`` update and mean training loss."""
+        ...
+
+
 class SequentialEngine:
     """Train clients one after another on one model.
 
@@ -180,10 +198,12 @@ class SequentialEngine:
 
 
 def clip_rows(updates: Tensor, max_norm: float) -> tuple[Tensor, Tensor]:
-    """Scale each row to L2 norm at most ``max_norm``; return ``(clipped, was_clipped)``."""
-    norms = updates.norm(dim=1)
-    scale = torch.clamp(max_norm / norms.clamp_min(1e-12), max=1.0)
-    return updates * scale[:, None], norms > max_norm
+    """Scale each row to L2 norm at most ``max_norm``; return ``(clipped, was_clipped)``.
+
+    The factors are :func:`fedpoison.core.rows.clip_factors`, the server's clipping maths.
+    """
+    norms = row_norms(updates)
+    return updates * clip_factors(norms, max_norm)[:, None], norms > max_norm
 
 
 @torch.no_grad()

@@ -54,6 +54,7 @@ from flwr.clientapp.typing import ClientAppCallable
 from torch import Tensor
 
 from fedpoison.attacks import ATTACKS, Attack, AttackContext, AttackKind, Knowledge
+from fedpoison.attacks.threat import attack_active, check_crafted, choose_malicious, malicious_count
 from fedpoison.config import AttackSection
 from fedpoison.errors import ConfigError, UpdateError
 from fedpoison.integrations.flower.config import attack_section
@@ -132,8 +133,9 @@ class MaliciousClient:
         The task's, as for building any fedpoison attack.
     partitions:
         Partition ids (``node_config["partition-id"]``) of the malicious nodes.
-        By default they are drawn as fedpoison's simulator draws its malicious
-        clients: ``attack.count`` (or ``round(attack.fraction * N)``) of the
+        By default they are drawn by fedpoison's own rule
+        (:func:`fedpoison.attacks.threat.choose_malicious`): ``attack.count``
+        (or ``round(attack.fraction * N)``) of the
         ``N = node_config["num-partitions"]`` partitions, by a permutation seeded
         with ``seed``. The same seed therefore makes the same clients malicious
         in ``fedpoison run`` and in the Flower app.
@@ -201,15 +203,13 @@ class MaliciousClient:
         """The malicious partition ids among ``range(num_partitions)``."""
         if self.partitions is not None:
             return self.partitions
-        a = self.section
-        m = a.count if a.count is not None else round(a.fraction * num_partitions)
+        m = malicious_count(self.section, num_partitions)
         if m > num_partitions:
             raise ConfigError(f"attack.count: expected at most {num_partitions} attackers (num-partitions), got {m}")
-        perm = torch.randperm(num_partitions, generator=generator(self.seed, "malicious"))
-        return tuple(sorted(int(p) for p in perm[:m]))
+        return tuple(choose_malicious(num_partitions, m, self.seed).tolist())
 
     def partition_of(self, context: Context) -> int:
-        """This node's partition id, from ``context.node_config``."""
+        """The partition id of the node running ``context``, from ``context.node_config``."""
         pid = context.node_config.get(_PARTITION_KEY)
         if not isinstance(pid, int) or isinstance(pid, bool):
             raise ConfigError(
@@ -238,17 +238,11 @@ class MaliciousClient:
     def active(self, server_round: int) -> bool:
         """Whether the attack's schedule fires in Flower round ``server_round`` (fedpoison round ``server_round - 1``).
 
-        The same rule as fedpoison's round loop, with the same seeded draw for
-        ``attack.probability``, so all attackers fire in the same rounds.
+        :func:`fedpoison.attacks.threat.attack_active`, the round loop's own
+        rule, with the same seeded draw for ``attack.probability``, so all
+        attackers fire in the same rounds.
         """
-        a, rnd = self.section, server_round - 1
-        if rnd < a.start_round or (a.end_round is not None and rnd > a.end_round):
-            return False
-        if (rnd - a.start_round) % a.every:
-            return False
-        if a.probability < 1.0:
-            return bool(torch.rand((), generator=generator(self.seed, "schedule", rnd)) < a.probability)
-        return True
+        return attack_active(self.section, self.seed, server_round - 1)
 
     def _attacking(self, context: Context, server_round: int) -> bool:
         return self.is_malicious(context) and self.active(server_round)
@@ -307,10 +301,7 @@ class MaliciousClient:
             generator=generator(self.seed, "attack", server_round - 1, pid),
             previous_updates=previous.reshape(1, -1),
         )
-        crafted = self.attack.craft(ctx)
-        if not isinstance(crafted, Tensor) or tuple(crafted.shape) != (1, layout.dim):
-            got = tuple(crafted.shape) if isinstance(crafted, Tensor) else type(crafted).__name__
-            raise UpdateError(f"attack '{self.name}': expected a crafted update of shape (1, {layout.dim}), got {got}")
+        crafted = check_crafted(self.attack.craft(ctx), 1, layout.dim, attack=self.name)
         row = crafted[0].to(torch.float32)
         context.state[_STATE_KEY] = ArrayRecord({"previous": Array(row.numpy().copy())})
         out = global_flat + row if self.reply == "params" else row

@@ -22,7 +22,7 @@ import torch
 from flwr.app import Array, ArrayRecord
 from torch import Tensor
 
-from fedpoison.defenses.base import ParamSlice
+from fedpoison.core.slices import ParamSlice
 from fedpoison.errors import UpdateError
 
 #: What a train reply carries: the trained parameters (Flower's convention) or the update (new minus old).

@@ -46,7 +46,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from logging import INFO, WARNING
-from typing import Any, cast
+from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -56,6 +56,7 @@ from flwr.supercore import log
 from torch import Tensor
 
 from fedpoison.config import AuditSection, DefenseSection
+from fedpoison.core.rows import row_norms
 from fedpoison.defenses import Defense, RoundContext, build_defense
 from fedpoison.errors import ConfigError, UpdateError
 from fedpoison.integrations.flower.config import audit_section, defense_section
@@ -209,10 +210,9 @@ class RobustStrategy(FedAvg):
         if self.max_nodes is None:
             self.max_nodes = len(self.node_index)
         if self.auditor is None and self._audit_section is not None:
-            from fedpoison.audit import AUDITORS
+            from fedpoison.audit import build_auditor
 
-            entry = AUDITORS.get(self._audit_section.name, key="audit.name")
-            self.auditor = entry.obj(self._audit_section.params(entry.params), num_clients=self.max_nodes)
+            self.auditor = build_auditor(self._audit_section, num_clients=self.max_nodes)
 
     def _indexed(self, node_ids: list[int]) -> list[int]:
         """The nodes among ``node_ids`` that fit in the auditor's index."""
@@ -363,7 +363,7 @@ class RobustStrategy(FedAvg):
     def _client_metrics(self, contents: list[RecordDict]) -> MetricRecord:
         """The clients' own metrics, aggregated over the accepted replies with Flower's function."""
         try:
-            return cast(MetricRecord, self.train_metrics_aggr_fn(contents, self.weighted_by_key))
+            return self.train_metrics_aggr_fn(contents, self.weighted_by_key)
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
             log(WARNING, "aggregate_train: clients' metrics not aggregated (%s: %s)", type(exc).__name__, exc)
             return MetricRecord()
@@ -389,7 +389,7 @@ def _scalar_metrics(content: RecordDict) -> dict[str, float]:
 def _accepted_reports(
     node_ids: list[int], weights: list[float], updates: Tensor, out: AuditedAggregation, contents: list[RecordDict]
 ) -> list[NodeReport]:
-    norms = torch.linalg.vector_norm(updates, dim=1).tolist()
+    norms = row_norms(updates).tolist()
     d = out.decision
     flagged = d.flagged.tolist() if d is not None else [False] * len(node_ids)
     scores = d.score.tolist() if d is not None else [float("nan")] * len(node_ids)

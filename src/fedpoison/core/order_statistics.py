@@ -46,8 +46,8 @@ def map_column_blocks(x: Tensor, kernel: BlockKernel) -> Tensor:
     c = _block_columns(n)
 
     def run(start: int) -> None:
-        # Always a copy: for a transposed input the slice is already contiguous, and
-        # ascontiguousarray would hand the kernel a view of the caller's tensor.
+        # Always a copy: for a single column or a transposed input the slice is already
+        # contiguous, and ascontiguousarray would hand the kernel a view of the caller's tensor.
         block = np.array(arr[:, start : start + c].T, order="C", copy=True)
         out[start : start + c] = kernel(block)
 
