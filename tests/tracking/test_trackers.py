@@ -12,6 +12,7 @@ import json
 import math
 import struct
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -171,11 +172,15 @@ def test_wandb_offline_run_equals_history(tmp_path: Path, monkeypatch: pytest.Mo
     out = tmp_path / "run"
     assert main(["run", *SMALL, "--out", str(out), "--quiet", "--track", "wandb"]) == 0
     (run_file,) = list((out / "wandb").glob("offline-run-*/run-*.wandb"))
+    # W&B's service process may still be writing the file when finish() returns: wait for its exit record
+    deadline = time.monotonic() + 60
+    records = [wandb_internal_pb2.Record.FromString(raw) for raw in _wandb_records(run_file)]
+    while "exit" not in [r.WhichOneof("record_type") for r in records] and time.monotonic() < deadline:
+        time.sleep(0.5)
+        records = [wandb_internal_pb2.Record.FromString(raw) for raw in _wandb_records(run_file)]
     logged: dict[str, dict[int, float]] = {}
     config: dict[str, Any] = {}
-    for raw in _wandb_records(run_file):
-        rec = wandb_internal_pb2.Record()
-        rec.ParseFromString(raw)
+    for rec in records:
         kind = rec.WhichOneof("record_type")
         if kind == "history":
             step = rec.history.step.num
@@ -185,7 +190,7 @@ def test_wandb_offline_run_equals_history(tmp_path: Path, monkeypatch: pytest.Mo
                     logged.setdefault(name, {})[step] = float(json.loads(item.value_json))
         elif kind == "run":
             config = {i.key: json.loads(i.value_json) for i in rec.run.config.update}
-    kinds = [wandb_internal_pb2.Record.FromString(r).WhichOneof("record_type") for r in _wandb_records(run_file)]
+    kinds = [r.WhichOneof("record_type") for r in records]
     assert logged == _columns(pd.read_csv(out / "history.csv")), (kinds, run_file.stat().st_size)
     def value(v: Any) -> Any:  # W&B may wrap config values as {"value": ...}
         return v["value"] if isinstance(v, dict) and set(v) == {"value"} else v
