@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from fedpoison.errors import FedPoisonError
+from fedpoison.output import escape
 
 console = Console()
 err_console = Console(stderr=True)
@@ -52,7 +52,7 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="K",
                    help="write an atomic checkpoint every K rounds into --out")
     p.add_argument("--resume", type=Path, default=None, metavar="DIR",
-                   help="continue the run checkpointed in DIR")
+                   help="continue the run checkpointed in DIR (a config file or --set must agree with its config)")
     p.add_argument("--track", default=None, metavar="NAME[,NAME]",
                    help="log the run to experiment trackers: tensorboard, mlflow, wandb (into --out)")
 
@@ -63,28 +63,30 @@ def summary_table(summary: dict[str, Any], title: str = "Summary") -> Table:
     for key, value in summary.items():
         if key in {"versions", "malicious_clients"} or key.startswith("detection_"):
             continue
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+        table.add_row(escape(key), f"{value:.4f}" if isinstance(value, float) else escape(value))
     return table
 
 
 @command("run", "run one experiment and write its results")
 def cmd_run(args: argparse.Namespace) -> int:
     """The ``fedpoison run`` command."""
-    from fedpoison.config_checks import check_run_config
+    from fedpoison.config_noops import check_run_config
     from fedpoison.plugins import load_config
     from fedpoison.progress import round_bar
+    from fedpoison.safe_fs import ensure_writable_dir
     from fedpoison.simulation.checkpoint import run_with_checkpoints
     from fedpoison.tracking import RunTrackers, parse_track
 
     if args.resume is not None:
-        from fedpoison.simulation.checkpoint import load_checkpoint_config
+        from fedpoison.simulation.checkpoint import check_resume_config
 
-        cfg = load_checkpoint_config(args.resume)
-        out = args.resume
+        cfg = check_resume_config(args.resume, args.config, args.overrides)
+        out = args.resume.parent if args.resume.is_file() else args.resume
     else:
         cfg = load_config(args.config, args.overrides, plugins=args.plugins)
         check_run_config(cfg)
         out = args.out or Path("runs") / f"run-{cfg.key()}"
+    ensure_writable_dir(out, "--out")  # before any round is computed
     names = parse_track(args.track, cfg.track)
     with RunTrackers.open(names, folder=out, config=cfg, name=out.name) as trackers, \
             round_bar(cfg.rounds, console=console, disable=args.quiet) as bar:
@@ -112,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             pass
         else:
             console.print(format_detection(result.summary))
-    console.print(f"results in [bold]{out}[/bold]")
+    console.print(f"results in [bold]{escape(out)}[/bold]")
     return 0
 
 
@@ -127,27 +129,21 @@ def _registries() -> dict[str, Any]:
 
 
 def _configure_list(p: argparse.ArgumentParser) -> None:
-    p.add_argument("family", choices=["datasets", "partitions", "models", "attacks", "defenses",
-                                      "pre-aggregators", "auditors"])
+    from fedpoison.catalog import FAMILIES
+
+    p.add_argument("family", choices=list(FAMILIES))
+    p.add_argument("--format", default="table", choices=["table", "plain", "json"],
+                   help="table (default), plain (tab-separated, with a header line) or json")
 
 
 @command("list", "list registered datasets, partitions, models, attacks, defenses or auditors")
 def cmd_list(args: argparse.Namespace) -> int:
     """The ``fedpoison list`` command."""
-    from fedpoison.plugins.describe import describe
+    from fedpoison.catalog import columns, rows
+    from fedpoison.output import print_rows
 
-    rows = [describe(entry) for entry in _registries()[args.family]]
-    columns = [c for c in (rows[0] if rows else {"name": ""}) if any(r.get(c) for r in rows) or c == "name"]
-    table = Table(title=args.family)
-    widest = max((len(r["name"]) for r in rows), default=4)
-    for col in columns:
-        if col == "name":  # names are what a user copies: never wrapped or cut
-            table.add_column(col, style="bold", no_wrap=True, min_width=widest)
-        else:
-            table.add_column(col, overflow="fold")
-    for row in rows:
-        table.add_row(*(escape(row.get(col, "")) for col in columns))
-    console.print(table)
+    family_rows = rows(args.family, live=bool(args.plugins))
+    print_rows(family_rows, columns(family_rows), fmt=args.format, title=args.family)
     return 0
 
 
@@ -195,7 +191,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     from fedpoison.plugins import load_config
 
     cfg = load_config(args.config, args.overrides, plugins=args.plugins)
-    console.print(cfg.to_yaml(), highlight=False, markup=False, end="")
+    sys.stdout.write(cfg.to_yaml())  # as is: Rich would wrap long values at 80 columns in a file
     return 0
 
 
@@ -203,16 +199,26 @@ cmd_config.configure = _configure_config  # type: ignore[attr-defined]
 
 
 # ---- entry point -------------------------------------------------------------
+DESCRIPTION = ("Simulate model-poisoning attacks on federated learning and the defenses against them, "
+               "and measure both.")
+EPILOG = """examples:
+  fedpoison demo                                   a small attack x defense grid and its report
+  fedpoison run --set attack.name=sign_flip --set attack.fraction=0.3 --set defense.name=median
+  fedpoison list attacks                           also: datasets, partitions, models, defenses, ...
+  fedpoison <command> --help                       the options of one command"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every registered sub-command."""
     _load_optional_commands()
-    parser = argparse.ArgumentParser(prog="fedpoison", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog="fedpoison", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     from fedpoison import __version__
 
     parser.add_argument("--version", action="version", version=f"fedpoison {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, handler in COMMANDS.items():
-        p = sub.add_parser(name, help=getattr(handler, "help", None))
+        p = sub.add_parser(name, help=getattr(handler, "help", None), description=getattr(handler, "help", None))
         getattr(handler, "configure", lambda parser: None)(p)
         p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="FILE_OR_MODULE",
                        help="load plug-ins of your own from a .py file or a module (repeatable); "
@@ -237,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; fedpoison errors exit 2 with one message and no traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from fedpoison.config_checks import print_warnings_as_lines
+    from fedpoison.config_noops import print_warnings_as_lines
 
     print_warnings_as_lines(err_console)
     try:
@@ -248,8 +254,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_plugins(args.plugins, key="--plugin")
         return int(args.handler(args))
     except FedPoisonError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/bold red] {escape(exc)}", highlight=False, soft_wrap=True)
         return 2
+    except OSError as exc:  # a full disk, a permission refused while writing: the run failed
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        err_console.print(f"[bold red]error:[/bold red] {where}{exc.strerror or exc}; nothing finished was lost, "
+                          "rerun the same command once fixed", highlight=False, soft_wrap=True)
+        return 1
+    except RecursionError:
+        err_console.print("[bold red]error:[/bold red] input nested too deeply to process", highlight=False)
+        return 2
+    except UnicodeDecodeError as exc:
+        err_console.print(f"[bold red]error:[/bold red] expected UTF-8 text, got byte 0x{exc.object[exc.start]:02x} "
+                          f"at offset {exc.start}", highlight=False, soft_wrap=True)
+        return 2
+    except MemoryError:
+        err_console.print("[bold red]error:[/bold red] out of memory; nothing finished was lost", highlight=False)
+        return 1
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130

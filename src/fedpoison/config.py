@@ -346,9 +346,13 @@ def parse_override(item: str) -> tuple[str, Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"--set: expected a key before '=', got {item!r}")
+    from fedpoison.yaml_safe import load_yaml
+
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = load_yaml(raw, f"--set {key}") if raw.strip() else ""
+    except ConfigError as exc:
+        if "not valid YAML" not in str(exc):
+            raise
         value = raw
     return key, value
 
@@ -371,15 +375,10 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping from ``path`` with a clear error for bad files."""
+    from fedpoison.yaml_safe import read_yaml_file
+
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ConfigError(f"config file {p}: cannot read it ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {p}: not valid YAML ({exc})") from None
+    data = read_yaml_file(p)  # size, UTF-8, depth and alias limits; one-line errors
     if data is None:
         return {}
     if not isinstance(data, dict):

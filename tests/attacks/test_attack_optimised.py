@@ -145,7 +145,7 @@ def test_fang_krum_defense_aware_asks_the_server_rule(build_attack) -> None:
         sel = updates.norm(dim=1) <= 1.0
         return type("R", (), {"selected": sel})()
 
-    ctx2 = spread_context(m=m, k=k, d=d, defense=small_norms_only, defense_ctx=None)
+    ctx2 = spread_context(m=m, k=k, d=d, defense=small_norms_only, defense_ctx=round_ctx(k + m, d))
     attack = build_attack("fang_krum")
     rows = attack.craft(ctx2)
     assert calls and all(shape == (k + m, d) for shape in calls)

@@ -28,6 +28,7 @@ from fedpoison.core.rows import (
     gram,
     krum_neighbours,
     krum_scores,
+    norm_quantile,
     pairwise_sq_distances,
     row_norms,
     sq_distances_from_gram,
@@ -104,8 +105,12 @@ def test_distances_to_a_point_by_hand() -> None:
     assert_close(exact_distances_to(X, z, chunk=1), want)  # one column per block
 
 
-def test_clip_factors_by_hand() -> None:
+def test_clip_factors_and_norm_quantile_by_hand() -> None:
     assert_close(clip_factors(row_norms(X), 5.0), torch.tensor([1.0, 1.0, 0.5]))
+    norms = row_norms(X)  # 5, 1, 10
+    assert float(norm_quantile(norms, 0.5)) == 5.0
+    assert float(norm_quantile(norms, 0.75)) == 7.5  # halfway between 5 and 10
+    assert float(norm_quantile(torch.tensor([1.0, 4.0, 2.0, 10.0]), 0.5)) == 3.0
 
 
 def test_krum_by_hand() -> None:
@@ -244,3 +249,26 @@ def test_no_module_keeps_a_krum_or_distance_copy_of_its_own() -> None:
     for module in (fang, signals, krum, bulyan, nnm):
         assert module.pairwise_sq_distances is rows.pairwise_sq_distances, module.__name__
     assert min_max.cross_sq_distances is rows.cross_sq_distances
+
+
+def test_core_is_the_bottom_of_the_import_graph_and_models_do_not_import_defenses() -> None:
+    """core/ imports nothing else of fedpoison; models/ reaches ParamSlice without loading defenses/."""
+    import ast
+    from pathlib import Path
+
+    import fedpoison
+
+    root = Path(fedpoison.__file__).parent
+
+    def imports(folder: str) -> set[str]:
+        found: set[str] = set()
+        for path in (root / folder).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    found.add(node.module)
+                elif isinstance(node, ast.Import):
+                    found.update(alias.name for alias in node.names)
+        return {m for m in found if m.startswith("fedpoison")}
+
+    assert {m for m in imports("core") if not m.startswith("fedpoison.core")} == set()
+    assert not any(m.startswith("fedpoison.defenses") for m in imports("models"))

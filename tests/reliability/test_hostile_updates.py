@@ -186,7 +186,8 @@ def test_defense_aware_probing_leaves_the_server_defense_untouched() -> None:
     ids = torch.arange(20)
     attacked = fed.is_malicious(ids)
     updates = torch.randn(20, fed.spec.dim) * 0.01
-    fed.defense(updates, torch.ones(20), ctx_for(20))  # give the rule some state (its centre)
+    warm = RoundContext(0, ids, torch.Generator().manual_seed(0), state.params, fed.spec.slices, None)
+    fed.defense(updates, torch.ones(20), warm)  # give the rule some state (its centre)
     before = {k: {kk: vv.clone() if isinstance(vv, torch.Tensor) else vv for kk, vv in v.items()}
               for k, v in fed.defense.state_dict().items()}
     g = torch.Generator().manual_seed(5)

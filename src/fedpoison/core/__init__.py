@@ -4,7 +4,7 @@ Attacks, auditors and aggregation rules all speak the update matrix: an
 ``(n, d)`` tensor with one row per participating client. What they compute
 from it in common lives here, once:
 
-- :mod:`fedpoison.core.rows`: finite-row masks, row norms, Gram matrices,
+- :mod:`fedpoison.core.rows`: finite-row masks, row norms and their quantiles, Gram matrices,
   pairwise and point distances, cosines, clip factors, Krum scores, and the
   per-coordinate mean and standard deviation;
 - :mod:`fedpoison.core.order_statistics`: coordinate-wise medians, trimmed

@@ -234,6 +234,20 @@ def clip_factors(norms: Tensor, bound: Tensor | float) -> Tensor:
     return torch.where(norms > b, b / safe, torch.ones_like(norms))
 
 
+def norm_quantile(norms: Tensor, q: float) -> Tensor:
+    """The ``q``-quantile of ``norms`` (linear interpolation, computed in float64), in ``norms``' dtype.
+
+    ``q = 0.5`` is the median (the mean of the two middle values for an even count):
+    the clipping bound of FLAME, SignGuard and quantile clipping.
+
+    Example
+    -------
+    >>> norm_quantile(torch.tensor([1.0, 4.0, 2.0, 10.0]), 0.5)
+    tensor(3.)
+    """
+    return torch.quantile(norms.to(torch.float64), q).to(norms.dtype)
+
+
 # ---- Krum ---------------------------------------------------------------------------
 def krum_neighbours(n: int, f: int) -> int:
     """How many nearest rows a Krum score sums over ``n`` rows with ``f`` Byzantine ones.

@@ -34,8 +34,8 @@ References
 
 from __future__ import annotations
 
-import gzip
-import zlib
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +44,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from fedpoison.data.base import DATASETS, Dataset
+from fedpoison.data.gunzip import GunzipError, gunzip_bounded
 from fedpoison.errors import DataError
 
 __all__ = [
@@ -123,7 +124,8 @@ def _exc_name(exc: BaseException) -> str:
     return type(exc).__qualname__ if module == "builtins" else f"{module}.{type(exc).__qualname__}"
 
 
-def read_bytes(path: str | Path, *, hint: str = "") -> bytes:
+def read_bytes(path: str | Path, *, hint: str = "",
+               declared: Callable[[bytes], int | None] | None = None) -> bytes:
     """Read a file whole, decompressing it when its name ends in ``.gz``.
 
     Parameters
@@ -132,6 +134,10 @@ def read_bytes(path: str | Path, *, hint: str = "") -> bytes:
         The file to read.
     hint:
         How to get the data; appended to the message of any error.
+    declared:
+        For a ``.gz`` file: the size its content declares, read from the first
+        decompressed bytes (``None`` when unknown). Decompression stops past it
+        (and past the gzip trailer's size), before any more memory is used.
 
     Returns
     -------
@@ -153,11 +159,9 @@ def read_bytes(path: str | Path, *, hint: str = "") -> bytes:
     if path.suffix != ".gz":
         return raw
     try:
-        return gzip.decompress(raw)
-    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise _error(
-            path, "a complete gzip file", f"a corrupt or truncated one ({_exc_name(exc)}: {exc})", hint
-        ) from exc
+        return gunzip_bounded(raw, declared)
+    except GunzipError as exc:
+        raise _error(path, "a complete gzip file within its declared size", str(exc), hint) from None
 
 
 def parse_idx(data: bytes, path: str | Path = "<bytes>", *, hint: str = "") -> np.ndarray:
@@ -197,11 +201,24 @@ def parse_idx(data: bytes, path: str | Path = "<bytes>", *, hint: str = "") -> n
                      f"a file of {len(data)} bytes", hint)
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = _IDX_DTYPES[type_code]
-    payload = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    payload = math.prod(shape) * dtype.itemsize  # Python integers: dimensions that overflow int64 stay exact
     if len(data) - header != payload:
         raise _error(path, f"{payload} payload bytes for dimensions {shape}",
                      f"{len(data) - header} bytes", hint)
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+
+
+def idx_declared_size(prefix: bytes) -> int | None:
+    """The total size an IDX header declares (header plus payload), or ``None`` if ``prefix`` holds none."""
+    if len(prefix) < 4:
+        return None
+    magic = int.from_bytes(prefix[:4], "big")
+    type_code, ndim = (magic >> 8) & 0xFF, magic & 0xFF
+    header = 4 + 4 * ndim
+    if magic >> 16 or type_code not in _IDX_DTYPES or len(prefix) < header:
+        return None
+    dims = [int.from_bytes(prefix[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return header + math.prod(dims) * _IDX_DTYPES[type_code].itemsize
 
 
 def read_idx(path: str | Path, *, magic: int | None = None, hint: str = "") -> np.ndarray:
@@ -229,7 +246,10 @@ def read_idx(path: str | Path, *, magic: int | None = None, hint: str = "") -> n
         payload size does not match its header.
     """
     path = Path(path)
-    data = read_bytes(path, hint=hint)
+    def declared(prefix: bytes) -> int | None:  # a wrong magic number gets its own message below
+        return idx_declared_size(prefix) if magic is None or prefix[:4] == magic.to_bytes(4, "big") else None
+
+    data = read_bytes(path, hint=hint, declared=declared)
     if magic is not None:
         found = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
         if found != magic:
@@ -323,6 +343,9 @@ def _load_idx_split(folder: Path, images_stem: str, labels_stem: str,
     labels_path = _find_idx(folder, labels_stem, hint)
     images = read_idx(images_path, magic=IDX_IMAGES_MAGIC, hint=hint)
     labels = read_idx(labels_path, magic=IDX_LABELS_MAGIC, hint=hint)
+    if images.shape[0] == 0 or 0 in images.shape[1:]:
+        raise _error(images_path, "at least one image of at least 1x1 pixels", f"images of shape {images.shape}",
+                     hint)
     if images.shape[0] != labels.shape[0]:
         raise _error(labels_path, f"{images.shape[0]} labels, one per image of {images_path}",
                      f"{labels.shape[0]} labels", hint)

@@ -28,7 +28,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
-from fedpoison.core.rows import clip_factors, row_norms
+from fedpoison.core.rows import clip_factors, norm_quantile, row_norms
 from fedpoison.core.slices import ParamSlice
 from fedpoison.defenses.base import PreResult, RoundContext
 from fedpoison.defenses.registry import PRE_AGGREGATORS
@@ -65,7 +65,7 @@ def clip_bound(norms: Tensor, clip_norm: float | None, quantile: float) -> Tenso
     """The bound: ``clip_norm`` if set, else the ``quantile`` of ``norms`` (linear interpolation)."""
     if clip_norm is not None:
         return torch.tensor(clip_norm, dtype=norms.dtype, device=norms.device)
-    return torch.quantile(norms.to(torch.float64), quantile).to(norms.dtype)
+    return norm_quantile(norms, quantile)
 
 
 def clip_rows(x: Tensor, clip_norm: float | None, quantile: float) -> tuple[Tensor, Tensor, Tensor]:

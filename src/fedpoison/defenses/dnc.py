@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from fedpoison.core.draws import permutation
+from fedpoison.core.rows import finite_rows, gram
 from fedpoison.defenses.base import AggregationResult, RoundContext
 from fedpoison.defenses.registry import RULES
 from fedpoison.defenses.requirements import enforce, require
@@ -52,7 +53,7 @@ def dnc_outlier_scores(sub: Tensor) -> Tensor:
     only compared with each other), so rows of ``1e30`` neither overflow nor
     wipe out the honest rows' digits. Rows with NaN/Inf score ``+inf``.
     """
-    finite = torch.isfinite(sub).all(dim=1)
+    finite = finite_rows(sub)
     out = torch.full((sub.shape[0],), float("inf"), dtype=torch.float64, device=sub.device)
     if not bool(finite.any()):
         return out
@@ -60,7 +61,7 @@ def dnc_outlier_scores(sub: Tensor) -> Tensor:
     scale = x.abs().max()
     x = x / scale if bool(scale > 0) else x
     centered = x - x.mean(dim=0)
-    evals, evecs = torch.linalg.eigh(centered @ centered.T)  # ascending eigenvalues
+    evals, evecs = torch.linalg.eigh(gram(centered))  # ascending eigenvalues
     out[finite] = evals[-1].clamp_min(0.0) * evecs[:, -1].square()
     return out
 

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from fedpoison.core.draws import gaussian_like
-from fedpoison.core.rows import clip_factors, cosine_similarity_matrix, row_norms
+from fedpoison.core.rows import clip_factors, cosine_similarity_matrix, norm_quantile, row_norms
 from fedpoison.defenses.base import AggregationResult, RoundContext
 from fedpoison.defenses.registry import RULES
 
@@ -93,7 +93,7 @@ class Flame:
         cos_dist = 1.0 - cosine_similarity_matrix(updates)
         kept = majority_cluster(cos_dist)
         norms = row_norms(updates)
-        bound = torch.quantile(norms.to(torch.float64), 0.5).to(norms.dtype)
+        bound = norm_quantile(norms, 0.5)
         factors = clip_factors(norms, bound)
         n_kept = int(kept.sum())
         scores = cos_dist.masked_fill(torch.eye(n, dtype=torch.bool, device=updates.device), float("nan"))

@@ -39,7 +39,7 @@ from fedpoison.defenses.requirements import enforce
 from fedpoison.registry import Requirement
 
 
-def sign_agreement(updates: Tensor) -> Tensor:
+def sign_vote_margin(updates: Tensor) -> Tensor:
     """``(d,)`` the absolute sum of the rows' signs per coordinate: how many more clients agree than not."""
     return torch.sign(updates).sum(dim=0).abs()
 
@@ -47,7 +47,7 @@ def sign_agreement(updates: Tensor) -> Tensor:
 def robust_lr_signs(updates: Tensor, threshold: int) -> Tensor:
     """``(d,)`` +1 where at least ``threshold`` more rows agree in sign than disagree, else -1."""
     ones = torch.ones(updates.shape[1], dtype=updates.dtype, device=updates.device)
-    return torch.where(sign_agreement(updates) >= threshold, ones, -ones)
+    return torch.where(sign_vote_margin(updates) >= threshold, ones, -ones)
 
 
 class RLRParams(BaseModel):

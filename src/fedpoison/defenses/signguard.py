@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 from fedpoison.core.draws import permutation
-from fedpoison.core.rows import clip_factors, row_norms
+from fedpoison.core.rows import clip_factors, norm_quantile, row_norms
 from fedpoison.defenses.base import AggregationResult, RoundContext
 from fedpoison.defenses.registry import RULES
 
@@ -145,7 +145,7 @@ class SignGuard:
         p = self.params
         device = updates.device
         norms = row_norms(updates)
-        med = torch.quantile(norms.to(torch.float64), 0.5).to(norms.dtype)
+        med = norm_quantile(norms, 0.5)
         ratio = norms / med if bool(med > 0) else torch.where(norms > 0, torch.inf, 1.0).to(norms.dtype)
         by_norm = (ratio >= p.sg_lower) & (ratio <= p.sg_upper)
         k = max(1, math.ceil(p.sg_coord_fraction * d))

@@ -9,20 +9,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fedpoison.cli import command, console
+from fedpoison.cli import command, console, err_console
 from fedpoison.errors import ConfigError
+from fedpoison.output import escape
+from fedpoison.output import print_wide as _print_wide
+from fedpoison.safe_fs import refuse_link
 
 
 def print_wide(renderable: Any, **kwargs: Any) -> None:
-    """Print at the terminal's width, or unwrapped (up to 200 columns) into a pipe or file."""
-    if console.is_terminal:
-        console.print(renderable, **kwargs)
-    else:
-        Console(width=max(console.width, 200)).print(renderable, **kwargs)
+    """Print at the terminal's width, or unwrapped into a pipe or file (see :func:`fedpoison.output.print_wide`)."""
+    _print_wide(renderable, console=console, **kwargs)
 
 
 def _eta(seconds: float) -> str:
@@ -46,13 +44,13 @@ def _run_line(event: Any) -> str:
         if s.get("diverged"):
             bits.append("[yellow]diverged[/yellow]")
         bits.append(f"{outcome.wall_s:.1f}s")
-        return f"[green]done[/green]   {n} {run.label}  " + "  ".join(bits)
+        return f"[green]done[/green]   {n} {escape(run.label)}  " + "  ".join(bits)
     last = outcome.error.strip().splitlines()[-1] if outcome.error.strip() else "unknown error"
-    return f"[red]failed[/red] {n} {run.label}  {last}"
+    return f"[red]failed[/red] {n} {escape(run.label)}  {escape(last)}"
 
 
 def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, retry_failed: bool,
-                 quiet: bool = False, options: dict[str, Any] | None = None,
+                 quiet: bool = False, options: dict[str, Any] | None = None, threads_per_run: int = 1,
                  checkpoint_every: int | None = None, track: list[str] | None = None) -> Any:
     """Run ``grid`` into ``out`` with a progress bar and a line per finished run; return the counts.
 
@@ -60,7 +58,7 @@ def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, re
     flight (its round, accuracy and ETA), updated after every round. ``track``
     names experiment trackers that log each run as it commits.
     """
-    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from fedpoison.experiments.executor import make_executor
     from fedpoison.experiments.runner import DEFAULT_CHECKPOINT_EVERY, run_grid
@@ -100,6 +98,10 @@ def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, re
             p = event.progress
             info = f"failed {p.failed + p.failed_before}  {_eta(p.eta_s())}"
             if event.kind == "start":
+                for key, reason in p.damaged:
+                    bar.console.print(f"[yellow]damaged[/yellow] run {key} ({reason}): moved to "
+                                      f"{out / 'damaged'}/, recomputed if this grid has it",
+                                      highlight=False, soft_wrap=True)
                 bits = [f"{p.total} runs", f"{p.to_run} to run"]
                 if p.skipped:
                     bits.append(f"{p.skipped} already finished")
@@ -108,9 +110,8 @@ def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, re
                 if grid.merged:
                     bits.append(f"{grid.merged} duplicate configs merged")
                 if not quiet:
-                    bar.console.print(f"grid [bold]{escape(grid.name)}[/bold] -> {escape(str(out))}: "
-                                      + ", ".join(bits) + f"; executor {name}, {ex.workers} worker(s)",
-                                      soft_wrap=True)
+                    bar.console.print(f"grid [bold]{escape(grid.name)}[/bold] -> {escape(out)}: " + ", ".join(bits)
+                                      + f"; executor {name}, {ex.workers} worker(s)", soft_wrap=True)
                 bar.update(task, completed=p.skipped + p.failed_before, info=info)
             elif event.kind == "round":
                 run_row(event)
@@ -124,18 +125,18 @@ def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, re
             else:
                 bar.update(task, info=f"failed {p.failed + p.failed_before}")
 
-        return run_grid(grid, store, ex, retry_failed=retry_failed, on_event=on_event, checkpoint_every=every)
+        return run_grid(grid, store, ex, retry_failed=retry_failed, on_event=on_event, threads_per_run=threads_per_run,
+                        checkpoint_every=every)
 
 
 # ---- grid --------------------------------------------------------------------------
 def _configure_grid(p: argparse.ArgumentParser) -> None:
-    from fedpoison.experiments.executor import EXECUTORS
-
     p.add_argument("grid", type=Path, help="grid file (YAML: base config + axes; see docs/experiments.md)")
     p.add_argument("--out", type=Path, default=None, help="results directory (default runs/<grid name>)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="worker processes (default: one per core, at most one per run; 0 = this process)")
-    p.add_argument("--executor", default="local", choices=EXECUTORS.names(), help="where runs are computed")
+    p.add_argument("--executor", default="local", metavar="NAME",
+                   help="where runs are computed: local (default), inline (this process) or ray")
     p.add_argument("--address", default=None, metavar="auto|HOST:PORT",
                    help="--executor ray: the cluster to use (default: start a private local instance)")
     p.add_argument("--cpus-per-run", type=float, default=1.0, help="--executor ray: CPUs each run declares")
@@ -147,6 +148,8 @@ def _configure_grid(p: argparse.ArgumentParser) -> None:
                         "(default 10; 0 = never)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key in every run, e.g. --set dataset.name=fashion-mnist")
+    p.add_argument("--threads-per-run", type=int, default=1, metavar="N",
+                   help="torch threads each run computes with (default 1); results do not depend on --workers")
     p.add_argument("--track", default=None, metavar="NAME[,NAME]",
                    help="log each finished run to experiment trackers: tensorboard, mlflow, wandb (into --out)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
@@ -156,22 +159,28 @@ def _configure_grid(p: argparse.ArgumentParser) -> None:
 @command("grid", "run a grid of experiments (resumable) into a results directory")
 def cmd_grid(args: argparse.Namespace) -> int:
     """The ``fedpoison grid`` command."""
-    from fedpoison.experiments.executor import prestart
+    from fedpoison.experiments.executor import executor_class, prestart
     from fedpoison.experiments.grid import describe, load_grid
 
     if args.checkpoint_every is not None and args.checkpoint_every < 0:
         raise ConfigError(f"--checkpoint-every: expected an integer >= 0, got {args.checkpoint_every}")
+    executor_class(args.executor)  # an unknown name fails here, before any work
     if not args.dry_run and args.workers != 0:
         prestart(args.executor)
     grid = load_grid(args.grid, args.overrides, plugins=args.plugins)
     if args.dry_run:
         for line in describe(grid):
-            console.print(line, highlight=False)
+            console.print(escape(line), highlight=False)
         extra = f", {grid.excluded} excluded" if grid.excluded else ""
         extra += f", {grid.merged} duplicates merged" if grid.merged else ""
         console.print(f"{len(grid)} runs{extra}")
         return 0
+    if args.threads_per_run < 1:
+        raise ConfigError(f"--threads-per-run: expected an integer >= 1, got {args.threads_per_run}")
     out = args.out or Path("runs") / grid.name
+    from fedpoison.safe_fs import ensure_writable_dir
+
+    ensure_writable_dir(out, "--out")  # before any run is computed
     options: dict[str, Any] = {}
     if args.executor == "ray":
         options = {"address": args.address, "cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run}
@@ -182,16 +191,25 @@ def cmd_grid(args: argparse.Namespace) -> int:
     track = parse_track(args.track, *(r.config.track for r in grid.runs))
     progress = run_grid_cli(grid, out, workers=args.workers, executor=args.executor,
                             retry_failed=args.retry_failed, quiet=args.quiet, options=options,
-                            checkpoint_every=args.checkpoint_every, track=track)
+                            threads_per_run=args.threads_per_run, checkpoint_every=args.checkpoint_every,
+                            track=track)
     failed = progress.failed + progress.failed_before
     console.print(f"{progress.skipped + progress.done}/{progress.total} runs finished, {failed} failed; "
-                  f"results in [bold]{out}[/bold]", soft_wrap=True)
+                  f"results in [bold]{escape(out)}[/bold]", soft_wrap=True)
     if failed:
-        console.print(f"see {out}/failed/<key>/error.txt; rerun the failures with --retry-failed", soft_wrap=True)
+        console.print(f"see {escape(out)}/failed/<key>/error.txt; rerun the failures with --retry-failed", soft_wrap=True)
     return 1 if failed else 0
 
 
 cmd_grid.configure = _configure_grid  # type: ignore[attr-defined]
+
+
+def warn_damaged(results: Any, directory: Path) -> None:
+    """Name every damaged run on stderr (they are left out of the tables)."""
+    for key, reason in zip(results.damaged["key"], results.damaged["reason"], strict=True):
+        err_console.print(f"[yellow]warning:[/yellow] run {key} is damaged ({reason}) and left out; "
+                          f"`fedpoison grid` recomputes it, `fedpoison store check {directory} --repair` moves "
+                          "it aside", highlight=False, soft_wrap=True)
 
 
 # ---- results -----------------------------------------------------------------------
@@ -218,16 +236,19 @@ def cmd_results(args: argparse.Namespace) -> int:
     from fedpoison.results import export, load
 
     results = load(args.dir, last_k=args.last_k, target=args.target)
+    warn_damaged(results, args.dir)
     if args.format == "markdown":
         text = export(results, "markdown", args.out, stat=args.stat)
         if args.out is None:
             print(text, end="")
         else:
-            console.print(f"wrote {args.out}")
+            console.print(f"wrote {escape(args.out)}")
         return 0
+    if args.out is None:
+        refuse_link(args.dir / "tables", "the results folder's tables/")  # never written through a link
     paths = export(results, args.format, args.out or args.dir / "tables")
     for path in paths:
-        console.print(f"wrote {path}")
+        console.print(f"wrote {escape(path)}")
     return 0
 
 
@@ -252,7 +273,7 @@ def attack_defense_table(results: Any, stat: str = "std") -> Table:
     table = Table(title=f"final accuracy (ASR for backdoors), {STAT_LABELS[stat]}")
     table.add_column("attack \\ defense", style="bold")
     for d in defenses:
-        table.add_column(d, justify="right")
+        table.add_column(escape(d), justify="right")
     has_asr = "attack_success_rate" in runs
     for a in attacks:
         cells = []
@@ -268,7 +289,7 @@ def attack_defense_table(results: Any, stat: str = "std") -> Table:
             if has_asr and sub["attack_success_rate"].notna().any():
                 text += f" (ASR {sub['attack_success_rate'].mean():.2f})"
             cells.append(text)
-        table.add_row(a, *cells)
+        table.add_row(escape(a), *cells)
     return table
 
 
@@ -280,12 +301,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     from fedpoison.results.report import write_report
 
     results = load(args.dir)
+    warn_damaged(results, args.dir)
+    if args.out is None:
+        refuse_link(args.dir / "report", "the results folder's report/")  # never written through a link
     out = args.out or args.dir / "report"
     report = write_report(args.dir, out, results=results, findings=check_findings(results), stat=args.stat)
     print_wide(attack_defense_table(results, args.stat))
-    console.print(f"{len(report.figures)} figures in {out / 'figures'}, {len(report.tables)} tables in "
-                  f"{out / 'tables'}")
-    console.print(f"report: [bold]{report.html}[/bold]", soft_wrap=True)
+    console.print(f"{len(report.figures)} figures in {escape(out / 'figures')}, {len(report.tables)} tables in "
+                  f"{escape(out / 'tables')}")
+    console.print(f"report: [bold]{escape(report.html)}[/bold]", soft_wrap=True)
     return 0
 
 
@@ -314,8 +338,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from fedpoison.results.report import write_report
 
     if args.seeds < 1:
-        from fedpoison.errors import ConfigError
-
         raise ConfigError(f"--seeds: expected an integer >= 1, got {args.seeds}")
     start = time.perf_counter()
     if args.workers != 0:
@@ -329,11 +351,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
                           title="fedpoison demo: attacks vs defenses on digits")
     print_wide(attack_defense_table(results))
     for f in findings:
-        mark = "[green]holds[/green]" if f.holds else "[red]does not hold[/red]"
-        console.print(f"{mark}  {f.claim}: {f.measured}", highlight=False, soft_wrap=True)
+        colour = {"holds": "green", "does not hold": "red"}.get(f.status, "dim")
+        console.print(f"[{colour}]{f.status}[/{colour}]  {escape(f.claim)}: {escape(f.measured)}", highlight=False,
+                      soft_wrap=True)
     console.print(f"{progress.skipped + progress.done}/{progress.total} runs in {time.perf_counter() - start:.0f}s; "
-                  f"report: [bold]{report.html}[/bold]", soft_wrap=True)
+                  f"report: [bold]{escape(report.html)}[/bold]", soft_wrap=True)
     return 0 if progress.failed == 0 else 1
 
 
 cmd_demo.configure = _configure_demo  # type: ignore[attr-defined]
+
+
+# ---- store check -------------------------------------------------------------------
+def _configure_store(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["check"], help="check: list what is damaged in a results directory")
+    p.add_argument("dir", type=Path, help="results directory written by `fedpoison grid`")
+    p.add_argument("--repair", action="store_true",
+                   help="move damaged runs and links aside to DIR/damaged/ so the next grid recomputes them")
+
+
+@command("store", "check a results directory for damaged runs (`store check DIR [--repair]`)")
+def cmd_store(args: argparse.Namespace) -> int:
+    """List the damaged entries of a results directory; with ``--repair``, move them aside."""
+    from fedpoison.experiments.store_check import check_store, repair_store
+
+    report = check_store(args.dir)
+    for item in report.problems:
+        console.print(f"[red]damaged[/red] {item.path}: {item.reason}", highlight=False, soft_wrap=True)
+    console.print(f"{report.finished} finished runs verified, {len(report.problems)} damaged entries",
+                  soft_wrap=True)
+    if not report.problems:
+        return 0
+    if not args.repair:
+        console.print(f"rerun with --repair to move them to {args.dir / 'damaged'}/", soft_wrap=True)
+        return 1
+    for src, dst in repair_store(args.dir):
+        console.print(f"moved {src} -> {dst}", highlight=False, soft_wrap=True)
+    return 0
+
+
+cmd_store.configure = _configure_store  # type: ignore[attr-defined]

@@ -53,6 +53,9 @@ class RunTask:
         The resolved config as plain data (``ExperimentConfig.to_dict()``).
     label:
         A short name for progress lines.
+    threads:
+        Torch intra-op threads the run computes with (pinned by :func:`execute`),
+        whatever the worker count.
     checkpoint_dir:
         Where the run keeps its checkpoint (``None``: no checkpoints). A run
         whose folder already holds one resumes from it.
@@ -63,6 +66,7 @@ class RunTask:
     key: str
     config: dict[str, Any]
     label: str = ""
+    threads: int = 1
     checkpoint_dir: str | None = None
     checkpoint_every: int = 0
 
@@ -172,6 +176,24 @@ def _warm_up(cfg: Any) -> None:
         run(cfg.model_copy(update={"rounds": 1}))
 
 
+@contextlib.contextmanager
+def pinned_threads(threads: int) -> Iterator[None]:
+    """Run with exactly ``threads`` torch intra-op threads, restored afterwards.
+
+    A run's last bits depend on its thread count (the engine choice, the lanes,
+    parallel reductions); a grid pins it per run, so results do not depend on
+    how many workers share the machine.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def execute(task: RunTask, *, warm_up: bool = True,
             on_round: Callable[[RoundReport], None] | None = None) -> RunOutcome:
     """Compute one run; any exception becomes a failed outcome with its traceback.
@@ -194,10 +216,11 @@ def execute(task: RunTask, *, warm_up: bool = True,
         if cfg.key() != task.key:
             raise RuntimeError(f"config key mismatch: task {task.key}, resolved {cfg.key()} "
                                "(is the worker's fedpoison the same version as the grid's?)")
-        if warm_up:
-            _warm_up(cfg)
-            start = time.perf_counter()
-        result = _compute(cfg, task, _round_reporter(task, on_round))
+        with pinned_threads(task.threads):
+            if warm_up:
+                _warm_up(cfg)
+                start = time.perf_counter()
+            result = _compute(cfg, task, _round_reporter(task, on_round))
         with tempfile.TemporaryDirectory(prefix="fedpoison-run-") as tmp:
             result.save(tmp)
             files = {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir()) if p.is_file()}
@@ -477,10 +500,16 @@ def prestart(name: str) -> None:
             forkserver.ensure_running()
 
 
+def executor_class(name: str) -> type[Executor]:
+    """The executor registered as ``name``; unknown names raise a ConfigError naming them."""
+    import fedpoison.experiments.ray_executor  # noqa: F401  (registers "ray"; imports ray only when used)
+
+    return EXECUTORS.get(name, key="--executor").obj
+
+
 def make_executor(name: str, *, workers: int, **options: Any) -> Executor:
     """Build a registered executor by name (unknown names raise a ConfigError naming them).
 
     ``options`` go to the executor's constructor (e.g. ``address`` for ``ray``).
     """
-    cls = EXECUTORS.get(name, key="--executor").obj
-    return cls(workers=workers, **options)
+    return executor_class(name)(workers=workers, **options)

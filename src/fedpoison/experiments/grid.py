@@ -22,7 +22,8 @@ A grid file is YAML::
       target_accuracy: 0.8
 
 The product of the axes and the zip groups (in file order, the first slowest)
-gives the runs; ``--set`` overrides apply to every run last. Exclude rules are
+gives the runs, at most :data:`MAX_RUNS` of them (its size is checked before
+any run is built, and the runs are expanded one at a time); ``--set`` overrides apply to every run last. Exclude rules are
 matched against a run's merged values, falling back to the config defaults for
 keys the grid does not set; to match a list-valued key exactly, wrap it in a
 list (``defense.pre: [[clip]]``). Runs whose resolved configs are identical are
@@ -34,6 +35,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,12 +53,15 @@ from fedpoison.config import (
     read_yaml,
     set_dotted,
 )
-from fedpoison.config_checks import ConfigWarning, check_run_config
-from fedpoison.errors import ConfigError
+from fedpoison.config_noops import ConfigWarning, check_run_config
+from fedpoison.errors import ConfigError, ResultsError
 from fedpoison.plugins import validate_config
 from fedpoison.plugins.loading import absolute_specs
 from fedpoison.registry import suggest
+from fedpoison.safe_fs import plain_name
 
+#: Most runs a grid may expand to (the product of its axes and zip groups, before exclusion).
+MAX_RUNS = 100_000
 #: Keys a grid file may have at top level.
 GRID_KEYS = ("name", "description", "base", "axes", "zip", "exclude", "analysis")
 #: Keys of the ``analysis`` section and their defaults.
@@ -190,12 +195,22 @@ def expand_grid(data: Mapping[str, Any], overrides: Iterable[str] | Mapping[str,
     for key in ("name", "description"):
         if key in data and not isinstance(data[key], str):
             raise fail(f"{key}: expected a string, got {data[key]!r}")
+    if "name" in data:
+        try:
+            plain_name(data["name"], "name")
+        except ResultsError as exc:
+            raise fail(str(exc)) from None
 
     # each dimension is a list of partial assignments
     dims: list[list[dict[str, Any]]] = [[{k: v} for v in values] for k, values in axes.items()]
     for group in groups:
         n = len(next(iter(group.values())))
         dims.append([{k: group[k][i] for k in group} for i in range(n)])
+    total = math.prod(len(d) for d in dims)
+    if total > MAX_RUNS:
+        sizes = " x ".join(str(len(d)) for d in dims)
+        raise fail(f"expands to {sizes} = {total} runs, more than the limit of {MAX_RUNS}; split it into "
+                   "several grids or use zip groups")
     defaults = ExperimentConfig.model_validate({}).to_dict()
     noted: dict[str, None] = {}  # warnings about settings the grid does not vary (varied ones are deliberate)
     runs: list[GridRun] = []

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fedpoison.errors import ResultsError
 from fedpoison.experiments.executor import Executor, RunOutcome, RunTask
 from fedpoison.experiments.grid import Grid, GridRun, dump_grid
 from fedpoison.experiments.store import ResultStore
@@ -50,6 +51,9 @@ class GridProgress:
         Rounds this invocation computed (the pace of the ETA).
     live:
         Runs in flight: key -> rounds done so far.
+    damaged:
+        Damaged entries of ``runs/`` found at the start, as ``(key, reason)``;
+        each was moved aside to ``damaged/`` and, when the grid has it, recomputed.
     """
 
     total: int
@@ -63,6 +67,7 @@ class GridProgress:
     rounds_done: int = 0
     rounds_computed: int = 0
     live: dict[str, int] = field(default_factory=dict)
+    damaged: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def finished(self) -> int:
@@ -112,17 +117,20 @@ DEFAULT_CHECKPOINT_EVERY = 10
 
 
 def run_grid(grid: Grid, store: ResultStore, executor: Executor, *, retry_failed: bool = False,
-             on_event: Callable[[GridEvent], None] | None = None,
+             on_event: Callable[[GridEvent], None] | None = None, threads_per_run: int = 1,
              checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY) -> GridProgress:
     """Compute the grid's unfinished runs into ``store``; return the counts.
 
     Finished runs are skipped; failed ones are skipped unless ``retry_failed``.
-    Each outcome is committed as it arrives. Runs checkpoint every
-    ``checkpoint_every`` rounds (0: never) into ``store.checkpoint_dir(key)``
-    when the executor's workers share the output folder, and resume from
-    there, so an interruption at any moment loses at most the rounds since
-    each in-flight run's last checkpoint. A run's checkpoint is removed when
-    it commits.
+    Every run computes with ``threads_per_run`` torch threads, so the results
+    do not depend on the executor or its worker count. Damaged runs (see
+    :meth:`ResultStore.verify`) are moved aside to ``damaged/`` first, and
+    recomputed when they belong to the grid. Each outcome is committed as it
+    arrives. Runs checkpoint every ``checkpoint_every`` rounds (0: never) into
+    ``store.checkpoint_dir(key)`` when the executor's workers share the output
+    folder, and resume from there, so an interruption at any moment loses at
+    most the rounds since each in-flight run's last checkpoint. A run's
+    checkpoint is removed when it commits.
 
     Every round of every run is logged to ``events.jsonl`` (``round`` events;
     a ``resume`` event names the round a run restarted from) when the
@@ -135,16 +143,19 @@ def run_grid(grid: Grid, store: ResultStore, executor: Executor, *, retry_failed
     emit = on_event or (lambda event: None)
     every = checkpoint_every if executor.shares_files else 0
     with store.writing():
+        finished, damaged = store.scan()
+        for key, reason in damaged.items():
+            moved = store.move_aside(key)
+            store.log("damaged", key=key, reason=reason, moved_to=moved.name)
         store.write_meta("grid.yaml", dump_grid(grid))
         store.write_meta("plan.json", plan_json(grid))
-        finished = store.finished_keys()
         failed = store.failed_keys()
         todo = [r for r in grid.runs if r.key not in finished and (retry_failed or r.key not in failed)]
         by_key = {r.key: r for r in todo}
         progress = GridProgress(
             total=len(grid), skipped=sum(r.key in finished for r in grid.runs),
             failed_before=sum(r.key in failed and r.key not in finished for r in grid.runs) if not retry_failed else 0,
-            to_run=len(todo),
+            to_run=len(todo), damaged=sorted(damaged.items()),
         )
         progress.rounds_total = sum(r.config.rounds for r in todo)
         store.log("grid", total=progress.total, to_run=progress.to_run, skipped=progress.skipped,
@@ -156,7 +167,8 @@ def run_grid(grid: Grid, store: ResultStore, executor: Executor, *, retry_failed
                 store.log("start", key=r.key)
                 progress.live[r.key] = 0
                 ckpt = str(store.checkpoint_dir(r.key)) if every else None
-                yield RunTask(r.key, r.config.to_dict(), r.label, checkpoint_dir=ckpt, checkpoint_every=every)
+                yield RunTask(r.key, r.config.to_dict(), r.label, threads=threads_per_run, checkpoint_dir=ckpt,
+                              checkpoint_every=every)
 
         def on_round(report: dict[str, Any]) -> None:
             key = report.get("key")
@@ -188,8 +200,10 @@ def run_grid(grid: Grid, store: ResultStore, executor: Executor, *, retry_failed
                 over(outcome.key)
                 summary = None
                 if outcome.ok:
-                    store.commit(outcome.key, outcome.files, wall_s=round(outcome.wall_s, 3), worker=outcome.worker,
-                                 label=run.label)
+                    if not store.commit(outcome.key, outcome.files, wall_s=round(outcome.wall_s, 3),
+                                        worker=outcome.worker, label=run.label):
+                        raise ResultsError(f"results directory {store.root}: run {outcome.key} appeared in runs/ "
+                                           "while this grid computed it; is another process writing there?")
                     store.log("done", key=outcome.key, wall_s=round(outcome.wall_s, 3))
                     progress.done += 1
                     try:

@@ -29,6 +29,7 @@ from fedpoison.config import (
     parse_mapping,
     to_config_error,
 )
+from fedpoison.config_checks import check_ranges
 from fedpoison.errors import ConfigError
 from fedpoison.plugins.families import registries
 from fedpoison.plugins.loading import absolute_specs, load_plugins
@@ -169,6 +170,7 @@ def resolve_config(cfg: ExperimentConfig) -> ExperimentConfig:
                 message = check(resolved)
                 if message:
                     raise ConfigError(message)
+    check_ranges(resolved)  # finite floats in a computable range; partitions that split
     return resolved
 
 

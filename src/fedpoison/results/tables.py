@@ -9,7 +9,10 @@ and returns :class:`Results`:
   ``attack_label`` and ``defense_label`` used by tables and figures;
 * ``rounds``: one row per run and round (the run's ``history.csv``), keyed by
   ``key`` and carrying the columns that vary across the grid;
-* ``failed``: one row per run that failed, with its error's last line.
+* ``failed``: one row per run that failed, with its error's last line;
+* ``damaged``: one row per entry of ``runs/`` that is not a whole finished
+  run (a file missing, cut short or changed since ``DONE.json`` recorded its
+  checksum), with the reason. Damaged runs are never read as data.
 
 Summary metrics are recomputed from each run's history with the grid's
 ``analysis`` settings (``last_k``, ``target_accuracy``), so they can be changed
@@ -34,6 +37,7 @@ from fedpoison.errors import ResultsError
 from fedpoison.experiments.store import DONE, ResultStore
 from fedpoison.metrics.summary import LAST_K, TARGET_ACCURACY, summarize
 from fedpoison.results.stats import STATS, spread
+from fedpoison.safe_fs import is_link
 
 #: Config columns that never identify a group of seeds.
 _NOT_GROUPING = {"key", "seed"}
@@ -61,6 +65,10 @@ class Results:
         The grid's, when the directory has a ``grid.yaml``.
     analysis:
         ``last_k`` and ``target_accuracy`` the metrics were computed with.
+    planned:
+        Runs in the grid's ``plan.json`` (0 without one).
+    damaged:
+        One row per damaged run (``key``, ``reason``); left out of every other table.
     """
 
     runs: pd.DataFrame
@@ -72,6 +80,7 @@ class Results:
     description: str = ""
     analysis: dict[str, Any] = field(default_factory=dict)
     planned: int = 0
+    damaged: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["key", "reason"]))
 
     @property
     def metric_columns(self) -> list[str]:
@@ -111,14 +120,18 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def _read_run(folder: Path, last_k: int, target: float) -> tuple[dict[str, Any], pd.DataFrame]:
+    """One verified run's row and history; :class:`ResultsError` when a file does not parse."""
     try:
         config = yaml.safe_load((folder / "config.yaml").read_text())
         summary = json.loads((folder / "summary.json").read_text())
         done = json.loads((folder / DONE).read_text())
-    except (OSError, yaml.YAMLError, json.JSONDecodeError) as exc:
+        history = _read_csv(folder / "history.csv")
+        timings = _read_csv(folder / "timings.csv")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError, pd.errors.ParserError) as exc:
         raise ResultsError(f"run {folder}: cannot read it ({exc})") from None
-    history = _read_csv(folder / "history.csv")
-    timings = _read_csv(folder / "timings.csv")
+    for name, value in (("config.yaml", config), ("summary.json", summary), (DONE, done)):
+        if not isinstance(value, dict):
+            raise ResultsError(f"run {folder}: {name} should hold a mapping, got {type(value).__name__}")
     row: dict[str, Any] = {"key": folder.name}
     row.update(flatten(config))
     summary.pop("versions", None)
@@ -145,27 +158,49 @@ def load(directory: str | Path, *, last_k: int | None = None, target: float | No
         raise ResultsError(f"results directory {root}: no runs/ folder (is this a `fedpoison grid --out` directory?)")
     name, description, analysis = "grid", "", {"last_k": LAST_K, "target_accuracy": TARGET_ACCURACY}
     grid_file = root / "grid.yaml"
-    if grid_file.is_file():
-        source = yaml.safe_load(grid_file.read_text()) or {}
+    if grid_file.is_file() and not is_link(grid_file):
+        try:
+            source = yaml.safe_load(grid_file.read_text()) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
+            raise ResultsError(f"{grid_file}: cannot read it ({str(exc).splitlines()[0]})") from None
+        if not isinstance(source, dict):
+            raise ResultsError(f"{grid_file}: expected a grid mapping, got {type(source).__name__}")
         name = str(source.get("name", name))
         description = str(source.get("description", ""))
-        analysis.update(source.get("analysis") or {})
+        given = source.get("analysis") or {}
+        if not isinstance(given, dict):
+            raise ResultsError(f"{grid_file}: analysis should be a mapping, got {type(given).__name__}")
+        analysis.update(given)
     if last_k is not None:
         analysis["last_k"] = last_k
     if target is not None:
         analysis["target_accuracy"] = target
-    k, tgt = int(analysis["last_k"]), float(analysis["target_accuracy"])
+    try:
+        k, tgt = int(analysis["last_k"]), float(analysis["target_accuracy"])
+    except (TypeError, ValueError):
+        raise ResultsError(f"{grid_file}: analysis.last_k and analysis.target_accuracy should be numbers, "
+                           f"got {analysis['last_k']!r} and {analysis['target_accuracy']!r}") from None
 
-    plan = store.plan()
+    try:
+        plan = store.plan()
+    except ResultsError:
+        plan = []  # only orders the runs; `fedpoison store check` names the damage
     order = {entry["key"]: i for i, entry in enumerate(plan)}
+    finished, damaged = store.scan()
     rows, histories = [], []
-    for key in sorted(store.finished_keys(), key=lambda k: (order.get(k, len(order)), k)):
-        row, history = _read_run(store.runs_dir / key, k, tgt)
+    for key in sorted(finished, key=lambda k: (order.get(k, len(order)), k)):
+        try:
+            row, history = _read_run(store.runs_dir / key, k, tgt)
+        except ResultsError as exc:
+            damaged[key] = str(exc).split(": ", 1)[-1]
+            continue
         rows.append(row)
         if len(history):
             histories.append(history.assign(key=key))
+    damaged_table = pd.DataFrame(sorted(damaged.items()), columns=["key", "reason"])
     if not rows:
-        raise ResultsError(f"results directory {root}: no finished run yet")
+        extra = f" ({len(damaged)} damaged: see `fedpoison store check {root}`)" if damaged else ""
+        raise ResultsError(f"results directory {root}: no finished run yet{extra}")
     runs = pd.DataFrame(rows)
     config_columns = [c for c in rows[0] if "." in c or c in ("seed", "rounds", "device", "deterministic")]
     config_columns += [c for c in runs.columns if "." in c and c not in config_columns]
@@ -186,14 +221,17 @@ def load(directory: str | Path, *, last_k: int | None = None, target: float | No
 
     failed_rows = []
     for key in sorted(store.failed_keys()):
-        rec = store.failure(key)
+        try:
+            rec = store.failure(key)
+        except ResultsError as exc:
+            rec = {"error": f"failure record unreadable ({exc})"}
         failed_rows.append({"key": key, "label": rec.get("label", ""), "attempts": rec.get("attempts", 1),
                             "error": rec.get("error", "").strip().splitlines()[-1:] or [""]})
     failed = pd.DataFrame(failed_rows, columns=["key", "label", "attempts", "error"])
     if len(failed):
         failed["error"] = failed["error"].map(lambda e: e[0] if isinstance(e, list) else e)
     return Results(runs, rounds, failed, config_columns, axes, name, description,
-                   {"last_k": k, "target_accuracy": tgt}, planned=len(plan))
+                   {"last_k": k, "target_accuracy": tgt}, planned=len(plan), damaged=damaged_table)
 
 
 # ---- labels and baselines -------------------------------------------------------

@@ -17,11 +17,13 @@ from fedpoison.attacks.threat import choose_malicious
 from fedpoison.audit.base import Auditor
 from fedpoison.config import ExperimentConfig
 from fedpoison.data import Dataset, load_dataset, partition_clients
+from fedpoison.data.split_check import check_split
 from fedpoison.defenses import Defense, build_defense
 from fedpoison.models import ParamSpec
+from fedpoison.models.init import build_seeded, check_fits
 from fedpoison.models.paramspec import use_fast_layout_
 from fedpoison.plugins import section_entries
-from fedpoison.seeding import derive_seed, generator
+from fedpoison.seeding import generator
 from fedpoison.training import Engine, LocalPlan, SequentialEngine
 
 
@@ -92,11 +94,20 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
     data = load_dataset(cfg.dataset, cfg.seed).to(device)
     parts = [p.to(device) for p in partition_clients(cfg.partition, data.y_train, cfg.clients.num,
                                                      generator(cfg.seed, "partition"))]
+    check_split(parts, len(data.y_train), cfg.clients.num, int(cfg.partition.params_dict().get("min_samples", 1)),
+                cfg.partition.name)
     sizes = torch.tensor([len(p) for p in parts], dtype=torch.float32, device=device)
 
     model_entry = entries["model"][0]
-    torch.manual_seed(derive_seed(cfg.seed, "init"))
-    model = model_entry.obj(data.input_shape, data.num_classes, cfg.model.params(model_entry.params)).to(device)
+    what = f"model.name={model_entry.name} on dataset.name={data.name}"
+    try:
+        model = build_seeded(lambda: model_entry.obj(data.input_shape, data.num_classes,
+                                                     cfg.model.params(model_entry.params)),
+                             generator(cfg.seed, "init"))
+    except (RuntimeError, ValueError, IndexError, ZeroDivisionError) as exc:
+        raise ConfigError(f"{what}: cannot build it for inputs {tuple(data.input_shape)} ({exc})") from None
+    check_fits(model, data.input_shape, data.num_classes, what)  # before any training
+    model = model.to(device)
     spec = ParamSpec.of(model)
     init_params = spec.flatten(model).to(device)
 

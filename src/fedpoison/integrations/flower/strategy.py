@@ -29,8 +29,11 @@ A reply is rejected, with the node id and the reason logged and recorded,
 when it has no single ArrayRecord, its arrays differ from the global model's
 in names, order, dtype or shape (read from the decoded data, not from what the
 sender declares), its arrays cannot be decoded, its weight
-(``weighted_by_key``) is missing or not a positive finite number, or it comes
-from a node that was not sampled or already replied. Rejected replies never
+(``weighted_by_key``) is missing, not a positive number, or not finite in
+float32 (the dtype the defense aggregates in: a claim of 1e39 examples passes
+as a float64 and overflows in float32), or it comes from a node that was not
+sampled or already replied. Claimed weights are a node's word: ``max_weight``
+caps them, and ``claims="ignore"`` weighs every accepted reply equally. Rejected replies never
 reach the defense and never stop the round. NaN or infinite values are not
 rejected here: the defense's ``nonfinite`` policy handles them. When the
 defense cannot aggregate the rows it got (its ``AggregationError``, such as a
@@ -65,6 +68,24 @@ from fedpoison.integrations.flower.report import NodeReport, RoundReport
 from fedpoison.seeding import derive_seed, generator
 from fedpoison.simulation.server import AuditedAggregation, audit_and_defend
 
+_F32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def aggregation_weights(claims: list[float], *, max_weight: float | None = None, ignore: bool = False) -> Tensor:
+    """The float32 weights the defense gets from validated claims: capped at ``max_weight``, or all ones.
+
+    Examples
+    --------
+    >>> aggregation_weights([5.0, 1e9], max_weight=100.0).tolist()
+    [5.0, 100.0]
+    """
+    if ignore:
+        return torch.ones(len(claims), dtype=torch.float32)
+    w = torch.tensor(claims, dtype=torch.float64)
+    if max_weight is not None:
+        w = w.clamp(max=max_weight)
+    return w.to(torch.float32)
+
 
 class RobustStrategy(FedAvg):
     """Flower's FedAvg with fedpoison's defense, auditing, reply validation and quarantine.
@@ -90,6 +111,13 @@ class RobustStrategy(FedAvg):
         Server step size: ``global += server_lr * aggregate``.
     seed:
         Seeds node sampling and the defense's generator (``fedpoison.seeding``).
+    max_weight:
+        Largest weight a node's claim is given (larger claims are capped, and
+        the report keeps the claim); ``None`` for no cap.
+    claims:
+        ``"use"`` weighs replies by their claimed ``weighted_by_key``;
+        ``"ignore"`` weighs every accepted reply equally (the claim must still
+        be present and valid).
     max_nodes:
         Size of the node index that auditors work over (Flower node ids are
         mapped to ``0, 1, ...`` in the order first seen). Default: the nodes
@@ -121,6 +149,8 @@ class RobustStrategy(FedAvg):
         server_lr: float = 1.0,
         seed: int = 0,
         max_nodes: int | None = None,
+        max_weight: float | None = None,
+        claims: str = "use",
         root_update: Callable[[Tensor], Tensor] | None = None,
         fraction_train: float = 1.0,
         fraction_evaluate: float = 1.0,
@@ -141,6 +171,12 @@ class RobustStrategy(FedAvg):
             raise ConfigError(f"server_lr: expected a positive finite number, got {server_lr!r}")
         if max_nodes is not None and (not isinstance(max_nodes, int) or max_nodes < 1):
             raise ConfigError(f"max_nodes: expected a positive integer or None, got {max_nodes!r}")
+        if max_weight is not None and (isinstance(max_weight, bool) or not isinstance(max_weight, int | float)
+                                       or not 0 < max_weight <= _F32_MAX / 1e6):
+            raise ConfigError(f"max_weight: expected a positive number at most {_F32_MAX / 1e6:.3g} or None, "
+                              f"got {max_weight!r}")
+        if claims not in ("use", "ignore"):
+            raise ConfigError(f"claims: expected 'use' or 'ignore', got {claims!r}")
         if not 0.0 <= fraction_train <= 1.0:
             raise ConfigError(f"fraction_train: expected a number in [0, 1], got {fraction_train!r}")
         super().__init__(
@@ -160,6 +196,8 @@ class RobustStrategy(FedAvg):
         self.server_lr = float(server_lr)
         self.seed = seed
         self.max_nodes = max_nodes
+        self.max_weight = None if max_weight is None else float(max_weight)
+        self.claims = claims
         self.root_update = root_update
         if isinstance(defense, DefenseSection | Mapping):
             section = defense_section(defense)
@@ -307,7 +345,7 @@ class RobustStrategy(FedAvg):
             return None, MetricRecord(report.to_metrics())
 
         updates = torch.stack(rows)
-        w_t = torch.tensor(weights, dtype=torch.float32)
+        w_t = aggregation_weights(weights, max_weight=self.max_weight, ignore=self.claims == "ignore")
         ids = torch.tensor([self.node_index[n] for n in row_nodes], dtype=torch.int64)
         ctx = RoundContext(server_round - 1, ids, generator(self.seed, "defense", server_round - 1),
                            global_flat.clone(), layout.slices, self.root_update)
@@ -358,6 +396,9 @@ class RobustStrategy(FedAvg):
         value = found[0]
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
             raise UpdateError(f"node {nid}: expected metric '{key}' to be a positive finite number, got {value!r}")
+        if not value <= _F32_MAX / 1e6:  # n such claims must sum to a finite float32
+            raise UpdateError(f"node {nid}: expected metric '{key}' at most {_F32_MAX / 1e6:.3g} (finite in the "
+                              f"float32 the defense aggregates in, summed over replies), got {value!r}")
         return float(value)
 
     def _client_metrics(self, contents: list[RecordDict]) -> MetricRecord:

@@ -9,7 +9,7 @@ import pytest
 
 import fedpoison
 from fedpoison.cli import main
-from fedpoison.config_checks import ConfigWarning, check_run_config, ineffective_settings, meaningless
+from fedpoison.config_noops import ConfigWarning, check_run_config, ineffective_settings, meaningless
 from fedpoison.errors import ConfigError
 from fedpoison.experiments.grid import expand_grid
 from fedpoison.plugins import load_config
