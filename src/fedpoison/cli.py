@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from fedpoison.errors import FedPoisonError
+from fedpoison.output import escape
 
 console = Console()
 err_console = Console(stderr=True)
@@ -61,7 +61,7 @@ def summary_table(summary: dict[str, Any], title: str = "Summary") -> Table:
     for key, value in summary.items():
         if key in {"versions", "malicious_clients"} or key.startswith("detection_"):
             continue
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+        table.add_row(escape(key), f"{value:.4f}" if isinstance(value, float) else escape(value))
     return table
 
 
@@ -108,7 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             pass
         else:
             console.print(format_detection(result.summary))
-    console.print(f"results in [bold]{out}[/bold]")
+    console.print(f"results in [bold]{escape(out)}[/bold]")
     return 0
 
 
@@ -123,27 +123,21 @@ def _registries() -> dict[str, Any]:
 
 
 def _configure_list(p: argparse.ArgumentParser) -> None:
-    p.add_argument("family", choices=["datasets", "partitions", "models", "attacks", "defenses",
-                                      "pre-aggregators", "auditors"])
+    from fedpoison.catalog import FAMILIES
+
+    p.add_argument("family", choices=list(FAMILIES))
+    p.add_argument("--format", default="table", choices=["table", "plain", "json"],
+                   help="table (default), plain (tab-separated, with a header line) or json")
 
 
 @command("list", "list registered datasets, partitions, models, attacks, defenses or auditors")
 def cmd_list(args: argparse.Namespace) -> int:
     """The ``fedpoison list`` command."""
-    from fedpoison.plugins.describe import describe
+    from fedpoison.catalog import columns, rows
+    from fedpoison.output import print_rows
 
-    rows = [describe(entry) for entry in _registries()[args.family]]
-    columns = [c for c in (rows[0] if rows else {"name": ""}) if any(r.get(c) for r in rows) or c == "name"]
-    table = Table(title=args.family)
-    widest = max((len(r["name"]) for r in rows), default=4)
-    for col in columns:
-        if col == "name":  # names are what a user copies: never wrapped or cut
-            table.add_column(col, style="bold", no_wrap=True, min_width=widest)
-        else:
-            table.add_column(col, overflow="fold")
-    for row in rows:
-        table.add_row(*(escape(row.get(col, "")) for col in columns))
-    console.print(table)
+    family_rows = rows(args.family, live=bool(args.plugins))
+    print_rows(family_rows, columns(family_rows), fmt=args.format, title=args.family)
     return 0
 
 
@@ -191,7 +185,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     from fedpoison.plugins import load_config
 
     cfg = load_config(args.config, args.overrides, plugins=args.plugins)
-    console.print(cfg.to_yaml(), highlight=False, markup=False, end="")
+    sys.stdout.write(cfg.to_yaml())  # as is: Rich would wrap long values at 80 columns in a file
     return 0
 
 
@@ -199,16 +193,26 @@ cmd_config.configure = _configure_config  # type: ignore[attr-defined]
 
 
 # ---- entry point -------------------------------------------------------------
+DESCRIPTION = ("Simulate model-poisoning attacks on federated learning and the defenses against them, "
+               "and measure both.")
+EPILOG = """examples:
+  fedpoison demo                                   a small attack x defense grid and its report
+  fedpoison run --set attack.name=sign_flip --set attack.fraction=0.3 --set defense.name=median
+  fedpoison list attacks                           also: datasets, partitions, models, defenses, ...
+  fedpoison <command> --help                       the options of one command"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every registered sub-command."""
     _load_optional_commands()
-    parser = argparse.ArgumentParser(prog="fedpoison", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog="fedpoison", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     from fedpoison import __version__
 
     parser.add_argument("--version", action="version", version=f"fedpoison {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, handler in COMMANDS.items():
-        p = sub.add_parser(name, help=getattr(handler, "help", None))
+        p = sub.add_parser(name, help=getattr(handler, "help", None), description=getattr(handler, "help", None))
         getattr(handler, "configure", lambda parser: None)(p)
         p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="FILE_OR_MODULE",
                        help="load plug-ins of your own from a .py file or a module (repeatable); "
@@ -241,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_plugins(args.plugins, key="--plugin")
         return int(args.handler(args))
     except FedPoisonError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/bold red] {escape(exc)}", highlight=False, soft_wrap=True)
         return 2
     except OSError as exc:  # a full disk, a permission refused while writing: the run failed
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""

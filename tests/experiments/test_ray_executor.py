@@ -67,10 +67,7 @@ def test_address_without_ray_executor_is_a_config_error(tmp_path: Path, capsys: 
 
 def test_grid_on_ray_loads_user_plugins_in_every_task(local_ray: object, tmp_path: Path) -> None:
     """Ray tasks run in worker processes that never imported the plug-in file: the config brings it along."""
-    import shutil
-
-    example = Path(__file__).resolve().parents[2] / "examples" / "plugins" / "my_plugins.py"
-    plugin = Path(shutil.copy(example, tmp_path / "my_plugins.py"))
+    plugin = Path(__file__).resolve().parents[2] / "examples" / "plugins" / "my_plugins.py"
     grid = tmp_path / "grid.yaml"
     grid.write_text(
         "name: ray-plugins\n"

@@ -169,7 +169,7 @@ def test_diverged_runs_have_no_final_accuracy_and_count_as_collapse(fake_store) 
     div = r.runs[r.runs["diverged"].astype(bool)]
     assert len(div) == 1 and math.isnan(div["final_accuracy"].iloc[0])
     findings = check_findings(r)
-    assert [f.holds for f in findings] == [True, False, True]
+    assert [f.status for f in findings] == ["holds", "not applicable", "holds"]
     assert "scaling 0.000" in findings[0].measured
     assert "no targeted attack in the grid" in findings[1].measured
 
@@ -182,8 +182,24 @@ def test_findings_fail_when_the_claims_do_not_hold(fake_store) -> None:  # type:
         ({"attack.name": "backdoor", "attack.fraction": 0.2, "defense.name": "mean"},
          fake_history(5, 0.9, asr=0.2), None),
     ])
-    holds = [f.holds for f in check_findings(load(d))]
-    assert holds == [True, False, False]
+    holds = [f.status for f in check_findings(load(d))]
+    assert holds == ["holds", "does not hold", "does not hold"]
+
+
+def test_findings_without_defenses_or_attacks_are_not_applicable(fake_store) -> None:  # type: ignore[no-untyped-def]
+    d = fake_store([
+        ({"attack.name": "none", "defense.name": "mean"}, fake_history(5, 0.9), None),
+        ({"attack.name": "sign_flip", "attack.fraction": 0.2, "defense.name": "mean"}, fake_history(5, 0.3), None),
+    ])
+    findings = check_findings(load(d))
+    assert [f.status for f in findings] == ["holds", "not applicable", "not applicable"]
+    assert findings[2].measured == "no defense besides FedAvg in the grid" and not findings[2].holds
+    d2 = fake_store([
+        ({"attack.name": "none", "defense.name": "mean"}, fake_history(5, 0.9), None),
+        ({"attack.name": "sign_flip", "attack.fraction": 0.2, "defense.name": "mean"}, fake_history(5, 0.8), None),
+        ({"attack.name": "sign_flip", "attack.fraction": 0.2, "defense.name": "median"}, fake_history(5, 0.85), None),
+    ], name="nocollapse")
+    assert [f.status for f in check_findings(load(d2))] == ["does not hold", "not applicable", "not applicable"]
 
 
 def test_missing_results_are_clear_errors(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ outside the package so nothing is found by accident.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -30,10 +31,11 @@ MINE = ["attack.name=coordinate_noise", "attack.fraction=0.25", "attack.sigma=50
 
 
 @pytest.fixture(scope="module")
-def plugin_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One copy per module: a process loads a plug-in file once, from one place."""
-    folder = tmp_path_factory.mktemp("mine")
-    return Path(shutil.copy(EXAMPLE, folder / "my_plugins.py"))
+def plugin_file() -> Path:
+    """The example file itself: a process loads a plug-in file once, from one place (a copy elsewhere
+    holding the same names is another plug-in, and registering it would clash).
+    """
+    return EXAMPLE
 
 
 def _sets(items: list[str]) -> list[str]:
@@ -62,8 +64,10 @@ def test_cli_run_with_plugin_uses_every_plugin_and_its_params(plugin_file: Path,
 
 
 def test_yaml_config_names_plugins_relative_to_itself(plugin_file: Path, tmp_path: Path) -> None:
-    config = plugin_file.parent / "exp.yaml"  # beside the plug-in file, which it names relatively
-    lines = ["plugins: [my_plugins.py]", "rounds: 2", "clients: {num: 8}", "dataset: {limit: 400}"]
+    config = tmp_path / "configs" / "exp.yaml"
+    config.parent.mkdir()
+    relative = os.path.relpath(plugin_file, config.parent)  # read relative to the config file, not the cwd
+    lines = [f"plugins: [{relative}]", "rounds: 2", "clients: {num: 8}", "dataset: {limit: 400}"]
     nested: dict[str, dict[str, str]] = {}
     for item in MINE:
         key, value = item.split("=")
@@ -183,8 +187,6 @@ def test_entry_point_group_is_found_by_itself(plugin_file: Path, tmp_path: Path)
 
 
 def _env() -> dict[str, str]:
-    import os
-
     return dict(os.environ)
 
 

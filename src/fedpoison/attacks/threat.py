@@ -77,8 +77,8 @@ def attack_active(attack: AttackSection, seed: int, rnd: int) -> bool:
     ``probability`` by one draw from ``(seed, "schedule", rnd)``. Never for
     ``attack.name: none``.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from fedpoison.config import AttackSection
     >>> a = AttackSection(name="sign_flip", start_round=2, end_round=7, every=3)
     >>> [r for r in range(10) if attack_active(a, 0, r)]

@@ -46,7 +46,7 @@ def format_detection(summary: Mapping[str, Any], *, title: str = "Detection") ->
     Example
     -------
     >>> t = format_detection({"detection_precision": 0.8, "detection_recall": float("nan")})
-    >>> [c._cells for c in t.columns][1]
+    >>> list(t.columns[1].cells)
     ['0.800', 'n/a']
     """
     table = Table(title=title)

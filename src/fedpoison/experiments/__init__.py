@@ -8,13 +8,36 @@
 * :mod:`~fedpoison.experiments.demo` is ``fedpoison demo``, the comparative grid of the README.
 """
 
-from fedpoison.experiments import ray_executor  # noqa: F401  (registers "ray"; imports ray only when used)
-from fedpoison.experiments.executor import EXECUTORS, Executor, RunOutcome, RunTask, make_executor
-from fedpoison.experiments.grid import Grid, GridRun, expand_grid, load_grid
-from fedpoison.experiments.runner import GridEvent, GridProgress, run_grid
-from fedpoison.experiments.store import ResultStore
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fedpoison.experiments.executor import EXECUTORS, Executor, RunOutcome, RunTask, make_executor
+    from fedpoison.experiments.grid import Grid, GridRun, expand_grid, load_grid
+    from fedpoison.experiments.runner import GridEvent, GridProgress, run_grid
+    from fedpoison.experiments.store import ResultStore
+
+#: Public name -> defining module, imported on first access so that the CLI's sub-command
+#: module (``fedpoison.experiments.cli``) loads without torch.
+_LAZY = {
+    **dict.fromkeys(["EXECUTORS", "Executor", "RunOutcome", "RunTask", "make_executor"], "executor"),
+    **dict.fromkeys(["Grid", "GridRun", "expand_grid", "load_grid"], "grid"),
+    **dict.fromkeys(["GridEvent", "GridProgress", "run_grid"], "runner"),
+    "ResultStore": "store",
+}
 
 __all__ = [
     "EXECUTORS", "Executor", "Grid", "GridEvent", "GridProgress", "GridRun", "ResultStore", "RunOutcome",
     "RunTask", "expand_grid", "load_grid", "make_executor", "run_grid",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first access (PEP 562)."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"fedpoison.experiments.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fedpoison.experiments' has no attribute {name!r}")

@@ -9,21 +9,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fedpoison.cli import command, console, err_console
 from fedpoison.errors import ConfigError
+from fedpoison.output import escape
+from fedpoison.output import print_wide as _print_wide
 from fedpoison.safe_fs import refuse_link
 
 
 def print_wide(renderable: Any, **kwargs: Any) -> None:
-    """Print at the terminal's width, or unwrapped (up to 200 columns) into a pipe or file."""
-    if console.is_terminal:
-        console.print(renderable, **kwargs)
-    else:
-        Console(width=max(console.width, 200)).print(renderable, **kwargs)
+    """Print at the terminal's width, or unwrapped into a pipe or file (see :func:`fedpoison.output.print_wide`)."""
+    _print_wide(renderable, console=console, **kwargs)
 
 
 def _eta(seconds: float) -> str:
@@ -47,14 +44,16 @@ def _run_line(event: Any) -> str:
         if s.get("diverged"):
             bits.append("[yellow]diverged[/yellow]")
         bits.append(f"{outcome.wall_s:.1f}s")
-        return f"[green]done[/green]   {n} {run.label}  " + "  ".join(bits)
+        return f"[green]done[/green]   {n} {escape(run.label)}  " + "  ".join(bits)
     last = outcome.error.strip().splitlines()[-1] if outcome.error.strip() else "unknown error"
-    return f"[red]failed[/red] {n} {run.label}  {last}"
+    return f"[red]failed[/red] {n} {escape(run.label)}  {escape(last)}"
 
 
 def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, retry_failed: bool,
                  quiet: bool = False, options: dict[str, Any] | None = None, threads_per_run: int = 1) -> Any:
     """Run ``grid`` into ``out`` with one progress bar and a line per finished run; return the counts."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from fedpoison.experiments.executor import make_executor
     from fedpoison.experiments.runner import run_grid
     from fedpoison.experiments.store import ResultStore
@@ -83,7 +82,7 @@ def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, re
                 if grid.merged:
                     bits.append(f"{grid.merged} duplicate configs merged")
                 if not quiet:
-                    bar.console.print(f"grid [bold]{grid.name}[/bold] -> {out}: " + ", ".join(bits)
+                    bar.console.print(f"grid [bold]{escape(grid.name)}[/bold] -> {escape(out)}: " + ", ".join(bits)
                                       + f"; executor {name}, {ex.workers} worker(s)", soft_wrap=True)
                 bar.update(task, completed=p.skipped + p.failed_before, info=info)
             elif event.kind == "run":
@@ -98,13 +97,12 @@ def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, re
 
 # ---- grid --------------------------------------------------------------------------
 def _configure_grid(p: argparse.ArgumentParser) -> None:
-    from fedpoison.experiments.executor import EXECUTORS
-
     p.add_argument("grid", type=Path, help="grid file (YAML: base config + axes; see docs/experiments.md)")
     p.add_argument("--out", type=Path, default=None, help="results directory (default runs/<grid name>)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="worker processes (default: one per core, at most one per run; 0 = this process)")
-    p.add_argument("--executor", default="local", choices=EXECUTORS.names(), help="where runs are computed")
+    p.add_argument("--executor", default="local", metavar="NAME",
+                   help="where runs are computed: local (default), inline (this process) or ray")
     p.add_argument("--address", default=None, metavar="auto|HOST:PORT",
                    help="--executor ray: the cluster to use (default: start a private local instance)")
     p.add_argument("--cpus-per-run", type=float, default=1.0, help="--executor ray: CPUs each run declares")
@@ -122,15 +120,16 @@ def _configure_grid(p: argparse.ArgumentParser) -> None:
 @command("grid", "run a grid of experiments (resumable) into a results directory")
 def cmd_grid(args: argparse.Namespace) -> int:
     """The ``fedpoison grid`` command."""
-    from fedpoison.experiments.executor import prestart
+    from fedpoison.experiments.executor import executor_class, prestart
     from fedpoison.experiments.grid import describe, load_grid
 
+    executor_class(args.executor)  # an unknown name fails here, before any work
     if not args.dry_run and args.workers != 0:
         prestart(args.executor)
     grid = load_grid(args.grid, args.overrides, plugins=args.plugins)
     if args.dry_run:
         for line in describe(grid):
-            console.print(line, highlight=False)
+            console.print(escape(line), highlight=False)
         extra = f", {grid.excluded} excluded" if grid.excluded else ""
         extra += f", {grid.merged} duplicates merged" if grid.merged else ""
         console.print(f"{len(grid)} runs{extra}")
@@ -151,9 +150,9 @@ def cmd_grid(args: argparse.Namespace) -> int:
                             threads_per_run=args.threads_per_run)
     failed = progress.failed + progress.failed_before
     console.print(f"{progress.skipped + progress.done}/{progress.total} runs finished, {failed} failed; "
-                  f"results in [bold]{out}[/bold]", soft_wrap=True)
+                  f"results in [bold]{escape(out)}[/bold]", soft_wrap=True)
     if failed:
-        console.print(f"see {out}/failed/<key>/error.txt; rerun the failures with --retry-failed", soft_wrap=True)
+        console.print(f"see {escape(out)}/failed/<key>/error.txt; rerun the failures with --retry-failed", soft_wrap=True)
     return 1 if failed else 0
 
 
@@ -191,13 +190,13 @@ def cmd_results(args: argparse.Namespace) -> int:
         if args.out is None:
             print(text, end="")
         else:
-            console.print(f"wrote {args.out}")
+            console.print(f"wrote {escape(args.out)}")
         return 0
     if args.out is None:
         refuse_link(args.dir / "tables", "the results folder's tables/")  # never written through a link
     paths = export(results, args.format, args.out or args.dir / "tables")
     for path in paths:
-        console.print(f"wrote {path}")
+        console.print(f"wrote {escape(path)}")
     return 0
 
 
@@ -220,7 +219,7 @@ def attack_defense_table(results: Any) -> Table:
     table = Table(title="final accuracy (ASR for backdoors), mean ± std over seeds")
     table.add_column("attack \\ defense", style="bold")
     for d in defenses:
-        table.add_column(d, justify="right")
+        table.add_column(escape(d), justify="right")
     has_asr = "attack_success_rate" in runs
     for a in attacks:
         cells = []
@@ -236,7 +235,7 @@ def attack_defense_table(results: Any) -> Table:
             if has_asr and sub["attack_success_rate"].notna().any():
                 text += f" (ASR {sub['attack_success_rate'].mean():.2f})"
             cells.append(text)
-        table.add_row(a, *cells)
+        table.add_row(escape(a), *cells)
     return table
 
 
@@ -254,9 +253,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = args.out or args.dir / "report"
     report = write_report(args.dir, out, results=results, findings=check_findings(results))
     print_wide(attack_defense_table(results))
-    console.print(f"{len(report.figures)} figures in {out / 'figures'}, {len(report.tables)} tables in "
-                  f"{out / 'tables'}")
-    console.print(f"report: [bold]{report.html}[/bold]", soft_wrap=True)
+    console.print(f"{len(report.figures)} figures in {escape(out / 'figures')}, {len(report.tables)} tables in "
+                  f"{escape(out / 'tables')}")
+    console.print(f"report: [bold]{escape(report.html)}[/bold]", soft_wrap=True)
     return 0
 
 
@@ -285,8 +284,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from fedpoison.results.report import write_report
 
     if args.seeds < 1:
-        from fedpoison.errors import ConfigError
-
         raise ConfigError(f"--seeds: expected an integer >= 1, got {args.seeds}")
     start = time.perf_counter()
     if args.workers != 0:
@@ -300,10 +297,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
                           title="fedpoison demo: attacks vs defenses on digits")
     print_wide(attack_defense_table(results))
     for f in findings:
-        mark = "[green]holds[/green]" if f.holds else "[red]does not hold[/red]"
-        console.print(f"{mark}  {f.claim}: {f.measured}", highlight=False, soft_wrap=True)
+        colour = {"holds": "green", "does not hold": "red"}.get(f.status, "dim")
+        console.print(f"[{colour}]{f.status}[/{colour}]  {escape(f.claim)}: {escape(f.measured)}", highlight=False,
+                      soft_wrap=True)
     console.print(f"{progress.skipped + progress.done}/{progress.total} runs in {time.perf_counter() - start:.0f}s; "
-                  f"report: [bold]{report.html}[/bold]", soft_wrap=True)
+                  f"report: [bold]{escape(report.html)}[/bold]", soft_wrap=True)
     return 0 if progress.failed == 0 else 1
 
 

@@ -1,4 +1,4 @@
-"""``fedpoison demo``: the README's main job, a small comparative grid on digits.
+"""``fedpoison demo``: the quick start's small comparative grid on digits, and its report.
 
 Three attacks (none, an untargeted sign flip, a backdoor) against three
 defenses (FedAvg, the coordinate-wise median, FedAvg behind a norm auditor

@@ -371,10 +371,16 @@ def prestart(name: str) -> None:
             forkserver.ensure_running()
 
 
+def executor_class(name: str) -> type[Executor]:
+    """The executor registered as ``name``; unknown names raise a ConfigError naming them."""
+    import fedpoison.experiments.ray_executor  # noqa: F401  (registers "ray"; imports ray only when used)
+
+    return EXECUTORS.get(name, key="--executor").obj
+
+
 def make_executor(name: str, *, workers: int, **options: Any) -> Executor:
     """Build a registered executor by name (unknown names raise a ConfigError naming them).
 
     ``options`` go to the executor's constructor (e.g. ``address`` for ``ray``).
     """
-    cls = EXECUTORS.get(name, key="--executor").obj
-    return cls(workers=workers, **options)
+    return executor_class(name)(workers=workers, **options)

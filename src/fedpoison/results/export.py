@@ -7,6 +7,8 @@ The Markdown and LaTeX writers are small and dependency-free (pandas'
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -89,6 +91,21 @@ def summary_table(results: Results, metrics: Sequence[str] | None = None, *, dig
     return out.rename(columns={"attack_label": "attack", "defense_label": "defense"})
 
 
+def label_columns_only(summary: pd.DataFrame, labels: Sequence[str] = ("attack", "defense")) -> pd.DataFrame:
+    """``summary`` without the configuration columns that the ``labels`` already determine.
+
+    A summary lists both the short labels (``sign_flip(scale=4.0)``) and the
+    config columns they come from (``attack.name``, ``attack.scale``). Where the
+    labels tell the rows apart, the other configuration columns repeat them and
+    are dropped (a column that varies within one label pair is kept).
+    """
+    metric_headings = set(SUMMARY_METRICS.values()) | {"seeds"}
+    config_cols = [c for c in summary.columns if c not in metric_headings and c not in labels]
+    if not set(labels) <= set(summary.columns) or summary.duplicated(list(labels)).any():
+        return summary
+    return summary.drop(columns=config_cols)
+
+
 def to_markdown(df: pd.DataFrame, *, index: bool = True) -> str:
     """A GitHub-flavoured Markdown table (pipes in cells escaped)."""
     frame = df.reset_index() if index and df.index.name is not None else df
@@ -102,42 +119,157 @@ def to_markdown(df: pd.DataFrame, *, index: bool = True) -> str:
     return "\n".join(lines) + "\n"
 
 
-_LATEX_ESCAPES = {"±": r"$\pm$", "×": r"$\times$", "–": "--", "≤": r"$\leq$", "≥": r"$\geq$",
-                  "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "#": r"\#", "_": r"\_", "{": r"\{",
-                  "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "$": r"\$"}
+_LATEX_ESCAPES = {"±": r"$\pm$", "×": r"$\times$", "–": "--", "—": "---", "≤": r"$\leq$", "≥": r"$\geq$",
+                  "…": r"\ldots{}", "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "$": r"\$",
+                  "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}"}
+_GREEK = {ch: rf"$\{name}$" for ch, name in zip("αβγδεζηθικλμνξπρστυφχψω",
+                                               ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta",
+                                                "iota", "kappa", "lambda", "mu", "nu", "xi", "pi", "rho", "sigma",
+                                                "tau", "upsilon", "phi", "chi", "psi", "omega"], strict=True)}
+
+#: Text width of LaTeX's ``article`` class (pt), the budget a table's columns must fit in.
+TEXTWIDTH_PT = 345.0
+#: Width of one character of ``\small`` Computer Modern (pt), rounded up, and of a column's padding.
+_CHAR_PT = 4.8
+_COLSEP_PT = 12.0
 
 
 def latex_escape(text: str) -> str:
-    """Escape LaTeX's special characters in plain text."""
-    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
+    """Escape LaTeX's special characters in plain text, so that pdflatex prints it as written.
+
+    Characters outside ASCII that LaTeX does not know without extra packages fall
+    back to their closest ASCII form (``é`` -> ``e``), or ``?``.
+
+    Example
+    -------
+    >>> print(latex_escape("sign_flip(scale=4.0) 100% ± [clip]"))
+    sign\\_flip(scale=4.0) 100\\% $\\pm$ [clip]
+    """
+    return "".join(_LATEX_ESCAPES.get(ch) or _GREEK.get(ch) or _ascii_fallback(ch) for ch in text)
+
+
+def _ascii_fallback(ch: str) -> str:
+    if ch.isascii():
+        return ch
+    ascii_form = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
+    return "".join(_LATEX_ESCAPES.get(c, c) for c in ascii_form) or "?"
+
+
+def _visible_width(tex: str) -> float:
+    """Estimated printed width (pt) of a cell's LaTeX text."""
+    text = re.sub(r"\$\\[a-zA-Z]+\$", "x", tex)  # $\pm$, $\lambda$: one symbol
+    text = re.sub(r"\\[a-zA-Z]+\{\}", "x", text)  # \textless{} and co.
+    text = text.replace("---", "x").replace("--", "x").replace("\\", "")
+    return len(text) * _CHAR_PT
+
+
+def split_columns(widths: Sequence[float], keys: int, budget: float = TEXTWIDTH_PT) -> list[list[int]]:
+    """Pack value columns into parts that fit ``budget`` next to the ``keys`` leading key columns.
+
+    ``widths`` are the columns' widths (pt, padding included). Each part repeats
+    the key columns and holds at least one value column; columns keep their order.
+
+    Example
+    -------
+    >>> split_columns([50, 100, 100, 100], keys=1, budget=260)
+    [[0, 1, 2], [0, 3]]
+    """
+    key_cols, key_width = list(range(keys)), sum(widths[:keys])
+    parts: list[list[int]] = []
+    current: list[int] = []
+    used = key_width
+    for j in range(keys, len(widths)):
+        if current and used + widths[j] > budget:
+            parts.append(key_cols + current)
+            current, used = [], key_width
+        current.append(j)
+        used += widths[j]
+    if current or not parts:
+        parts.append(key_cols + current)
+    return parts
 
 
 def to_latex(df: pd.DataFrame, *, caption: str = "", label: str = "", index: bool = True,
-             raw_cells: bool = True) -> str:
-    """A booktabs ``table`` environment (``\\toprule``, ``\\midrule``, ``\\bottomrule``).
+             raw_cells: bool = True, keys: int = 1, max_width: float = TEXTWIDTH_PT) -> str:
+    """One or more booktabs ``table`` environments (``\\toprule``, ``\\midrule``, ``\\bottomrule``).
 
-    Headers and index are escaped; cells are escaped unless ``raw_cells`` (for
-    cells already holding LaTeX such as ``$\\pm$``). Needs ``\\usepackage{booktabs}``.
+    Parameters
+    ----------
+    df:
+        The table; with ``index``, its index becomes the first column.
+    caption, label:
+        The caption (escaped) and ``\\label``; a split table's later parts get
+        ``"(continued, part i of k)"`` and the label ``<label>-i``.
+    index:
+        Whether to print ``df``'s index as the first column.
+    raw_cells:
+        Keep value cells as they are (for cells already holding LaTeX such as
+        ``$\\pm$``); headers and the ``keys`` leading columns are always escaped.
+    keys:
+        How many leading columns identify a row (the index counts as one); they
+        are repeated in every part when the table is split.
+    max_width:
+        Width budget in pt (default: ``article``'s text width). A table wider than
+        this is split into parts by columns, so every part fits.
+
+    Notes
+    -----
+    The document needs ``\\usepackage{booktabs}``.
     """
     frame = df.reset_index() if index else df
+    keys = max(1, min(keys, frame.shape[1]))
     headers = [latex_escape(str(c)) for c in frame.columns]
-    align = "l" * (1 if index else 0) + "r" * (len(headers) - (1 if index else 0))
-    lines = [r"\begin{table}[t]", r"\centering", r"\small"]
-    if caption:
-        lines.append(rf"\caption{{{latex_escape(caption)}}}")
-    if label:
-        lines.append(rf"\label{{{label}}}")
-    lines += [rf"\begin{{tabular}}{{{align}}}", r"\toprule", " & ".join(headers) + r" \\", r"\midrule"]
-    for row in frame.itertuples(index=False):
-        cells = []
-        for j, v in enumerate(row):
-            text = _cell(v, latex=True)
-            cells.append(text if raw_cells and not (index and j == 0) else latex_escape(text))
-        if index and str(row[0]) == "worst case":
-            lines.append(r"\midrule")
-        lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
+    body = [[latex_escape(_cell(v)) if j < keys or not raw_cells else _cell(v, latex=True) for j, v in enumerate(row)]
+            for row in frame.itertuples(index=False)]
+    widths = [max(_visible_width(t) for t in [h] + [r[j] for r in body]) + _COLSEP_PT
+              for j, h in enumerate(headers)]
+    wrap = _wrap_keys(widths[:keys], [[r[j] for r in body] + [headers[j]] for j in range(keys)], max_width)
+    if wrap is not None:  # key columns too wide: wrap them in fixed-width paragraph columns
+        widths[:keys] = [w + _COLSEP_PT for w in wrap]
+        body = [[_breakable(c) if j < keys else c for j, c in enumerate(r)] for r in body]
+        headers = [_breakable(h) if j < keys else h for j, h in enumerate(headers)]
+    parts = split_columns(widths, keys, max_width)
+    blocks = []
+    for i, cols in enumerate(parts, start=1):
+        lines = [r"\begin{table}[t]", r"\centering", r"\small"]
+        more = f" (continued, part {i} of {len(parts)})" if i > 1 else ""
+        if caption:
+            lines.append(rf"\caption{{{latex_escape(caption)}{more}}}")
+        if label:
+            lines.append(rf"\label{{{label if i == 1 else f'{label}-{i}'}}}")
+        align = "".join(("l" if wrap is None else rf"p{{{wrap[j]:.0f}pt}}") if j < keys else "r" for j in cols)
+        lines += [rf"\begin{{tabular}}{{{align}}}", r"\toprule", " & ".join(headers[j] for j in cols) + r" \\",
+                  r"\midrule"]
+        for row, raw in zip(body, frame.itertuples(index=False), strict=True):
+            if index and str(raw[0]) == "worst case":
+                lines.append(r"\midrule")
+            lines.append(" & ".join(row[j] for j in cols) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
+
+
+#: Share of the width budget the key columns may take before they are wrapped.
+_KEY_SHARE = 0.45
+
+
+def _breakable(tex: str) -> str:
+    """``tex`` with line-break points after ``_ ( , = +`` and ragged-right text, for a ``p`` column."""
+    return r"\raggedright " + re.sub(r"(\\_|[(,=+])", lambda m: m.group(1) + r"\allowbreak{}", tex)
+
+
+def _wrap_keys(widths: Sequence[float], cells: Sequence[Sequence[str]], budget: float) -> list[float] | None:
+    """Paragraph widths (pt) for the key columns when they take more than their share, else None."""
+    if sum(widths) <= budget * _KEY_SHARE:
+        return None
+    share = budget * _KEY_SHARE / sum(widths)
+    out = []
+    for w, column in zip(widths, cells, strict=True):
+        pieces = [p for c in column for p in re.split(r"\\_|[(,=+ ]", c)]
+        longest = max((_visible_width(p) for p in pieces), default=0.0) + _CHAR_PT
+        out.append(max((w - _COLSEP_PT) * share, longest))
+    return out
 
 
 def _cell(v: Any, latex: bool = False) -> str:

@@ -25,6 +25,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
+from mpl_toolkits.axes_grid1 import make_axes_locatable
 
 from fedpoison.results.tables import Results, as_text
 
@@ -160,11 +162,17 @@ def _curves(results: Results, folder: Path, metric: str, name: str, title: str, 
             if band.empty:
                 continue
             x = band["round"] + 1
-            ax.plot(x, band["mean"], color=colors[attack], label=attack)
+            ax.plot(x, band["mean"], color=colors[attack], label=attack,
+                    marker="o" if len(band) <= 3 else None, markersize=3)  # one round is a point, not nothing
             ax.fill_between(x, band["mean"] - band["std"], band["mean"] + band["std"], color=colors[attack],
                             alpha=0.2, linewidth=0)
         ax.set_title(defense)
         ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
+        shown_rounds = sorted({float(v) for line in ax.get_lines() for v in line.get_xdata()})
+        if len(shown_rounds) == 1:  # a single round: one tick on it, not a zoom into fractions
+            ax.set_xlim(shown_rounds[0] - 1, shown_rounds[0] + 1)
+            ax.set_xticks(shown_rounds)
         ax.set_ylim(-0.02, 1.02)
     axes[0].set_ylabel(ylabel)
     _shared_legend(fig, axes, top=0.9)
@@ -219,7 +227,7 @@ def heatmap_final_accuracy(results: Results, folder: Path) -> FigureFile | None:
     worst = means.fillna(0.0).min(axis=0) if diverged is not None else means.min(axis=0)
     grid = np.vstack([means.to_numpy(dtype=float), worst.to_numpy(dtype=float)[None, :]])
     row_labels = [*attacks, "worst case"]
-    w = min(TWO_COLUMNS, 1.4 + 0.75 * len(defenses))
+    w = min(TWO_COLUMNS, max(3.0, 1.4 + 0.75 * len(defenses)))  # one column must not squash the colour bar
     h = 0.8 + 0.32 * len(row_labels)
     fig, ax = plt.subplots(figsize=(w, h))
     shown = np.ma.masked_invalid(grid)
@@ -237,7 +245,8 @@ def heatmap_final_accuracy(results: Results, folder: Path) -> FigureFile | None:
                 "" if math.isnan(value) else f"{value:.2f}")
             ax.text(j, i, text, ha="center", va="center", fontsize=7,
                     color="black" if not math.isnan(value) and value > 0.6 else "white")
-    fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="final accuracy")
+    cax = make_axes_locatable(ax).append_axes("right", size=0.15, pad=0.1)  # fixed width in inches
+    fig.colorbar(im, cax=cax, label="final accuracy")
     ax.set_xlabel("defense")
     ax.set_ylabel("attack")
     fig.tight_layout()
@@ -327,6 +336,21 @@ def accuracy_vs_clients(results: Results, folder: Path) -> FigureFile | None:
                   "attack, one line per defense; mean over seeds ± one standard deviation.", logx=True)
 
 
+def mark_zero_and_undefined(ax: Any, x: np.ndarray, heights: np.ndarray) -> list[str]:
+    """Label the bars that draw nothing: ``0`` for a zero rate, ``n/a`` for an undefined (NaN) one.
+
+    Both would otherwise look the same (no bar). Returns the labels placed, in order.
+    """
+    placed = []
+    for xi, h in zip(x, heights, strict=True):
+        if math.isnan(h) or h == 0.0:
+            label = "n/a" if math.isnan(h) else "0"
+            ax.text(xi, 0.02, label, ha="center", va="bottom", rotation=90, fontsize=5.5,
+                    color="0.45" if label == "n/a" else "black")
+            placed.append(label)
+    return placed
+
+
 def detection(results: Results, folder: Path) -> FigureFile | None:
     """Detection precision, recall and false-positive rate per defense (or auditor), per attack."""
     runs, fixed = fix_other_axes(results, results.runs, shown=())
@@ -354,6 +378,7 @@ def detection(results: Results, folder: Path) -> FigureFile | None:
             ax.bar(x + (i - 1) * width, stats[(c, "mean")], width,  # NaN (undefined) draws no bar
                    yerr=stats[(c, "std")].fillna(0.0), color=colors[c], label=names[c], capsize=1.5,
                    error_kw={"linewidth": 0.6})
+            mark_zero_and_undefined(ax, x + (i - 1) * width, stats[(c, "mean")].to_numpy(dtype=float))
         ax.set_xticks(x, defenses, rotation=30, ha="right")
         ax.set_xlim(-0.6, max(len(defenses), 3) - 0.4)
         ax.set_ylim(0, 1.05)
@@ -364,8 +389,8 @@ def detection(results: Results, folder: Path) -> FigureFile | None:
     fig.tight_layout(rect=(0, 0, 1, 0.88))
     caption = ("Detection of the attacking rows per defense or auditor, one panel per attack: precision, "
                "recall and false-positive rate over all participant rows of all rounds (mean over seeds "
-               "± one standard deviation); a missing bar is undefined (e.g. precision when nothing was "
-               "flagged). Rules that keep every row detect nothing and are left out.")
+               "± one standard deviation); '0' marks a rate of zero and 'n/a' an undefined one (e.g. "
+               "precision when nothing was flagged). Rules that keep every row detect nothing and are left out.")
     return _save(fig, folder, "detection", "Detection precision and recall", _with_fixed(caption, fixed))
 
 

@@ -1,8 +1,11 @@
 """Claims checked on the result tables, not read off a plot.
 
-:func:`check_findings` tests the mission's three headline claims on any
-results with a no-attack baseline (``attack.name: none``) and FedAvg
-(``defense.name: mean`` with no pre-aggregator or auditor):
+:func:`check_findings` tests three headline claims of the poisoning literature
+on any results with a no-attack baseline (``attack.name: none``) and FedAvg
+(``defense.name: mean`` with no pre-aggregator or auditor). Each finding
+holds, does not hold, or is not applicable (the grid has nothing to test it
+on: no untargeted attack, no targeted attack, no defense besides FedAvg, or no
+collapse to recover from):
 
 1. **FedAvg collapses under an untargeted attack**: some attack without a
    backdoor target leaves FedAvg at most ``collapse`` (default half) of its
@@ -32,11 +35,31 @@ FEDAVG = "mean"
 
 @dataclass(frozen=True)
 class Finding:
-    """A claim checked on the result tables: what is claimed, what was measured, whether it holds."""
+    """A claim checked on the result tables: what is claimed, what was measured, whether it holds.
+
+    Attributes
+    ----------
+    claim:
+        The claim, in one sentence.
+    measured:
+        The numbers it was checked on, or why it could not be checked.
+    holds:
+        Whether the claim holds (``False`` when not applicable).
+    applicable:
+        ``False`` when the results hold nothing to check the claim on.
+    """
 
     claim: str
     measured: str
     holds: bool
+    applicable: bool = True
+
+    @property
+    def status(self) -> str:
+        """``"holds"``, ``"does not hold"`` or ``"not applicable"``."""
+        if not self.applicable:
+            return "not applicable"
+        return "holds" if self.holds else "does not hold"
 
 
 def _means(results: Results) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -67,7 +90,7 @@ def check_findings(results: Results, *, collapse: float = 0.5, backdoor_asr: flo
     shown = ", ".join(f"{a} {v:.3f}" for a, v in fedavg.items()) or "no untargeted attack in the grid"
     out.append(Finding("FedAvg collapses under at least one untargeted attack",
                        f"no-attack accuracy {clean:.3f}; under attack: {shown} (collapse: <= {collapse:.0%} of "
-                       "no-attack)", bool(collapsed)))
+                       "no-attack)", bool(collapsed), applicable=bool(fedavg)))
 
     if len(asr) and FEDAVG in asr.columns:
         rates = {a: float(asr.loc[a, FEDAVG]) for a in targeted if not math.isnan(asr.loc[a, FEDAVG])}
@@ -75,7 +98,7 @@ def check_findings(results: Results, *, collapse: float = 0.5, backdoor_asr: flo
         rates = {}
     shown = ", ".join(f"{a} ASR {v:.3f}" for a, v in rates.items()) or "no targeted attack in the grid"
     out.append(Finding("A backdoor succeeds under FedAvg", f"{shown} (success: ASR >= {backdoor_asr:.2f})",
-                       any(v >= backdoor_asr for v in rates.values())))
+                       any(v >= backdoor_asr for v in rates.values()), applicable=bool(rates)))
 
     defenses = [d for d in accuracy.columns if d != FEDAVG]
     details, ok = [], bool(collapsed) and bool(defenses)
@@ -86,6 +109,10 @@ def check_findings(results: Results, *, collapse: float = 0.5, backdoor_asr: flo
             share = (v - fedavg[a]) / lost if lost > 0 and not math.isnan(v) else math.nan
             details.append(f"{d} under {a}: {v:.3f} ({share:.0%} of the loss recovered)")
             ok = ok and not math.isnan(share) and share >= recover
-    out.append(Finding("Robust rules and auditing recover most of the accuracy",
-                       "; ".join(details) or "no collapse to recover from, or no defense besides FedAvg", ok))
+    if not defenses:
+        why = "no defense besides FedAvg in the grid"
+    else:
+        why = "FedAvg did not collapse under any untargeted attack: nothing to recover"
+    out.append(Finding("Robust rules and auditing recover most of the accuracy", "; ".join(details) or why, ok,
+                       applicable=bool(details)))
     return out

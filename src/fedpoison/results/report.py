@@ -24,7 +24,14 @@ from typing import Any
 import pandas as pd
 
 from fedpoison.experiments.store import atomic_write_bytes
-from fedpoison.results.export import latex_escape, pivot_mean_std, summary_table, to_latex, to_markdown
+from fedpoison.results.export import (
+    label_columns_only,
+    latex_escape,
+    pivot_mean_std,
+    summary_table,
+    to_latex,
+    to_markdown,
+)
 from fedpoison.results.figures import FigureFile, make_figures
 from fedpoison.results.findings import Finding
 from fedpoison.results.tables import Results, load
@@ -40,7 +47,7 @@ figcaption{color:#444;font-size:.92em;margin-top:.4em}
 table{border-collapse:collapse;margin:1em 0;font-size:.9em}
 th,td{padding:.25em .7em;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}
 th{border-bottom:2px solid #444;background:#fafafa}td:first-child,th:first-child{text-align:left}
-tr.worst td{border-top:2px solid #444;font-weight:600}.pass{color:#186a18}.fail{color:#a31515}
+tr.worst td{border-top:2px solid #444;font-weight:600}.pass{color:#186a18}.fail{color:#a31515}.na{color:#666}
 .scroll{overflow-x:auto}code{background:#f4f4f4;padding:0 .2em}
 """
 
@@ -95,7 +102,8 @@ def make_tables(results: Results, folder: Path) -> list[TableFile]:
                                   lambda t: ~t.index.astype(str).str.startswith("none")]))
     specs.append(("summary", "All metrics per configuration",
                   "Every summary metric per configuration, mean ± std over seeds.",
-                  lambda latex: summary_table(results, latex=latex)))
+                  lambda latex: label_columns_only(summary_table(results, latex=latex)) if latex
+                  else summary_table(results)))
     out = []
     for name, title, caption, build in specs:
         plain = build(False)
@@ -105,7 +113,7 @@ def make_tables(results: Results, folder: Path) -> list[TableFile]:
         tex = folder / f"{name}.tex"
         atomic_write_bytes(md, (f"<!-- {title}: {caption} -->\n" + to_markdown(plain, index=has_index)).encode())
         atomic_write_bytes(tex, to_latex(tex_frame, caption=f"{title}. {caption}", label=f"tab:{name}",
-                                         index=has_index).encode())
+                                         index=has_index, keys=1 if has_index else 2).encode())
         out.append(TableFile(name, title, caption, plain, md, tex))
     return out
 
@@ -165,8 +173,8 @@ def render_html(results: Results, figures: Sequence[FigureFile], tables: Sequenc
     if findings:
         parts.append("<h2>Findings</h2><ul>")
         for f in findings:
-            cls, mark = ("pass", "holds") if f.holds else ("fail", "does not hold")
-            parts.append(f'<li><span class="{cls}">[{mark}]</span> {html.escape(f.claim)}: '
+            cls = {"holds": "pass", "does not hold": "fail"}.get(f.status, "na")
+            parts.append(f'<li><span class="{cls}">[{f.status}]</span> {html.escape(f.claim)}: '
                          f"{html.escape(f.measured)}</li>")
         parts.append("</ul>")
     parts.append("<h2>Figures</h2>")
