@@ -67,3 +67,32 @@ def test_zero_and_undefined_bars_are_labelled_differently() -> None:
     assert placed == ["0", "n/a"]
     assert [t.get_text() for t in ax.texts] == ["0", "n/a"] and [t.get_position()[0] for t in ax.texts] == [1, 2]
     plt.close(fig)
+
+
+def test_heatmap_cells_tell_diverged_missing_and_undefined_apart() -> None:
+    nan = float("nan")
+    assert figures.heatmap_cell_text(0.904, diverged=False, missing=False) == "0.90"
+    assert figures.heatmap_cell_text(nan, diverged=True, missing=False) == "div."
+    assert figures.heatmap_cell_text(nan, diverged=False, missing=True) == "–"
+    assert figures.heatmap_cell_text(nan, diverged=False, missing=False) == "n/a"
+
+
+def test_heatmap_marks_a_combination_the_grid_leaves_out(fake_store, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    d = fake_store([
+        ({"attack.name": "none", "defense.name": "mean"}, fake_history(4, 0.9), None),
+        ({"attack.name": "none", "defense.name": "median"}, fake_history(4, 0.88), None),
+        ({"attack.name": "sign_flip", "attack.fraction": 0.2, "defense.name": "mean"}, fake_history(4, 0.3), None),
+    ])
+    texts: list[str] = []
+    real_save = figures._save
+
+    def save(fig, folder, name, title, caption):  # type: ignore[no-untyped-def]
+        texts.extend(t.get_text() for t in fig.axes[0].texts)
+        return real_save(fig, folder, name, title, caption)
+
+    monkeypatch.setattr(figures, "_save", save)
+    figures.heatmap_final_accuracy(load(d), tmp_path)
+    # rows none, sign_flip, worst case; columns mean, median: sign_flip x median is not in the grid
+    assert len(texts) == 6 and texts[3] == "–"
+    assert all(float(t) > 0 for i, t in enumerate(texts) if i != 3)
+    assert texts[4] == texts[2] and texts[5] == texts[1]  # worst cases; the missing cell does not count as 0

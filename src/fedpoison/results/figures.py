@@ -214,17 +214,35 @@ def asr_vs_round(results: Results, folder: Path) -> FigureFile | None:
                    attack_filter=lambda r: r["attack_label"].isin(targeted))
 
 
+def heatmap_cell_text(value: float, *, diverged: bool, missing: bool) -> str:
+    """A heatmap cell's label: the accuracy, ``div.`` (diverged), ``–`` (not in the grid) or ``n/a`` (undefined).
+
+    Examples
+    --------
+    >>> [heatmap_cell_text(0.9, diverged=False, missing=False), heatmap_cell_text(float("nan"), diverged=True,
+    ...  missing=False), heatmap_cell_text(float("nan"), diverged=False, missing=True)]
+    ['0.90', 'div.', '–']
+    """
+    if missing:
+        return "–"
+    if diverged:
+        return "div."
+    return "n/a" if math.isnan(value) else f"{value:.2f}"
+
+
 def heatmap_final_accuracy(results: Results, folder: Path) -> FigureFile | None:
     """Final accuracy, attack x defense, with each defense's worst case over the attacks."""
     runs, fixed = fix_other_axes(results, results.runs, shown=())
     attacks, defenses = _order(runs["attack_label"]), _order(runs["defense_label"])
     if len(attacks) * len(defenses) < 2:
         return None
-    means = runs.groupby(["attack_label", "defense_label"])["final_accuracy"].mean().unstack("defense_label")
-    diverged = runs.groupby(["attack_label", "defense_label"])["diverged"].any().unstack("defense_label") \
-        if "diverged" in runs else None
-    means = means.reindex(index=attacks, columns=defenses)
-    worst = means.fillna(0.0).min(axis=0) if diverged is not None else means.min(axis=0)
+    cells = runs.groupby(["attack_label", "defense_label"])
+    means = cells["final_accuracy"].mean().unstack("defense_label").reindex(index=attacks, columns=defenses)
+    counts = cells.size().unstack("defense_label").reindex(index=attacks, columns=defenses).fillna(0)
+    diverged = (cells["diverged"].any().unstack("defense_label").reindex(index=attacks, columns=defenses)
+                .fillna(False).astype(bool) if "diverged" in runs else means.isna() & False)
+    diverged &= means.isna()  # every seed diverged: no accuracy to show
+    worst = means.mask(diverged, 0.0).min(axis=0)  # a diverged cell counts as 0; a missing one not at all
     grid = np.vstack([means.to_numpy(dtype=float), worst.to_numpy(dtype=float)[None, :]])
     row_labels = [*attacks, "worst case"]
     w = min(TWO_COLUMNS, max(3.0, 1.4 + 0.75 * len(defenses)))  # one column must not squash the colour bar
@@ -238,13 +256,10 @@ def heatmap_final_accuracy(results: Results, folder: Path) -> FigureFile | None:
     ax.grid(False)
     for i in range(grid.shape[0]):
         for j in range(grid.shape[1]):
-            value = grid[i, j]
-            div = (i < len(attacks) and diverged is not None
-                   and bool(diverged.reindex(index=attacks, columns=defenses).iloc[i, j] is True))
-            text = "div." if div or (math.isnan(value) and i < len(attacks) and diverged is not None) else (
-                "" if math.isnan(value) else f"{value:.2f}")
+            text = heatmap_cell_text(grid[i, j], diverged=i < len(attacks) and bool(diverged.iloc[i, j]),
+                                     missing=i < len(attacks) and counts.iloc[i, j] == 0)
             ax.text(j, i, text, ha="center", va="center", fontsize=7,
-                    color="black" if not math.isnan(value) and value > 0.6 else "white")
+                    color="black" if math.isnan(grid[i, j]) or grid[i, j] > 0.6 else "white")
     cax = make_axes_locatable(ax).append_axes("right", size=0.15, pad=0.1)  # fixed width in inches
     fig.colorbar(im, cax=cax, label="final accuracy")
     ax.set_xlabel("defense")
@@ -252,7 +267,7 @@ def heatmap_final_accuracy(results: Results, folder: Path) -> FigureFile | None:
     fig.tight_layout()
     caption = ("Final clean accuracy (mean of the last k evaluations, mean over seeds), attack x defense. "
                "The last row is each defense's worst case over the attacks; 'div.' marks runs whose model "
-               "diverged (counted as 0 in the worst case).")
+               "diverged (counted as 0 in the worst case), '–' a combination the grid does not run.")
     return _save(fig, folder, "heatmap_final_accuracy", "Final accuracy: attack x defense",
                  _with_fixed(caption, fixed))
 
