@@ -271,6 +271,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         err_console.print("[bold red]error:[/bold red] out of memory; nothing finished was lost", highlight=False)
         return 1
+    except RuntimeError as exc:  # torch's allocator failing: the config asks for more memory than there is
+        text = " ".join(str(exc).split())
+        if "allocate" not in text and "out of memory" not in text:
+            raise
+        asked = text[text.find("you tried"):].split(".")[0] if "you tried" in text else "an allocation failed"
+        err_console.print(f"[bold red]error:[/bold red] out of memory ({asked}); the config asks for more memory "
+                          "than this machine has (dataset or model sizes?)", highlight=False, soft_wrap=True)
+        return 1
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130

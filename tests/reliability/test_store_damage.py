@@ -328,6 +328,8 @@ def test_truncated_history_is_recomputed_not_read(pristine: Path, tmp_path: Path
     assert f"run {key} is damaged" in capsys.readouterr().err
     assert main(["grid", str(_grid_file(tmp_path, "tiny")), "--out", str(store),
                  "--workers", "0", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"damaged run {key}" in " ".join(out.split()) and "1/1 runs finished" in out  # named even with --quiet
     assert history.read_bytes() == original  # recomputed: same config, same seed, same bytes
     assert any((store / "damaged").iterdir())
 

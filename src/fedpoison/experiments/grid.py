@@ -61,7 +61,7 @@ from fedpoison.registry import suggest
 from fedpoison.safe_fs import plain_name
 
 #: Most runs a grid may expand to (the product of its axes and zip groups, before exclusion).
-MAX_RUNS = 100_000
+MAX_RUNS = 20_000  # about 10 KiB per expanded run: 200 MB at most
 #: Keys a grid file may have at top level.
 GRID_KEYS = ("name", "description", "base", "axes", "zip", "exclude", "analysis")
 #: Keys of the ``analysis`` section and their defaults.

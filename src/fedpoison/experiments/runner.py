@@ -149,7 +149,7 @@ def run_grid(grid: Grid, store: ResultStore, executor: Executor, *, retry_failed
             store.log("damaged", key=key, reason=reason, moved_to=moved.name)
         store.write_meta("grid.yaml", dump_grid(grid))
         store.write_meta("plan.json", plan_json(grid))
-        failed = store.failed_keys()
+        failed = store.failed_keys(finished)
         todo = [r for r in grid.runs if r.key not in finished and (retry_failed or r.key not in failed)]
         by_key = {r.key: r for r in todo}
         progress = GridProgress(

@@ -252,13 +252,13 @@ class ResultStore:
         """Entries of ``runs/`` that are not whole finished runs, with the reason for each."""
         return self.scan()[1]
 
-    def failed_keys(self) -> set[str]:
-        """Keys of failed runs that have not finished since."""
+    def failed_keys(self, finished: set[str] | None = None) -> set[str]:
+        """Keys of failed runs that have not finished since (``finished``: from a :meth:`scan` just made)."""
         if is_link(self.failed_dir) or not self.failed_dir.is_dir():
             return set()
         failed = {p.name for p in self.failed_dir.iterdir()
                   if not is_link(p) and p.is_dir() and (p / FAILED_MARK).is_file()}
-        return failed - self.finished_keys()
+        return failed - (self.finished_keys() if finished is None else finished)
 
     def run_dir(self, key: str) -> Path:
         """The folder of a finished run; :class:`ResultsError` when it is not finished or damaged."""

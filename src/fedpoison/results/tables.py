@@ -220,7 +220,7 @@ def load(directory: str | Path, *, last_k: int | None = None, target: float | No
     rounds = ids.merge(rounds, on="key", how="right")
 
     failed_rows = []
-    for key in sorted(store.failed_keys()):
+    for key in sorted(store.failed_keys(finished)):
         try:
             rec = store.failure(key)
         except ResultsError as exc:
