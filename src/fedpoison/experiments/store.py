@@ -159,8 +159,11 @@ class ResultStore:
                                        "(run `fedpoison store check DIR --repair`)")
                 d.mkdir(exist_ok=True)
             for stale in self.staging_dir.iterdir():
-                if stale.name == CHECKPOINTS:
-                    continue  # the runs in progress resume from these
+                if stale.name == CHECKPOINTS and not is_link(stale) and stale.is_dir():
+                    for entry in stale.iterdir():  # the runs in progress resume from these folders
+                        if is_link(entry) or not entry.is_dir():
+                            _delete_inside(entry)  # a link is removed, its target never touched
+                    continue
                 _delete_inside(stale)
             yield self
         finally:
