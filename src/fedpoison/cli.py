@@ -53,6 +53,8 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
                    help="write an atomic checkpoint every K rounds into --out")
     p.add_argument("--resume", type=Path, default=None, metavar="DIR",
                    help="continue the run checkpointed in DIR (a config file or --set must agree with its config)")
+    p.add_argument("--track", default=None, metavar="NAME[,NAME]",
+                   help="log the run to experiment trackers: tensorboard, mlflow, wandb (into --out)")
 
 
 def summary_table(summary: dict[str, Any], title: str = "Summary") -> Table:
@@ -68,10 +70,12 @@ def summary_table(summary: dict[str, Any], title: str = "Summary") -> Table:
 @command("run", "run one experiment and write its results")
 def cmd_run(args: argparse.Namespace) -> int:
     """The ``fedpoison run`` command."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from fedpoison.config_noops import check_run_config
     from fedpoison.plugins import load_config
+    from fedpoison.progress import round_bar
+    from fedpoison.safe_fs import ensure_writable_dir
     from fedpoison.simulation.checkpoint import run_with_checkpoints
+    from fedpoison.tracking import RunTrackers, parse_track
 
     if args.resume is not None:
         from fedpoison.simulation.checkpoint import check_resume_config
@@ -80,25 +84,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         out = args.resume.parent if args.resume.is_file() else args.resume
     else:
         cfg = load_config(args.config, args.overrides, plugins=args.plugins)
+        check_run_config(cfg)
         out = args.out or Path("runs") / f"run-{cfg.key()}"
-    from fedpoison.safe_fs import ensure_writable_dir
-
     ensure_writable_dir(out, "--out")  # before any round is computed
-    with Progress(
-        TextColumn("[bold]round {task.completed}/{task.total}"), BarColumn(),
-        TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(),
-        console=console, disable=args.quiet, transient=False,
-    ) as bar:
-        task = bar.add_task("rounds", total=cfg.rounds, metrics="")
+    names = parse_track(args.track, cfg.track)
+    with RunTrackers.open(names, folder=out, config=cfg, name=out.name) as trackers, \
+            round_bar(cfg.rounds, console=console, disable=args.quiet) as bar:
+
+        live: set[int] = set()
 
         def progress(record: dict[str, Any]) -> None:
-            acc = record.get("test_accuracy")
-            text = f"acc {acc:.3f}  loss {record['test_loss']:.3f}" if acc is not None else ""
-            bar.update(task, completed=record["round"] + 1, metrics=text)
+            bar(record)
+            trackers.log_record(record)
+            live.add(int(record["round"]))
 
         result = run_with_checkpoints(cfg, out=out, every=args.checkpoint_every, resume=args.resume is not None,
                                       progress=progress)
-    result.save(out)
+        result.save(out)
+        for row in result.history.to_dict("records"):  # rounds restored from a checkpoint (--resume)
+            if int(row["round"]) not in live:
+                trackers.log_record(row)
+        trackers.finish(result.summary)
     console.print(summary_table(result.summary))
     filtering = bool(_registries()["defenses"].get(cfg.defense.name).meta.get("filters"))
     if cfg.attack.name != "none" and (cfg.audit.name != "none" or filtering):
@@ -237,6 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; fedpoison errors exit 2 with one message and no traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from fedpoison.config_noops import print_warnings_as_lines
+
+    print_warnings_as_lines(err_console)
     try:
         if args.plugins:
             from fedpoison.plugins.loading import absolute_specs, load_plugins
@@ -261,6 +270,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except MemoryError:
         err_console.print("[bold red]error:[/bold red] out of memory; nothing finished was lost", highlight=False)
+        return 1
+    except RuntimeError as exc:  # torch's allocator failing: the config asks for more memory than there is
+        text = " ".join(str(exc).split())
+        if "allocate" not in text and "out of memory" not in text:
+            raise
+        asked = text[text.find("you tried"):].split(".")[0] if "you tried" in text else "an allocation failed"
+        err_console.print(f"[bold red]error:[/bold red] out of memory ({asked}); the config asks for more memory "
+                          "than this machine has (dataset or model sizes?)", highlight=False, soft_wrap=True)
         return 1
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -211,6 +211,8 @@ class ExperimentConfig(_Strict):
     attack: AttackSection = Field(default_factory=AttackSection)
     defense: DefenseSection = Field(default_factory=DefenseSection)
     audit: AuditSection = Field(default_factory=AuditSection)
+    #: Experiment trackers to log to (fedpoison.tracking); an observer, so not part of the run's key or dump.
+    track: list[str] = Field(default_factory=list, exclude=True)
 
     @model_validator(mode="after")
     def _check_shape(self) -> ExperimentConfig:

@@ -1,4 +1,4 @@
-"""Exceptions raised by fedpoison.
+"""Exceptions raised by fedpoison, and its warnings.
 
 Every message names the field or file, what was expected and what was received.
 """
@@ -31,3 +31,7 @@ class UpdateError(FedPoisonError, ValueError):
 
 class ResultsError(FedPoisonError, ValueError):
     """A results file or directory is missing, corrupt or of an unknown format."""
+
+
+class FedPoisonWarning(UserWarning):
+    """Base class of fedpoison's own warnings (the command line prints each as one ``warning:`` line)."""

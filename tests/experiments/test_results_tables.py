@@ -146,8 +146,8 @@ def test_results_cli_exports_csv_parquet_markdown(small_grid_dir: Path, tmp_path
     assert len(pd.read_csv(tmp_path / "csv" / "seeds.csv")) == 6
     assert main(["results", str(small_grid_dir)]) == 0
     md = capsys.readouterr().out
-    assert md.startswith("| attack | defense |") and "final acc." in md.splitlines()[0]
-    assert len(md.strip().splitlines()) == 2 + 6
+    assert md.startswith("mean ± std over seeds\n\n| attack | defense |") and "final acc." in md.splitlines()[2]
+    assert len(md.strip().splitlines()) == 2 + 2 + 6
     assert main(["results", str(small_grid_dir), "--format", "markdown", "-o", str(tmp_path / "t.md")]) == 0
     assert (tmp_path / "t.md").read_text() == md
     assert main(["results", str(tmp_path / "nothing")]) == 2

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -28,6 +29,22 @@ SMALL = ["rounds=2", "clients.num=8", "dataset.limit=400"]
 MINE = ["attack.name=coordinate_noise", "attack.fraction=0.25", "attack.sigma=50",
         "defense.name=norm_trimmed_mean", "defense.keep=0.75", "model.name=wide_mlp", "model.width=24",
         "model.depth=1", "partition.name=label_blocks", "partition.mix=0.5", "audit.name=cosine_gate"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _registries_restored() -> Iterator[None]:
+    """Leave the registries (and the loaded-file cache) as they were, so later test modules see built-ins only."""
+    from fedpoison.plugins import loading
+
+    regs = registries()
+    saved = {name: dict(reg._entries) for name, reg in regs.items()}
+    loaded = dict(loading._loaded)
+    yield
+    for name, reg in regs.items():
+        reg._entries.clear()
+        reg._entries.update(saved[name])
+    loading._loaded.clear()
+    loading._loaded.update(loaded)
 
 
 @pytest.fixture(scope="module")

@@ -69,6 +69,18 @@ def test_bad_inputs_raise_update_error(name: str, pre: bool, case: str) -> None:
     assert name in msg and "expected" in msg and "\n" not in msg, msg
 
 
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_the_composed_defense_checks_the_same_contract(case: str) -> None:
+    from fedpoison.config import DefenseSection
+    from fedpoison.defenses import build_defense
+
+    defense = build_defense(DefenseSection(name="median", pre=["clip"]), f=F)
+    x, w = make_updates(N, D)
+    u, ww, c = BAD[case](x, w, make_round_context(N, D))
+    with pytest.raises(UpdateError, match=r"^defense: expected"):
+        defense(u, ww, c)
+
+
 @pytest.mark.parametrize(("name", "pre"), _steps())
 def test_transposed_input_is_not_mutated_and_matches_its_copy(name: str, pre: bool) -> None:
     x, w = make_updates(N, D, seed=3)

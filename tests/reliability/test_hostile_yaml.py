@@ -137,3 +137,11 @@ def test_a_grid_past_the_size_limit_is_refused_at_once(tmp_path: Path, capsys: p
     assert main(["grid", str(grid), "--dry-run"]) == 2
     assert "1000000 runs, more than the limit" in capsys.readouterr().err
     assert time.perf_counter() - start < 5
+
+
+def test_a_config_asking_for_more_memory_than_exists_is_one_line(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "--quiet", "--set", "dataset.name=synthetic", "--set", "dataset.dims=1000000000000",
+                 "--set", "rounds=1", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: out of memory") and err.count("\n") == 1, err

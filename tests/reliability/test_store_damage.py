@@ -328,6 +328,8 @@ def test_truncated_history_is_recomputed_not_read(pristine: Path, tmp_path: Path
     assert f"run {key} is damaged" in capsys.readouterr().err
     assert main(["grid", str(_grid_file(tmp_path, "tiny")), "--out", str(store),
                  "--workers", "0", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"damaged run {key}" in " ".join(out.split()) and "1/1 runs finished" in out  # named even with --quiet
     assert history.read_bytes() == original  # recomputed: same config, same seed, same bytes
     assert any((store / "damaged").iterdir())
 
@@ -377,3 +379,19 @@ def test_report_names_a_damaged_run_and_leaves_it_out(pristine: Path, tmp_path: 
     assert tables
     for name in tables:
         assert (damaged / "report" / "tables" / name).read_bytes() == (without / "report" / "tables" / name).read_bytes()
+
+
+@pytest.mark.parametrize("where", ["checkpoints", "checkpoints/<key>"])
+def test_run_checkpoints_are_never_written_through_a_link(where: str, tmp_path: Path, sentinel: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    g = _grid_file(tmp_path, "tiny")
+    key = expand_grid({**GRID, "axes": {"seed": [0]}}).runs[0].key
+    out = tmp_path / "out"
+    link = out / ".staging" / where.replace("<key>", key)
+    link.parent.mkdir(parents=True)
+    link.symlink_to(sentinel / "sub", target_is_directory=True)
+    before = tree_digest(sentinel)
+    assert main(["grid", str(g), "--out", str(out), "--workers", "0", "--quiet", "--checkpoint-every", "1"]) == 0
+    capsys.readouterr()
+    assert tree_digest(sentinel) == before, "a checkpoint was written through a link, outside the results folder"
+    assert ResultStore(out).finished_keys() == {key}

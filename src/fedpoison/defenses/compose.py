@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from fedpoison.defenses.base import AggregationResult, AggregationRule, PreAggregator, RoundContext
+from fedpoison.defenses.inputs import checked_call
 from fedpoison.defenses.registry import PRE_AGGREGATORS, RULES
 
 if TYPE_CHECKING:
@@ -93,6 +94,9 @@ class Defense:
         selected_in = (res.selected.to(mix.dtype) @ (mix > 0).to(mix.dtype)) > 0
         scores_in = res.scores if res.scores is not None and res.scores.shape[0] == mix.shape[1] else None
         return AggregationResult(res.aggregate, weights_in, selected_in, scores_in, clipped + res.clipped, info)
+
+
+checked_call(Defense, "defense")  # the same input contract as every rule (fedpoison.defenses.inputs)
 
 
 def build_defense(cfg: DefenseSection, *, f: int) -> Defense:

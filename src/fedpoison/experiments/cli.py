@@ -50,23 +50,51 @@ def _run_line(event: Any) -> str:
 
 
 def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, retry_failed: bool,
-                 quiet: bool = False, options: dict[str, Any] | None = None, threads_per_run: int = 1) -> Any:
-    """Run ``grid`` into ``out`` with one progress bar and a line per finished run; return the counts."""
+                 quiet: bool = False, options: dict[str, Any] | None = None, threads_per_run: int = 1,
+                 checkpoint_every: int | None = None, track: list[str] | None = None) -> Any:
+    """Run ``grid`` into ``out`` with a progress bar and a line per finished run; return the counts.
+
+    The bar has one row for the grid (runs done, failed, ETA) and one per run in
+    flight (its round, accuracy and ETA), updated after every round. ``track``
+    names experiment trackers that log each run as it commits.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from fedpoison.experiments.executor import make_executor
-    from fedpoison.experiments.runner import run_grid
+    from fedpoison.experiments.runner import DEFAULT_CHECKPOINT_EVERY, run_grid
     from fedpoison.experiments.store import ResultStore
+    from fedpoison.tracking import GridTracking
 
     store = ResultStore(out)
     n = workers if workers is not None else max(1, min(os.cpu_count() or 1, len(grid)))
     name = "inline" if n == 0 and executor == "local" else executor
-    with Progress(TextColumn("[bold]grid"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+    every = DEFAULT_CHECKPOINT_EVERY if checkpoint_every is None else checkpoint_every
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[unit]}"), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), console=console, disable=quiet, transient=False) as bar, \
             make_executor(name, workers=max(n, 1), **(options or {})) as ex:
-        task = bar.add_task("grid", total=len(grid), info="")
+        task = bar.add_task("[bold]grid", total=len(grid), info="", unit="runs")
+        tracking = GridTracking(track or [], folder=out, experiment=grid.name)
+        rows: dict[str, Any] = {}  # key -> (bar task, first report time, round of that report)
+
+        def run_row(event: Any) -> None:
+            rep, key = event.report, event.run.key
+            if key not in rows:
+                label = escape(event.run.label if len(event.run.label) <= 48 else event.run.label[:47] + "…")
+                rows[key] = (bar.add_task(f"  {label}", total=rep["rounds"], info="", unit="rounds"),
+                             time.time(), int(rep.get("resumed_from", 0)))
+            row, t0, r0 = rows[key]
+            bits = []
+            if "test_accuracy" in rep:
+                bits.append(f"acc {rep['test_accuracy']:.3f}")
+            if rep["round"] > r0:
+                bits.append(_eta((time.time() - t0) / (rep["round"] - r0) * (rep["rounds"] - rep["round"])))
+            if r0:
+                bits.append(f"(resumed at round {r0})")
+            bar.update(row, completed=rep["round"], info="  ".join(bits), refresh=True)
 
         def on_event(event: Any) -> None:
+            tracking(event)
             p = event.progress
             info = f"failed {p.failed + p.failed_before}  {_eta(p.eta_s())}"
             if event.kind == "start":
@@ -85,14 +113,20 @@ def run_grid_cli(grid: Any, out: Path, *, workers: int | None, executor: str, re
                     bar.console.print(f"grid [bold]{escape(grid.name)}[/bold] -> {escape(out)}: " + ", ".join(bits)
                                       + f"; executor {name}, {ex.workers} worker(s)", soft_wrap=True)
                 bar.update(task, completed=p.skipped + p.failed_before, info=info)
+            elif event.kind == "round":
+                run_row(event)
+                bar.update(task, info=info)
             elif event.kind == "run":
+                if event.run.key in rows:
+                    bar.remove_task(rows.pop(event.run.key)[0])
                 if not quiet:
                     bar.console.print(_run_line(event), highlight=False, soft_wrap=True)
                 bar.update(task, completed=p.skipped + p.failed_before + p.finished, info=info)
             else:
                 bar.update(task, info=f"failed {p.failed + p.failed_before}")
 
-        return run_grid(grid, store, ex, retry_failed=retry_failed, on_event=on_event, threads_per_run=threads_per_run)
+        return run_grid(grid, store, ex, retry_failed=retry_failed, on_event=on_event, threads_per_run=threads_per_run,
+                        checkpoint_every=every)
 
 
 # ---- grid --------------------------------------------------------------------------
@@ -109,10 +143,15 @@ def _configure_grid(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus-per-run", type=float, default=0.0,
                    help="--executor ray: GPUs (or a fraction) each non-CPU run declares")
     p.add_argument("--retry-failed", action="store_true", help="rerun the runs that failed before")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="K",
+                   help="checkpoint each run every K rounds, so a killed grid resumes its runs in progress "
+                        "(default 10; 0 = never)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key in every run, e.g. --set dataset.name=fashion-mnist")
     p.add_argument("--threads-per-run", type=int, default=1, metavar="N",
                    help="torch threads each run computes with (default 1); results do not depend on --workers")
+    p.add_argument("--track", default=None, metavar="NAME[,NAME]",
+                   help="log each finished run to experiment trackers: tensorboard, mlflow, wandb (into --out)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-run lines")
 
@@ -123,6 +162,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from fedpoison.experiments.executor import executor_class, prestart
     from fedpoison.experiments.grid import describe, load_grid
 
+    if args.checkpoint_every is not None and args.checkpoint_every < 0:
+        raise ConfigError(f"--checkpoint-every: expected an integer >= 0, got {args.checkpoint_every}")
     executor_class(args.executor)  # an unknown name fails here, before any work
     if not args.dry_run and args.workers != 0:
         prestart(args.executor)
@@ -145,9 +186,13 @@ def cmd_grid(args: argparse.Namespace) -> int:
         options = {"address": args.address, "cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run}
     elif args.address is not None:
         raise ConfigError(f"--address: only used with --executor ray, got --executor {args.executor}")
+    from fedpoison.tracking import parse_track
+
+    track = parse_track(args.track, *(r.config.track for r in grid.runs))
     progress = run_grid_cli(grid, out, workers=args.workers, executor=args.executor,
                             retry_failed=args.retry_failed, quiet=args.quiet, options=options,
-                            threads_per_run=args.threads_per_run)
+                            threads_per_run=args.threads_per_run, checkpoint_every=args.checkpoint_every,
+                            track=track)
     failed = progress.failed + progress.failed_before
     console.print(f"{progress.skipped + progress.done}/{progress.total} runs finished, {failed} failed; "
                   f"results in [bold]{escape(out)}[/bold]", soft_wrap=True)
@@ -171,11 +216,18 @@ def warn_damaged(results: Any, directory: Path) -> None:
 def _configure_results(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", type=Path, help="results directory written by `fedpoison grid`")
     p.add_argument("--format", default="markdown", choices=["csv", "parquet", "markdown"],
-                   help="markdown: the mean ± std table on stdout; csv/parquet: runs, rounds and seeds tables")
+                   help="markdown: the mean ± spread table on stdout; csv/parquet: runs, rounds and seeds tables")
     p.add_argument("--out", "-o", type=Path, default=None,
                    help="where to write (csv/parquet: a folder, default DIR/tables; markdown: a file)")
     p.add_argument("--last-k", type=int, default=None, help="evaluations averaged into final numbers")
     p.add_argument("--target", type=float, default=None, help="target accuracy for rounds-to-target")
+    _add_stat(p)
+
+
+def _add_stat(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stat", default="std", choices=["std", "sem", "ci95"],
+                   help="spread next to each mean over seeds: std (default), sem (standard error) or ci95 "
+                        "(95%% confidence interval half-width, Student's t)")
 
 
 @command("results", "export a results directory as tables (csv, parquet, markdown)")
@@ -186,7 +238,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     results = load(args.dir, last_k=args.last_k, target=args.target)
     warn_damaged(results, args.dir)
     if args.format == "markdown":
-        text = export(results, "markdown", args.out)
+        text = export(results, "markdown", args.out, stat=args.stat)
         if args.out is None:
             print(text, end="")
         else:
@@ -207,16 +259,18 @@ cmd_results.configure = _configure_results  # type: ignore[attr-defined]
 def _configure_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", type=Path, help="results directory written by `fedpoison grid`")
     p.add_argument("-o", "--out", type=Path, default=None, help="report folder (default DIR/report)")
+    _add_stat(p)
 
 
-def attack_defense_table(results: Any) -> Table:
-    """Final accuracy (and ASR for targeted attacks), attack x defense, mean ± std over seeds."""
+def attack_defense_table(results: Any, stat: str = "std") -> Table:
+    """Final accuracy (and ASR for targeted attacks), attack x defense, mean ± ``stat`` over seeds."""
     from fedpoison.results.export import format_mean_std
+    from fedpoison.results.stats import STAT_LABELS, spread
 
     runs = results.runs
     attacks = list(dict.fromkeys(runs["attack_label"]))
     defenses = list(dict.fromkeys(runs["defense_label"]))
-    table = Table(title="final accuracy (ASR for backdoors), mean ± std over seeds")
+    table = Table(title=f"final accuracy (ASR for backdoors), {STAT_LABELS[stat]}")
     table.add_column("attack \\ defense", style="bold")
     for d in defenses:
         table.add_column(escape(d), justify="right")
@@ -229,7 +283,7 @@ def attack_defense_table(results: Any) -> Table:
                 cells.append("–")
                 continue
             acc = sub["final_accuracy"].astype(float)
-            text = format_mean_std(float(acc.mean()), float(acc.std(ddof=1)) if len(sub) > 1 else math.nan)
+            text = format_mean_std(float(acc.mean()), spread(acc, stat))
             if "diverged" in sub and sub["diverged"].astype(bool).any():
                 text = "diverged" if acc.isna().all() else text + " (div.)"
             if has_asr and sub["attack_success_rate"].notna().any():
@@ -251,8 +305,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.out is None:
         refuse_link(args.dir / "report", "the results folder's report/")  # never written through a link
     out = args.out or args.dir / "report"
-    report = write_report(args.dir, out, results=results, findings=check_findings(results))
-    print_wide(attack_defense_table(results))
+    report = write_report(args.dir, out, results=results, findings=check_findings(results), stat=args.stat)
+    print_wide(attack_defense_table(results, args.stat))
     console.print(f"{len(report.figures)} figures in {escape(out / 'figures')}, {len(report.tables)} tables in "
                   f"{escape(out / 'tables')}")
     console.print(f"report: [bold]{escape(report.html)}[/bold]", soft_wrap=True)

@@ -29,8 +29,9 @@ import tempfile
 import threading
 import time
 import traceback
+import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -55,12 +56,25 @@ class RunTask:
     threads:
         Torch intra-op threads the run computes with (pinned by :func:`execute`),
         whatever the worker count.
+    checkpoint_dir:
+        Where the run keeps its checkpoint (``None``: no checkpoints). A run
+        whose folder already holds one resumes from it.
+    checkpoint_every:
+        Rounds between checkpoints (0: none).
     """
 
     key: str
     config: dict[str, Any]
     label: str = ""
     threads: int = 1
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 0
+
+
+#: A per-round progress report sent by a worker: ``key``, ``round`` (rounds done), ``rounds``,
+#: ``resumed_from`` (the round its checkpoint held, on the first report of a resumed run) and
+#: ``test_accuracy`` / ``test_loss`` when the round was evaluated.
+RoundReport = dict[str, Any]
 
 
 @dataclass
@@ -95,6 +109,53 @@ class RunOutcome:
 _WARMED: set[tuple[Any, ...]] = set()
 
 
+def _round_reporter(task: RunTask, on_round: Callable[[RoundReport], None] | None
+                    ) -> Callable[[dict[str, Any]], None] | None:
+    """A round-record callback that sends :data:`RoundReport` s of ``task`` to ``on_round``."""
+    if on_round is None:
+        return None
+    first = True
+
+    def report(record: dict[str, Any]) -> None:
+        nonlocal first
+        msg: RoundReport = {"key": task.key, "round": int(record["round"]) + 1,
+                            "rounds": int(task.config.get("rounds", 0))}
+        if first:
+            msg["resumed_from"] = int(record["round"])
+            first = False
+        for name in ("test_accuracy", "test_loss"):
+            if isinstance(record.get(name), float):
+                msg[name] = record[name]
+        with contextlib.suppress(Exception):  # progress must never fail a run
+            on_round(msg)
+
+    return report
+
+
+def _compute(cfg: Any, task: RunTask, progress: Callable[[dict[str, Any]], None] | None) -> Any:
+    """Run ``cfg``, checkpointing into ``task.checkpoint_dir`` and resuming from it when it holds one.
+
+    A checkpoint that cannot be used (cut short, another version's) is thrown
+    away and the run starts over: the results are the same either way.
+    """
+    from fedpoison.errors import ConfigError
+    from fedpoison.simulation.checkpoint import CHECKPOINT, run_with_checkpoints
+
+    if not task.checkpoint_dir or task.checkpoint_every <= 0:
+        return run_with_checkpoints(cfg, progress=progress)
+    folder = Path(task.checkpoint_dir)
+    if (folder / CHECKPOINT).is_file():
+        try:
+            return run_with_checkpoints(cfg, out=folder, every=task.checkpoint_every, resume=True,
+                                        progress=progress)
+        except ConfigError:
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    return run_with_checkpoints(cfg, out=folder, every=task.checkpoint_every, progress=progress)
+
+
 def _warm_up(cfg: Any) -> None:
     """Run one round of ``cfg`` once per process and kind of model, and throw it away.
 
@@ -110,7 +171,8 @@ def _warm_up(cfg: Any) -> None:
     if kind in _WARMED:
         return
     _WARMED.add(kind)
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(Exception), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         run(cfg.model_copy(update={"rounds": 1}))
 
 
@@ -132,13 +194,16 @@ def pinned_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def execute(task: RunTask, *, warm_up: bool = True) -> RunOutcome:
+def execute(task: RunTask, *, warm_up: bool = True,
+            on_round: Callable[[RoundReport], None] | None = None) -> RunOutcome:
     """Compute one run; any exception becomes a failed outcome with its traceback.
 
     This is the whole job of a worker, in any executor: validate the config,
-    run the simulation, and return the files ``RunResult.save`` writes. With
-    ``warm_up``, the first run of each kind in a process is preceded by a
-    discarded one-round run (see :func:`_warm_up`); ``wall_s`` excludes it.
+    run the simulation (checkpointing it when the task asks), and return the
+    files ``RunResult.save`` writes. With ``warm_up``, the first run of each
+    kind in a process is preceded by a discarded one-round run (see
+    :func:`_warm_up`); ``wall_s`` excludes it. ``on_round`` receives a
+    :data:`RoundReport` after every round.
     """
     import socket
 
@@ -146,7 +211,6 @@ def execute(task: RunTask, *, warm_up: bool = True) -> RunOutcome:
     start = time.perf_counter()
     try:
         from fedpoison.plugins import validate_config
-        from fedpoison.simulation import run
 
         cfg = validate_config(task.config)
         if cfg.key() != task.key:
@@ -156,7 +220,7 @@ def execute(task: RunTask, *, warm_up: bool = True) -> RunOutcome:
             if warm_up:
                 _warm_up(cfg)
                 start = time.perf_counter()
-            result = run(cfg)
+            result = _compute(cfg, task, _round_reporter(task, on_round))
         with tempfile.TemporaryDirectory(prefix="fedpoison-run-") as tmp:
             result.save(tmp)
             files = {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir()) if p.is_file()}
@@ -173,15 +237,33 @@ class Executor(ABC):
     dies yields a failed outcome), in completion order. Closing the iterator
     early (the grid was interrupted) cancels what has not finished. Use as a
     context manager so workers are released.
+
+    Two optional abilities, declared by class attributes:
+
+    * ``reports_rounds``: :meth:`run` takes ``on_round`` and calls it, in the
+      grid's process, with each run's :data:`RoundReport` s;
+    * ``shares_files``: workers see the grid's output folder (same machine or
+      a shared file system), so runs can checkpoint into it.
     """
+
+    #: Whether :meth:`run` accepts ``on_round`` and reports every round of every run.
+    reports_rounds: bool = False
+    #: Whether the workers can write into the grid's output folder (checkpoints).
+    shares_files: bool = False
 
     def __init__(self, *, workers: int = 1) -> None:
         #: Worker slots (runs in flight at most).
         self.workers = workers
 
     @abstractmethod
-    def run(self, tasks: Iterable[RunTask]) -> Iterator[RunOutcome]:
-        """Yield one outcome per task, as each finishes."""
+    def run(self, tasks: Iterable[RunTask], on_round: Callable[[RoundReport], None] | None = None
+            ) -> Iterator[RunOutcome]:
+        """Yield one outcome per task, as each finishes.
+
+        An executor with ``reports_rounds`` calls ``on_round`` (in this
+        process) with each run's round reports; others ignore it, and the grid
+        passes it only to executors that report rounds.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release workers."""
@@ -201,14 +283,18 @@ EXECUTORS: Registry[type[Executor]] = Registry("executors")
 class InlineExecutor(Executor):
     """Runs tasks one after another in this process."""
 
+    reports_rounds = True
+    shares_files = True
+
     def __init__(self, *, workers: int = 1, warm_up: bool = True) -> None:
         self.workers = 1
         self.warm_up = warm_up
 
-    def run(self, tasks: Iterable[RunTask]) -> Iterator[RunOutcome]:
-        """Run ``tasks`` and yield each outcome as it finishes."""
+    def run(self, tasks: Iterable[RunTask], on_round: Callable[[RoundReport], None] | None = None
+            ) -> Iterator[RunOutcome]:
+        """Run ``tasks`` and yield each outcome as it finishes; round reports go to ``on_round``."""
         for task in tasks:
-            yield execute(task, warm_up=self.warm_up)
+            yield execute(task, warm_up=self.warm_up, on_round=on_round)
 
 
 #: Modules the fork server imports once, so that forked workers start with them loaded.
@@ -256,7 +342,14 @@ def _die_with(grid_pid: int) -> None:
     threading.Thread(target=watch, name="fedpoison-grid-watch", daemon=True).start()
 
 
-def _init_worker(threads: int, grid_pid: int) -> None:
+#: This worker's channel to the grid process for round reports (set by :func:`_init_worker`).
+_REPORTS: Any = None
+
+
+def _init_worker(threads: int, grid_pid: int, reports: Any = None) -> None:
+    global _REPORTS
+    _REPORTS = reports
+    warnings.simplefilter("ignore")  # the grid process has shown the config's warnings already
     _set_parent_death_signal()
     _die_with(grid_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the grid process's to handle
@@ -266,6 +359,12 @@ def _init_worker(threads: int, grid_pid: int) -> None:
     with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(1)
     import fedpoison.simulation  # noqa: F401 - pay the imports before the first run's clock starts
+
+
+def _execute_reporting(task: RunTask) -> RunOutcome:
+    """:func:`execute` in a pool worker, its round reports sent to the grid through a queue."""
+    queue = _REPORTS
+    return execute(task, on_round=queue.put if queue is not None else None)
 
 
 @EXECUTORS.register("local", description="Worker processes on this machine, one run each at a time.")
@@ -278,8 +377,14 @@ class LocalExecutor(Executor):
     running. Each worker uses ``cpu_count // workers`` torch threads (at
     least one), so the workers do not fight over cores. A worker that dies
     (out of memory, killed) fails the tasks it and its pool-mates held; the
-    pool is rebuilt for the rest.
+    pool is rebuilt for the rest. Workers send their round reports through a
+    queue that :meth:`run` drains while it waits.
     """
+
+    reports_rounds = True
+    shares_files = True
+    #: Seconds between two looks at the round reports while runs are in flight.
+    POLL_S = 0.2
 
     def __init__(self, *, workers: int = 1, threads: int | None = None, start_method: str | None = None) -> None:
         if workers < 1:
@@ -292,6 +397,7 @@ class LocalExecutor(Executor):
         if self.start_method not in methods:
             raise ValueError(f"start_method: expected one of {', '.join(methods)}, got {self.start_method!r}")
         self._pool: ProcessPoolExecutor | None = None
+        self._reports: Any = None
 
     def _new_pool(self) -> ProcessPoolExecutor:
         ctx = multiprocessing.get_context(self.start_method)
@@ -299,14 +405,29 @@ class LocalExecutor(Executor):
             # The fork server is a fresh process (safe to fork, unlike a parent that may have run
             # torch's thread pools); it imports the simulator once and every worker is forked from it.
             ctx.set_forkserver_preload(list(PRELOAD))
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
-                                   initializer=_init_worker, initargs=(self.threads, os.getpid()))
+        self._reports = ctx.Queue()  # a fresh one: a killed worker may have left the old one locked
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(self.threads, os.getpid(), self._reports))
 
-    def run(self, tasks: Iterable[RunTask]) -> Iterator[RunOutcome]:
-        """Run ``tasks`` and yield each outcome as it finishes."""
+    def _drain(self, on_round: Callable[[RoundReport], None] | None) -> None:
+        """Pass the round reports that have arrived to ``on_round``."""
+        import queue
+
+        while self._reports is not None:
+            try:
+                msg = self._reports.get_nowait()
+            except (queue.Empty, OSError, ValueError, EOFError):
+                return
+            if on_round is not None:
+                on_round(msg)
+
+    def run(self, tasks: Iterable[RunTask], on_round: Callable[[RoundReport], None] | None = None
+            ) -> Iterator[RunOutcome]:
+        """Run ``tasks`` and yield each outcome as it finishes; round reports go to ``on_round``."""
         pending = iter(tasks)
         running: dict[Future[RunOutcome], RunTask] = {}
         self._pool = self._new_pool()
+        target = _execute_reporting if on_round is not None else execute
         try:
             exhausted = False
             while True:
@@ -315,10 +436,13 @@ class LocalExecutor(Executor):
                     if task is None:
                         exhausted = True
                         break
-                    running[self._pool.submit(execute, task)] = task
+                    running[self._pool.submit(target, task)] = task
                 if not running:
                     return
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                done: set[Future[RunOutcome]] = set()
+                while not done:
+                    done, _ = wait(running, timeout=self.POLL_S, return_when=FIRST_COMPLETED)
+                    self._drain(on_round)
                 broken = False
                 for fut in done:
                     task = running.pop(fut)
@@ -342,6 +466,11 @@ class LocalExecutor(Executor):
 
     def _shutdown(self) -> None:
         pool, self._pool = self._pool, None
+        reports, self._reports = self._reports, None
+        if reports is not None:
+            with contextlib.suppress(Exception):
+                reports.cancel_join_thread()
+                reports.close()
         if pool is None:
             return
         procs = list((getattr(pool, "_processes", None) or {}).values())

@@ -36,6 +36,7 @@ import copy
 import itertools
 import json
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ from fedpoison.config import (
     read_yaml,
     set_dotted,
 )
+from fedpoison.config_noops import ConfigWarning, check_run_config
 from fedpoison.errors import ConfigError, ResultsError
 from fedpoison.plugins import validate_config
 from fedpoison.plugins.loading import absolute_specs
@@ -59,7 +61,7 @@ from fedpoison.registry import suggest
 from fedpoison.safe_fs import plain_name
 
 #: Most runs a grid may expand to (the product of its axes and zip groups, before exclusion).
-MAX_RUNS = 100_000
+MAX_RUNS = 20_000  # about 10 KiB per expanded run: 200 MB at most
 #: Keys a grid file may have at top level.
 GRID_KEYS = ("name", "description", "base", "axes", "zip", "exclude", "analysis")
 #: Keys of the ``analysis`` section and their defaults.
@@ -210,6 +212,7 @@ def expand_grid(data: Mapping[str, Any], overrides: Iterable[str] | Mapping[str,
         raise fail(f"expands to {sizes} = {total} runs, more than the limit of {MAX_RUNS}; split it into "
                    "several grids or use zip groups")
     defaults = ExperimentConfig.model_validate({}).to_dict()
+    noted: dict[str, None] = {}  # warnings about settings the grid does not vary (varied ones are deliberate)
     runs: list[GridRun] = []
     keys: set[str] = set()
     merged = excluded = 0
@@ -229,6 +232,7 @@ def expand_grid(data: Mapping[str, Any], overrides: Iterable[str] | Mapping[str,
             continue
         try:
             cfg = validate_config(merged_cfg)
+            noted.update(dict.fromkeys(w.message for w in check_run_config(cfg, varied=set(seen), emit=False)))
         except ConfigError as exc:
             if first_error is None:
                 first_error = (assignment, exc)
@@ -254,6 +258,8 @@ def expand_grid(data: Mapping[str, Any], overrides: Iterable[str] | Mapping[str,
         raise fail(f"run ({shown}): {error}{hint}")
     if not runs:
         raise fail("the exclude rules leave no run")
+    for message in noted:
+        warnings.warn(f"{where}: {message}", ConfigWarning, stacklevel=2)
     source = {k: copy.deepcopy(data[k]) for k in GRID_KEYS if k in data}
     source["base"] = base
     if ov_items:

@@ -81,6 +81,8 @@ class RayExecutor(Executor):
                 src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
                 ray.init(num_cpus=self.workers, runtime_env={"env_vars": {"PYTHONPATH": src}}, **kwargs)
             self._owns = True
+        #: A private local instance runs on this machine, so its runs can checkpoint into the output folder.
+        self.shares_files = not address
         self.cpus_per_run = cpus_per_run
         self.gpus_per_run = gpus_per_run
         self._fn = ray.remote(_execute_in_ray)
@@ -89,8 +91,8 @@ class RayExecutor(Executor):
         gpus = self.gpus_per_run if task.config.get("device", "cpu") != "cpu" else 0.0
         return self._fn.options(num_cpus=self.cpus_per_run, num_gpus=gpus, max_retries=0).remote(task)
 
-    def run(self, tasks: Iterable[RunTask]) -> Iterator[RunOutcome]:
-        """Run ``tasks`` and yield each outcome as it finishes."""
+    def run(self, tasks: Iterable[RunTask], on_round: Any = None) -> Iterator[RunOutcome]:
+        """Run ``tasks`` and yield each outcome as it finishes (no round reports: ``on_round`` is unused)."""
         ray = self._ray
         queue = iter(tasks)
         pending: dict[Any, RunTask] = {}

@@ -9,6 +9,9 @@ Layout of a results directory ``DIR``::
     DIR/failed/<key>/           a failed run: config.yaml, error.txt, FAILED.json
     DIR/events.jsonl            one line per start, finish and failure (append-only)
     DIR/.staging/               directories being written (removed at the next start)
+    DIR/.staging/checkpoints/<key>/  the last checkpoint of a run in progress (kept across
+                                invocations, so a killed grid resumes the run; removed when
+                                the run commits)
     DIR/damaged/                damaged runs moved aside (``fedpoison store check --repair``, or a grid)
     DIR/.lock                   held (flock) by the grid writing into DIR
 
@@ -62,6 +65,8 @@ EVENTS = "events.jsonl"
 LOCK = ".lock"
 #: Format of ``DONE.json``: 2 added the ``files`` checksums.
 DONE_FORMAT = 2
+#: Folder under staging that holds the checkpoints of runs in progress.
+CHECKPOINTS = "checkpoints"
 #: Files every finished run has (besides DONE.json).
 RUN_FILES = ("config.yaml", "history.csv", "summary.json")
 
@@ -154,6 +159,11 @@ class ResultStore:
                                        "(run `fedpoison store check DIR --repair`)")
                 d.mkdir(exist_ok=True)
             for stale in self.staging_dir.iterdir():
+                if stale.name == CHECKPOINTS and not is_link(stale) and stale.is_dir():
+                    for entry in stale.iterdir():  # the runs in progress resume from these folders
+                        if is_link(entry) or not entry.is_dir():
+                            _delete_inside(entry)  # a link is removed, its target never touched
+                    continue
                 _delete_inside(stale)
             yield self
         finally:
@@ -245,13 +255,13 @@ class ResultStore:
         """Entries of ``runs/`` that are not whole finished runs, with the reason for each."""
         return self.scan()[1]
 
-    def failed_keys(self) -> set[str]:
-        """Keys of failed runs that have not finished since."""
+    def failed_keys(self, finished: set[str] | None = None) -> set[str]:
+        """Keys of failed runs that have not finished since (``finished``: from a :meth:`scan` just made)."""
         if is_link(self.failed_dir) or not self.failed_dir.is_dir():
             return set()
         failed = {p.name for p in self.failed_dir.iterdir()
                   if not is_link(p) and p.is_dir() and (p / FAILED_MARK).is_file()}
-        return failed - self.finished_keys()
+        return failed - (self.finished_keys() if finished is None else finished)
 
     def run_dir(self, key: str) -> Path:
         """The folder of a finished run; :class:`ResultsError` when it is not finished or damaged."""
@@ -275,6 +285,15 @@ class ResultStore:
         rec["error"] = (err.read_text(errors="replace") if err.is_file() and not is_link(err)
                         else str(rec.get("error", "")))
         return rec
+
+    def checkpoint_dir(self, key: str) -> Path:
+        """Where a run in progress keeps its checkpoint: ``.staging/checkpoints/<key>/``.
+
+        It survives a killed grid (the next invocation resumes the run from it)
+        and is removed when the run commits.
+        """
+        plain_name(key, "run key")
+        return self.staging_dir / CHECKPOINTS / key
 
     def plan(self) -> list[dict[str, Any]]:
         """The grid's runs as stored in ``plan.json`` (empty when there is none)."""
@@ -356,13 +375,26 @@ class ResultStore:
         except OSError as exc:
             _delete_inside(stage)
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) or target.exists() or is_link(target):
+                self.drop_checkpoint(key)
                 return False
             raise
         _fsync_dir(self.runs_dir)
         old = self.failed_dir / key
         if old.exists() or is_link(old):
             self._remove(old)
+        self.drop_checkpoint(key)
         return True
+
+    def drop_checkpoint(self, key: str) -> None:
+        """Remove a run's checkpoint folder, if any (its run has committed)."""
+        ckpt = self.checkpoint_dir(key)
+        if ckpt.exists() or is_link(ckpt):
+            self._remove(ckpt)
+
+    def tidy_checkpoints(self) -> None:
+        """Remove the checkpoints folder when no run in progress has one left."""
+        with contextlib.suppress(OSError):
+            (self.staging_dir / CHECKPOINTS).rmdir()
 
     def record_failure(self, key: str, *, config_yaml: str, error: str, **info: Any) -> None:
         """Store a failed run's config and error text as ``failed/<key>/`` (replacing an older one)."""

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from fedpoison.errors import ResultsError
+from fedpoison.results.stats import STAT_LABELS, check_stat, spread
 from fedpoison.results.tables import Results, aggregate_seeds, as_text, group_columns
 
 FORMATS = ("csv", "parquet", "markdown")
@@ -50,12 +51,15 @@ def format_mean_std(mean: float, std: float, *, digits: int = 3, latex: bool = F
 
 def pivot_mean_std(results: Results, metric: str, *, rows: str = "attack_label", cols: str = "defense_label",
                    digits: int = 3, latex: bool = False, worst_case: bool = False,
-                   where: dict[str, Any] | None = None) -> pd.DataFrame:
-    """A ``rows`` x ``cols`` table of ``metric`` as mean ± std over seeds (and other axes, if any vary).
+                   where: dict[str, Any] | None = None, stat: str = "std") -> pd.DataFrame:
+    """A ``rows`` x ``cols`` table of ``metric`` as mean ± spread over seeds (and other axes, if any vary).
 
-    ``where`` keeps only runs whose columns equal the given values.
-    ``worst_case`` adds a last row with each column's minimum mean over the rows.
+    ``stat`` is the spread: ``std`` (default), ``sem`` or ``ci95``
+    (:mod:`fedpoison.results.stats`). ``where`` keeps only runs whose columns
+    equal the given values. ``worst_case`` adds a last row with each column's
+    minimum mean over the rows.
     """
+    check_stat(stat)
     runs = results.runs
     if metric not in runs:
         raise ResultsError(f"metric '{metric}': not in the results (have: {', '.join(results.metric_columns)})")
@@ -64,10 +68,11 @@ def pivot_mean_std(results: Results, metric: str, *, rows: str = "attack_label",
             runs = runs[as_text(runs[k]) == as_text(pd.Series([v])).iloc[0]]
     row_order = list(dict.fromkeys(runs[rows]))
     col_order = list(dict.fromkeys(runs[cols]))
-    stats = runs.groupby([rows, cols], sort=False)[metric].agg(["mean", "std", "count"])
+    stats = runs.groupby([rows, cols], sort=False)[metric].agg(
+        mean="mean", spread=lambda col: spread(pd.to_numeric(col, errors="coerce"), stat))
     table = pd.DataFrame(index=row_order, columns=col_order, dtype=object)
     for (r, c), s in stats.iterrows():
-        table.loc[r, c] = format_mean_std(s["mean"], s["std"], digits=digits, latex=latex)
+        table.loc[r, c] = format_mean_std(s["mean"], s["spread"], digits=digits, latex=latex)
     table = table.fillna("--" if latex else "–")
     if worst_case:
         means = stats["mean"].unstack(cols)
@@ -78,15 +83,19 @@ def pivot_mean_std(results: Results, metric: str, *, rows: str = "attack_label",
 
 
 def summary_table(results: Results, metrics: Sequence[str] | None = None, *, digits: int = 3,
-                  latex: bool = False) -> pd.DataFrame:
-    """One row per configuration, one ``mean ± std`` column per metric present in the results."""
+                  latex: bool = False, stat: str = "std") -> pd.DataFrame:
+    """One row per configuration, one ``mean ± spread`` column per metric present in the results.
+
+    ``stat`` is the spread: ``std`` (default), ``sem`` or ``ci95``.
+    """
+    check_stat(stat)
     wanted = [m for m in (metrics or SUMMARY_METRICS) if m in results.runs and results.runs[m].notna().any()]
     agg = aggregate_seeds(results, wanted)
     by = group_columns(results)
     out = agg[by].copy()
     for m in wanted:
         out[SUMMARY_METRICS.get(m, m)] = [format_mean_std(a, b, digits=digits, latex=latex)
-                                          for a, b in zip(agg[f"{m}_mean"], agg[f"{m}_std"], strict=True)]
+                                          for a, b in zip(agg[f"{m}_mean"], agg[f"{m}_{stat}"], strict=True)]
     out["seeds"] = agg["n_seeds"]
     return out.rename(columns={"attack_label": "attack", "defense_label": "defense"})
 
@@ -280,18 +289,20 @@ def _cell(v: Any, latex: bool = False) -> str:
     return str(v)
 
 
-def export(results: Results, fmt: Literal["csv", "parquet", "markdown"], out: str | Path | None = None) -> list[Path] | str:
+def export(results: Results, fmt: Literal["csv", "parquet", "markdown"], out: str | Path | None = None, *,
+           stat: str = "std") -> list[Path] | str:
     """Write the tables in ``fmt``.
 
-    ``csv`` and ``parquet`` write ``runs``, ``rounds`` and ``seeds`` (mean/std
-    over seeds) into the folder ``out`` and return the paths; ``markdown``
-    returns the summary table (mean ± std) as text, also written to ``out``
+    ``csv`` and ``parquet`` write ``runs``, ``rounds`` and ``seeds`` (mean,
+    std, standard error and 95 % CI half-width over seeds) into the folder
+    ``out`` and return the paths; ``markdown`` returns the summary table
+    (mean ± ``stat``, said in a first line) as text, also written to ``out``
     when given.
     """
     if fmt not in FORMATS:
         raise ResultsError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt == "markdown":
-        text = to_markdown(summary_table(results), index=False)
+        text = f"{STAT_LABELS[check_stat(stat)]}\n\n" + to_markdown(summary_table(results, stat=stat), index=False)
         if out is not None:
             Path(out).parent.mkdir(parents=True, exist_ok=True)
             Path(out).write_text(text)

@@ -7,7 +7,8 @@
   data:; style-src 'unsafe-inline'``) under which the browser refuses any
   network request, so it renders the same offline, attached to an e-mail;
 * ``OUT/figures/<name>.png`` and ``.pdf`` (:mod:`fedpoison.results.figures`);
-* ``OUT/tables/<name>.md`` and ``.tex`` (booktabs), mean ± std over seeds.
+* ``OUT/tables/<name>.md`` and ``.tex`` (booktabs), mean ± std (or the standard error, or a 95 % t
+  interval) over seeds.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from fedpoison.results.export import (
 )
 from fedpoison.results.figures import FigureFile, make_figures
 from fedpoison.results.findings import Finding
+from fedpoison.results.stats import STAT_LABELS, check_stat
 from fedpoison.results.tables import Results, load
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -75,35 +77,36 @@ class Report:
 
 
 # ---- tables -------------------------------------------------------------------------
-def make_tables(results: Results, folder: Path) -> list[TableFile]:
-    """Write the report's tables (Markdown and LaTeX) into ``folder``."""
+def make_tables(results: Results, folder: Path, *, stat: str = "std") -> list[TableFile]:
+    """Write the report's tables (Markdown and LaTeX) into ``folder``; cells are mean ± ``stat``."""
     folder.mkdir(parents=True, exist_ok=True)
+    spread = STAT_LABELS[check_stat(stat)]
     specs: list[tuple[str, str, str, Any]] = []
     k = results.analysis.get("last_k", 3)
     specs.append(("final_accuracy", "Final accuracy: attack x defense",
-                  f"Final clean test accuracy (mean of the evaluations in the last {k} rounds), mean ± std over seeds; "
+                  f"Final clean test accuracy (mean of the evaluations in the last {k} rounds), {spread}; "
                   "the last row is each defense's worst case over the attacks (of the means).",
-                  lambda latex: pivot_mean_std(results, "final_accuracy", latex=latex, worst_case=True)))
+                  lambda latex: pivot_mean_std(results, "final_accuracy", latex=latex, worst_case=True, stat=stat)))
     runs = results.runs
     if "attack_success_rate" in runs and runs["attack_success_rate"].notna().any():
         targeted = runs[runs["attack_success_rate"].notna()]["attack_label"].unique().tolist()
         specs.append(("attack_success_rate", "Attack success rate: targeted attack x defense",
-                      f"Backdoor success rate (mean of the last {k} evaluations), mean ± std over seeds.",
-                      lambda latex: pivot_mean_std(results, "attack_success_rate", latex=latex).loc[
+                      f"Backdoor success rate (mean of the last {k} evaluations), {spread}.",
+                      lambda latex: pivot_mean_std(results, "attack_success_rate", latex=latex, stat=stat).loc[
                           lambda t: t.index.isin(targeted)]))
     if "detection_recall" in runs and runs["detection_recall"].notna().any():
         for metric, what in (("detection_precision", "precision"), ("detection_recall", "recall"),
                              ("detection_fpr", "false-positive rate")):
             if metric in runs and runs[metric].notna().any():
                 specs.append((metric, f"Detection {what}: attack x defense",
-                              f"Detection {what} of the attacking rows over all rounds, mean ± std over seeds "
+                              f"Detection {what} of the attacking rows over all rounds, {spread} "
                               "('–': undefined, e.g. nothing flagged or no attacker).",
-                              lambda latex, m=metric: pivot_mean_std(results, m, latex=latex).loc[
+                              lambda latex, m=metric: pivot_mean_std(results, m, latex=latex, stat=stat).loc[
                                   lambda t: ~t.index.astype(str).str.startswith("none")]))
     specs.append(("summary", "All metrics per configuration",
-                  "Every summary metric per configuration, mean ± std over seeds.",
-                  lambda latex: label_columns_only(summary_table(results, latex=latex)) if latex
-                  else summary_table(results)))
+                  f"Every summary metric per configuration, {spread}.",
+                  lambda latex: label_columns_only(summary_table(results, latex=latex, stat=stat)) if latex
+                  else summary_table(results, stat=stat)))
     out = []
     for name, title, caption, build in specs:
         plain = build(False)
@@ -194,13 +197,16 @@ def render_html(results: Results, figures: Sequence[FigureFile], tables: Sequenc
 
 
 def write_report(directory: str | Path, out: str | Path, *, results: Results | None = None,
-                 findings: Sequence[Finding] = (), title: str | None = None) -> Report:
-    """Load ``directory`` (unless ``results`` is given) and write the report into ``out``."""
+                 findings: Sequence[Finding] = (), title: str | None = None, stat: str = "std") -> Report:
+    """Load ``directory`` (unless ``results`` is given) and write the report into ``out``.
+
+    Table cells show the mean ± ``stat`` over seeds: ``std`` (default), ``sem`` or ``ci95``.
+    """
     results = results if results is not None else load(directory)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     figures = make_figures(results, out / "figures")
-    tables = make_tables(results, out / "tables")
+    tables = make_tables(results, out / "tables", stat=stat)
     page = render_html(results, figures, tables, findings, title=title)
     path = out / "report.html"
     atomic_write_bytes(path, page.encode())

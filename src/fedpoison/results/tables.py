@@ -36,6 +36,7 @@ import yaml
 from fedpoison.errors import ResultsError
 from fedpoison.experiments.store import DONE, ResultStore
 from fedpoison.metrics.summary import LAST_K, TARGET_ACCURACY, summarize
+from fedpoison.results.stats import STATS, spread
 from fedpoison.safe_fs import is_link
 
 #: Config columns that never identify a group of seeds.
@@ -219,7 +220,7 @@ def load(directory: str | Path, *, last_k: int | None = None, target: float | No
     rounds = ids.merge(rounds, on="key", how="right")
 
     failed_rows = []
-    for key in sorted(store.failed_keys()):
+    for key in sorted(store.failed_keys(finished)):
         try:
             rec = store.failure(key)
         except ResultsError as exc:
@@ -338,12 +339,14 @@ def group_columns(results: Results) -> list[str]:
 
 
 def aggregate_seeds(results: Results, metrics: list[str] | None = None) -> pd.DataFrame:
-    """One row per configuration: ``<metric>_mean``, ``<metric>_std`` (ddof=1) and ``n_seeds``.
+    """One row per configuration: ``<metric>_mean``, ``_std``, ``_sem``, ``_ci95`` and ``n_seeds``.
+
+    The spreads are those of :mod:`fedpoison.results.stats` (std with ddof=1).
 
     Configurations are the distinct values of :func:`group_columns`. NaN values
     (e.g. no rounds-to-target because the target was never reached) are left
     out of the mean; ``<metric>_n`` counts the values used where it differs
-    from ``n_seeds``. A single seed gives a NaN std.
+    from ``n_seeds``. A single seed gives NaN spreads.
     """
     runs = results.runs
     metrics = metrics or results.metric_columns
@@ -356,7 +359,8 @@ def aggregate_seeds(results: Results, metrics: list[str] | None = None) -> pd.Da
         for m in metrics:
             col = pd.to_numeric(group[m], errors="coerce")
             row[f"{m}_mean"] = float(col.mean()) if col.notna().any() else math.nan
-            row[f"{m}_std"] = float(col.std(ddof=1)) if col.notna().sum() > 1 else math.nan
+            for stat in STATS:
+                row[f"{m}_{stat}"] = spread(col, stat)
             if col.notna().sum() != len(group):
                 row[f"{m}_n"] = int(col.notna().sum())
         if "diverged" in group:

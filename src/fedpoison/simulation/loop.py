@@ -281,21 +281,26 @@ def run(
     config: ExperimentConfig | dict[str, Any] | str | None = None,
     *,
     overrides: list[str] | dict[str, Any] = (),  # type: ignore[assignment]
-    progress: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool | Callable[[dict[str, Any]], None] | None = None,
 ) -> RunResult:
     """Run one experiment and return its :class:`~fedpoison.simulation.result.RunResult`.
 
     ``config`` is an :class:`ExperimentConfig`, a dict, a YAML path, or ``None``
     for the defaults; ``overrides`` are ``key=value`` strings or a dotted-key
-    mapping. ``progress`` is called with each round's record.
+    mapping. ``progress=True`` draws a bar on stderr (round, accuracy, ETA); a
+    callable is called with each round's record.
     """
+    from fedpoison.config_noops import check_run_config
+    from fedpoison.progress import round_callback
     from fedpoison.simulation.result import make_result
 
     cfg = config if isinstance(config, ExperimentConfig) and not overrides else load_config(config, overrides)
+    check_run_config(cfg)  # an attack with no attackers is an error; settings that do nothing warn
     start = time.perf_counter()
-    fed = build_federation(cfg)
-    state = LoopState(params=fed.init_params.clone())
-    setup_s = time.perf_counter() - start
-    drive(fed, state, progress=progress)
+    with round_callback(progress, cfg.rounds) as on_round:
+        fed = build_federation(cfg)
+        state = LoopState(params=fed.init_params.clone())
+        setup_s = time.perf_counter() - start
+        drive(fed, state, progress=on_round)
     result: RunResult = make_result(fed, state, setup_s=setup_s)
     return result
