@@ -11,7 +11,8 @@ small size, by appending options a user could type too:
 
 * ``run``: ``--set rounds=2 --quiet``;
 * ``grid`` (not ``--dry-run``): ``--set seed=0 --set rounds=2 --quiet`` (one seed; same axes);
-* ``demo``: ``--rounds 2 --seeds 1 --quiet``.
+* ``demo``: ``--rounds 2 --seeds 1 --quiet``;
+* ``reproduce``: ``--scale smoke --quiet`` (the last ``--scale`` wins).
 
 Everything else runs as written. Complete Python blocks (no ``...`` placeholder, no name they do
 not define) run as written; they are small already.
@@ -50,6 +51,8 @@ NOT_RUN: dict[str, str] = {
     r"^(cd examples/flower|export FLWR_\w+=\S+|flwr run .*)$": "runs the Flower example app; "
                                                                "tests/integrations/test_flower.py runs it",
     r"^python -m pytest ": "runs this test suite",
+    r"^fedpoison reproduce .*--executor ray": "needs a Ray cluster (--address auto); every reproduction's smoke "
+                                              "scale runs in tests/reproductions",
 }
 
 #: Options appended to ``fedpoison <command>`` so that it runs at a small size.
@@ -57,6 +60,7 @@ SMALL: dict[str, list[str]] = {
     "run": ["--set", "rounds=2", "--quiet"],
     "grid": ["--set", "seed=0", "--set", "rounds=2", "--quiet"],
     "demo": ["--rounds", "2", "--seeds", "1", "--quiet"],
+    "reproduce": ["--scale", "smoke", "--quiet"],
 }
 
 
