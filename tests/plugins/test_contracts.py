@@ -14,7 +14,7 @@ from fedpoison import testing
 from fedpoison.plugins import registries
 
 REGS = registries()
-MODEL_SHAPES = {"cnn28": (1, 28, 28), "resnet8": (3, 32, 32)}
+MODEL_SHAPES = {"cnn28": (1, 28, 28), "fang_dnn": (1, 28, 28), "resnet8": (3, 32, 32)}
 
 
 def _cases(family: str, make: Callable[..., list[tuple[str, Callable[[], None]]]]) -> list[object]:
