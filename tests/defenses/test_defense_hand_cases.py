@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -230,3 +231,41 @@ def test_rlr_refuses_a_threshold_no_vote_can_reach() -> None:
 
     with pytest.raises(AggregationError, match=r"rlr: requires n >= theta .* n=3, f=0, theta=4"):
         _build("rlr", 0, rlr_threshold=4)(torch.ones(3, 2), torch.ones(3), _make_ctx(3, 2))
+
+
+def _multi_metrics_reference(x: np.ndarray, keep: float) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's scores written as plain loops over pairs (float64), and the rows kept."""
+    n = len(x)
+    t = np.zeros((n, 3))
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                cos = x[i] @ x[j] / (np.linalg.norm(x[i]) * np.linalg.norm(x[j]))
+                t[i, 0] += (1.0 - cos) ** 2
+                t[i, 1] += np.abs(x[i] - x[j]).sum()
+                t[i, 2] += abs(np.linalg.norm(x[i]) - np.linalg.norm(x[j]))
+    inv = np.linalg.inv(np.cov(t.T))
+    scores = np.array([t[i] @ inv @ t[i] for i in range(n)])
+    return scores, np.sort(np.argsort(scores, kind="stable")[: max(1, int(keep * n))])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_multi_metrics_scores_and_selection_equal_the_papers_loops(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(10, 30, generator=g) + torch.linspace(0, 1, 30)
+    x[2] = -3.0 * x[2]  # one row pointing away, longer
+    w = torch.rand(10, generator=g) + 0.5
+    res = _build("multi_metrics", 0)(x, w, _make_ctx(10, 30))
+    scores, kept = _multi_metrics_reference(x.double().numpy(), 0.3)
+    np.testing.assert_allclose(res.scores.double().numpy(), scores, rtol=1e-4)
+    assert np.flatnonzero(res.selected.numpy()).tolist() == kept.tolist()
+    assert not res.selected[2]
+    expected = (w[res.selected] / w[res.selected].sum()) @ x[res.selected]
+    torch.testing.assert_close(res.aggregate, expected)
+
+
+def test_multi_metrics_keeps_at_least_one_row_and_never_a_row_that_overflows() -> None:
+    x = torch.tensor([[1.0, 0.0], [1.1, 0.1], [3e38, 3e38]])
+    res = _build("multi_metrics", 0, mm_keep=0.9)(x, torch.ones(3), _make_ctx(3, 2))
+    assert not res.selected[2] and res.selected.sum() >= 1
+    assert torch.isfinite(res.aggregate).all()
