@@ -21,10 +21,12 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from fedpoison.defenses.base import AggregationRule, RoundContext
+    from fedpoison.models.paramspec import ParamSpec
+    from fedpoison.training.local import LocalPlan
 
 
 class Knowledge(StrEnum):
@@ -103,6 +105,45 @@ class AttackContext:
         return int(self.own_updates.shape[0])
 
 
+@dataclass(frozen=True)
+class AttackerTraining:
+    """One attacking client's local training, for attacks that train their clients themselves.
+
+    Attributes
+    ----------
+    round:
+        Zero-based round index.
+    client_id, slot:
+        The client, and its index among the malicious clients.
+    x, y:
+        The client's own samples, clean (the attack poisons them itself).
+    global_params:
+        ``(d,)`` the flat global model the client starts from.
+    model:
+        A module of the run's architecture (a template: copy it before training).
+    spec:
+        The layout of ``model``'s parameters in the flat vector.
+    plan:
+        The honest clients' local SGD settings (``local.*``).
+    generator:
+        The client's training generator (the same one an honest client would get).
+    seed:
+        The run seed, for the attack's own draws (``fedpoison.seeding.generator(seed, "attack", ...)``).
+    """
+
+    round: int
+    client_id: int
+    slot: int
+    x: Tensor
+    y: Tensor
+    global_params: Tensor
+    model: nn.Module
+    spec: ParamSpec
+    plan: LocalPlan
+    generator: torch.Generator
+    seed: int = 0
+
+
 class Attack:
     """Base class of every attack: identity hooks, overridden as needed.
 
@@ -114,6 +155,8 @@ class Attack:
     knowledge: ClassVar[Knowledge] = Knowledge.LOCAL
     #: False for attacks that skip local training (free riders, pure noise).
     trains: ClassVar[bool] = True
+    #: True for attacks that train their clients themselves (:meth:`local_train`) instead of the engine.
+    trains_itself: ClassVar[bool] = False
 
     def __init__(
         self, params: Any, *, num_classes: int, input_shape: tuple[int, ...], collude: bool = False
@@ -141,6 +184,17 @@ class Attack:
     def craft(self, ctx: AttackContext) -> Tensor:
         """Return the ``(m, d)`` rows the malicious clients send."""
         return ctx.own_updates
+
+    def local_train(self, job: AttackerTraining) -> Tensor:
+        """Train one attacking client from ``job.global_params``; return its ``(d,)`` update.
+
+        Called instead of the training engine, once per attacking client per
+        round, for attacks with ``trains_itself`` (A3FL and IBA optimise their
+        trigger against the current global model first, Chameleon trains with
+        a contrastive loss). :meth:`poison` is not called for such clients.
+        The rows then go through :meth:`craft` like any other.
+        """
+        raise NotImplementedError(f"{type(self).__name__} sets trains_itself but does not define local_train")
 
     def backdoor(self, x: Tensor) -> Tensor | None:
         """Stamp the full trigger on test inputs, for attack success rate.

@@ -39,7 +39,8 @@ def register_attack(
     """Register an attack class in :data:`ATTACKS` with its kind and knowledge as meta.
 
     Equivalent to ``@ATTACKS.register(name, ..., kind=cls.kind.value,
-    knowledge=cls.knowledge.value, trains=cls.trains)``.
+    knowledge=cls.knowledge.value, trains=cls.trains,
+    trains_itself=cls.trains_itself)``.
     """
 
     def decorate(cls: A) -> A:
@@ -47,6 +48,7 @@ def register_attack(
             "kind": cls.kind.value,
             "knowledge": cls.knowledge.value,
             "trains": cls.trains,
+            "trains_itself": cls.trains_itself,
             **meta,
         }
         ATTACKS.register(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from fedpoison.attacks import AttackContext, Knowledge
+from fedpoison.attacks import AttackContext, AttackerTraining, Knowledge
 from fedpoison.attacks.threat import attack_active, check_crafted, sees_honest_updates
 from fedpoison.config import ExperimentConfig
 from fedpoison.core.rows import row_norms
@@ -127,6 +127,22 @@ def craft_updates(
     return out
 
 
+def attacker_training(fed: Federation, state: LoopState, rnd: int, ids: Tensor) -> Tensor:
+    """``(m, d)`` updates of the attacking clients ``ids``, trained by an attack with ``trains_itself``."""
+    attack, data = fed.attack, fed.data
+    assert attack is not None
+    mal_slot = {int(c): i for i, c in enumerate(fed.malicious.tolist())}
+    rows = []
+    for cid in ids.tolist():
+        idx = fed.parts[cid]
+        job = AttackerTraining(round=rnd, client_id=cid, slot=mal_slot[cid], x=data.x_train[idx],
+                               y=data.y_train[idx], global_params=state.params.clone(), model=fed.model,
+                               spec=fed.spec, plan=fed.plan, generator=generator(fed.cfg.seed, "train", rnd, cid),
+                               seed=fed.cfg.seed)
+        rows.append(check_crafted(attack.local_train(job)[None], 1, fed.spec.dim, attack=fed.cfg.attack.name)[0])
+    return torch.stack(rows)
+
+
 def root_update_fn(fed: Federation, rnd: int) -> Callable[[Tensor], Tensor] | None:
     """FLTrust's server update on its root dataset, or ``None`` without root data."""
     if fed.root_index is None:
@@ -179,15 +195,20 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
     round_ctx = RoundContext(rnd, ids, generator(cfg.seed, "defense", rnd), state.params.clone(),
                              fed.spec.slices, root_update_fn(fed, rnd))
 
-    # local training (attackers that skip training send zeros into craft)
-    jobs = client_jobs(fed, state, rnd, ids, attacked)
+    # local training (attackers that skip training send zeros into craft; attackers that
+    # train themselves are trained by the attack)
+    self_trained = attacked & torch.tensor(fed.attack is not None and fed.attack.trains_itself, device=ids.device)
+    jobs = client_jobs(fed, state, rnd, ids, attacked & ~self_trained)
     skip = attacked & torch.tensor(fed.attack is not None and not fed.attack.trains, device=ids.device)
+    skip |= self_trained
     train_jobs = [j for j, s in zip(jobs, skip.tolist(), strict=True) if not s]
     updates = torch.zeros(len(ids), fed.spec.dim, device=fed.device)
     losses = torch.full((len(ids),), float("nan"))
     if train_jobs:
         u, lo = fed.engine.train(state.params, train_jobs)
         updates[~skip], losses[~skip.cpu()] = u, lo
+    if self_trained.any():
+        updates[self_trained] = attacker_training(fed, state, rnd, ids[self_trained])
     honest_clipped = 0
     if cfg.local.clip_norm is not None:
         clipped, was = clip_rows(updates[~attacked], cfg.local.clip_norm)

@@ -55,6 +55,9 @@ class RunResult:
         Package versions.
     final_params:
         The final global model as a flat vector.
+    extras:
+        ``trigger_examples``: for backdoor attacks, a few test inputs clean and
+        with the attacker's final trigger (:mod:`fedpoison.metrics.triggers`).
     """
 
     config: ExperimentConfig
@@ -75,8 +78,9 @@ class RunResult:
         """Write the run's files into ``out``, each atomically, ``summary.json`` last.
 
         The files are ``config.yaml``, ``history.csv``, ``timings.csv``,
-        ``audit.csv``, ``model.safetensors`` and ``summary.json``; the presence
-        of ``summary.json`` means the run finished.
+        ``audit.csv``, ``model.safetensors``, ``trigger_examples.safetensors``
+        (backdoor attacks only) and ``summary.json``; the presence of
+        ``summary.json`` means the run finished.
         """
         d = Path(out)
         d.mkdir(parents=True, exist_ok=True)
@@ -88,6 +92,11 @@ class RunResult:
         atomic_write(d / "timings.csv", self.timings.to_csv(index=False))
         atomic_write(d / "audit.csv", self.clients.to_csv(index=False))
         save_model(d / "model.safetensors", self.final_params, self.config)
+        examples = self.extras.get("trigger_examples")
+        if examples is not None:
+            from fedpoison.metrics.triggers import EXAMPLES_FILE, encode
+
+            atomic_write_bytes(d / EXAMPLES_FILE, encode(examples, attack=self.config.attack.name))
         atomic_write(d / "summary.json", json.dumps(_jsonable(self.summary | {"versions": self.versions}), indent=2))
         return d
 
@@ -171,4 +180,12 @@ def make_result(fed: Federation, state: LoopState, *, setup_s: float = 0.0) -> R
         pass
     else:
         summary.update(detection_summary(clients))
-    return RunResult(fed.cfg, history, timings, clients, summary, package_versions(), state.params.detach().cpu())
+    extras: dict[str, Any] = {}
+    if state.diverged_round is None:
+        from fedpoison.metrics.triggers import capture
+
+        examples = capture(fed.attack, fed.data.x_test, fed.data.y_test)
+        if examples is not None:
+            extras["trigger_examples"] = examples
+    return RunResult(fed.cfg, history, timings, clients, summary, package_versions(), state.params.detach().cpu(),
+                     extras)

@@ -409,9 +409,42 @@ def attack_checks(attack: Any, *, params: type[BaseModel] | None = None,
         if a.source_classes is not None and (a.target_class is None or a.target_class in a.source_classes):
             raise _fail(who, "backdoor_contract", "source_classes need a target_class outside them")
 
+    def local_train_contract() -> None:
+        if not cls.trains_itself:
+            return
+        from fedpoison.attacks.base import AttackerTraining
+        from fedpoison.models.paramspec import ParamSpec
+        from fedpoison.training.local import LocalPlan
+
+        x, y = make_images(24)
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 16), nn.ReLU(),
+                              nn.Linear(16, 10))
+        spec = ParamSpec.of(model)
+        start = spec.flatten(model)
+        x0, y0, s0 = x.clone(), y.clone(), start.clone()
+
+        def job() -> AttackerTraining:
+            return AttackerTraining(round=0, client_id=3, slot=0, x=x, y=y, global_params=start, model=model,
+                                    spec=spec, plan=LocalPlan(epochs=1, batch_size=8, lr=0.05),
+                                    generator=torch.Generator().manual_seed(4), seed=0)
+
+        with _other_global_seed(1):
+            row = build().local_train(job())
+        if not (torch.equal(x, x0) and torch.equal(y, y0) and torch.equal(start, s0)):
+            raise _fail(who, "local_train_contract", "local_train changed its inputs")
+        if not torch.equal(spec.flatten(model), s0):
+            raise _fail(who, "local_train_contract", "local_train changed the template model (train a copy)")
+        if row.shape != (spec.dim,) or not torch.isfinite(row).all() or not row.abs().sum() > 0:
+            raise _fail(who, "local_train_contract", f"expected a finite non-zero update of shape ({spec.dim},)")
+        with _other_global_seed(2):
+            again = build().local_train(job())
+        if not torch.equal(row, again):
+            raise _fail(who, "local_train_contract", "same job, different update: draw from the job's seed and generator")
+
     return [("declares_its_threat_model", declares_its_threat_model), ("craft_contract", craft_contract),
             ("craft_any_number_of_attackers", craft_any_number_of_attackers), ("poison_contract", poison_contract),
-            ("backdoor_contract", backdoor_contract)]
+            ("backdoor_contract", backdoor_contract), ("local_train_contract", local_train_contract)]
 
 
 def check_attack(attack: Any, *, params: type[BaseModel] | None = None, tags: Iterable[str] | None = None) -> None:

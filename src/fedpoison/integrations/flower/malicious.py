@@ -100,6 +100,12 @@ def check_deployable(section: AttackSection | Mapping[str, Any]) -> AttackSectio
             f"attack.name: '{sec.name}' is simulation-only: it needs {need.value} knowledge ({sees}), "
             f"which a Flower client never receives; {run_it}"
         )
+    if entry.meta.get("trains_itself"):
+        raise ConfigError(
+            f"attack.name: '{sec.name}' is simulation-only: it trains its clients itself (its own loss or a "
+            f"trigger optimised against the global model), which a Flower mod around the node's training cannot do; "
+            f"{run_it}"
+        )
     if sec.name in SIMULATION_ONLY_LOCAL:
         raise ConfigError(f"attack.name: '{sec.name}' is simulation-only: {SIMULATION_ONLY_LOCAL[sec.name]}; {run_it}")
     if sec.knowledge != Knowledge.LOCAL.value:
