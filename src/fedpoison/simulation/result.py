@@ -165,10 +165,8 @@ def make_result(fed: Federation, state: LoopState, *, setup_s: float = 0.0) -> R
     summary["diverged_round"] = state.diverged_round
     summary["skipped_rounds"] = sum(bool(r.get("aggregation_skipped")) for r in state.history)
     summary["setup_seconds"] = setup_s
-    try:
-        from fedpoison.metrics.detection import detection_summary
-    except ImportError:
-        pass
-    else:
-        summary.update(detection_summary(clients))
+    from fedpoison.metrics.detection import detection_summary, with_detection_columns
+
+    summary.update(detection_summary(clients))
+    history = with_detection_columns(history, clients)
     return RunResult(fed.cfg, history, timings, clients, summary, package_versions(), state.params.detach().cpu())
