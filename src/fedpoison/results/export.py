@@ -39,6 +39,8 @@ SUMMARY_METRICS: dict[str, str] = {
     "detection_auc": "det. AUC",
     "detection_delay": "det. delay",
     "detection_exclusion_time": "time to excl.",
+    "crfl_certified_accuracy": "certified acc.",
+    "crfl_mean_radius": "cert. radius",
     "seconds_per_round": "s / round",
 }
 

@@ -25,7 +25,7 @@ from fedpoison.defenses import RoundContext
 from fedpoison.plugins import load_config
 from fedpoison.seeding import generator
 from fedpoison.simulation.federation import Federation, build_federation
-from fedpoison.simulation.server import audit_and_defend
+from fedpoison.simulation.server import audit_and_defend, server_step
 from fedpoison.training import ClientJob, SequentialEngine, clip_rows, evaluate
 
 if TYPE_CHECKING:
@@ -201,7 +201,9 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
     server = audit_and_defend(updates, weights, round_ctx, fed.defense, fed.auditor,
                               nonfinite=cfg.defense.nonfinite, on_violation=cfg.defense.on_violation)
     res, updates, keep, decision, skipped = server.result, server.updates, server.keep, server.decision, server.error
-    state.params = state.params + cfg.server.lr * res.aggregate
+    noise_g = generator(cfg.seed, "server", rnd) if cfg.server.noise_std > 0 else None
+    state.params = server_step(state.params, res.aggregate, lr=cfg.server.lr, noise_std=cfg.server.noise_std,
+                               generator=noise_g)
     t2 = time.perf_counter()
 
     diverged = not bool(torch.isfinite(state.params).all())
@@ -217,6 +219,8 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
         "nonfinite_rows": server.nonfinite,
         "aggregation_skipped": skipped,
     }
+    if cfg.server.noise_std > 0:
+        record["server_noise_std"] = cfg.server.noise_std
     for key, value in res.info.items():
         record[f"defense_{key}"] = value
     last = rnd == cfg.rounds - 1
