@@ -24,6 +24,7 @@ PURPOSES: dict[str, int] = {
     "defense": 9,
     "audit": 10,
     "root": 11,
+    "indicator": 12,
 }
 
 

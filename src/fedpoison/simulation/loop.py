@@ -110,7 +110,7 @@ def craft_updates(
         honest_updates=updates[~attacked].clone() if sees_honest else None,
         honest_weights=weights[~attacked].clone() if sees_honest else None,
         num_participants=len(ids),
-        global_params=state.params.clone(),
+        global_params=round_ctx.global_params.clone(),
         server_lr=cfg.server.lr,
         generator=generator(cfg.seed, "attack", rnd),
         defense=copy.deepcopy(fed.defense) if aware else None,
@@ -176,7 +176,11 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
     active = attack_active(cfg.attack, cfg.seed, rnd)
     attacked = malicious & active
     weights = fed.sizes[ids]
-    round_ctx = RoundContext(rnd, ids, generator(cfg.seed, "defense", rnd), state.params.clone(),
+    # The model the clients receive: the global one, unless the auditor plants something in it
+    # (BackdoorIndicator's indicator task); the server's step is applied to what was sent.
+    broadcast = getattr(fed.auditor, "broadcast", None)
+    sent = broadcast(rnd, state.params) if broadcast is not None else state.params
+    round_ctx = RoundContext(rnd, ids, generator(cfg.seed, "defense", rnd), sent.clone(),
                              fed.spec.slices, root_update_fn(fed, rnd))
 
     # local training (attackers that skip training send zeros into craft)
@@ -186,7 +190,7 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
     updates = torch.zeros(len(ids), fed.spec.dim, device=fed.device)
     losses = torch.full((len(ids),), float("nan"))
     if train_jobs:
-        u, lo = fed.engine.train(state.params, train_jobs)
+        u, lo = fed.engine.train(sent, train_jobs)
         updates[~skip], losses[~skip.cpu()] = u, lo
     honest_clipped = 0
     if cfg.local.clip_norm is not None:
@@ -201,7 +205,7 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
     server = audit_and_defend(updates, weights, round_ctx, fed.defense, fed.auditor,
                               nonfinite=cfg.defense.nonfinite, on_violation=cfg.defense.on_violation)
     res, updates, keep, decision, skipped = server.result, server.updates, server.keep, server.decision, server.error
-    state.params = state.params + cfg.server.lr * res.aggregate
+    state.params = sent + cfg.server.lr * res.aggregate
     t2 = time.perf_counter()
 
     diverged = not bool(torch.isfinite(state.params).all())
