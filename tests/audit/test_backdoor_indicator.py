@@ -96,7 +96,7 @@ def test_digits_as_ood_source_is_refused_for_a_digits_run() -> None:
     data = load_digits(DigitsParams(), 0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     aud = BackdoorIndicator(BackdoorIndicatorParams(), num_clients=4)
-    with pytest.raises(ConfigError, match="audit.bi_source"):
+    with pytest.raises(ConfigError, match=r"audit\.bi_source"):
         aud.bind_server(ServerData(model, ParamSpec.of(model).unflatten, data.x_train, data.y_train, 10, "digits", 0))
 
 
