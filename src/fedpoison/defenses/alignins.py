@@ -62,7 +62,7 @@ from fedpoison.defenses.registry import RULES
 
 def principal_signs(x: Tensor) -> Tensor:
     """``(d,)`` the sign of the column sums of the rows' signs: each coordinate's majority sign (0 on a tie)."""
-    return torch.sign(torch.sign(x).sum(dim=0))
+    return torch.sign((x > 0).sum(dim=0) - (x < 0).sum(dim=0)).to(x.dtype)  # boolean temporaries only
 
 
 def masked_principal_sign_alignment(x: Tensor, sparsity: float) -> Tensor:
@@ -70,7 +70,8 @@ def masked_principal_sign_alignment(x: Tensor, sparsity: float) -> Tensor:
     d = x.shape[1]
     k = max(1, math.floor(sparsity * d + 1e-9))
     mask = top_magnitude_mask(x, k)
-    agree = (torch.sign(x) == principal_signs(x)[None, :]) & mask
+    p = principal_signs(x)
+    agree = (((x > 0) & (p > 0)) | ((x < 0) & (p < 0)) | ((x == 0) & (p == 0))) & mask
     return agree.sum(dim=1).to(x.dtype) / mask.sum(dim=1).clamp_min(1).to(x.dtype)
 
 

@@ -101,10 +101,11 @@ def sparsify_rows(x: Tensor, keep: float, layers: Sequence[ParamSlice], *, scope
 
 def positive_direction_purity(layer: Tensor) -> Tensor:
     """``(n,)`` PDP: share of positive signs among the non-zero entries of each row (0.5 for an all-zero row)."""
-    s = torch.sign(layer)
-    nonzero = s.abs().sum(dim=1)
-    ratio = torch.where(nonzero > 0, s.sum(dim=1) / nonzero.clamp_min(1), torch.zeros_like(nonzero))
-    return 0.5 * (1.0 + ratio)
+    pos = (layer > 0).sum(dim=1).to(torch.float64)  # boolean temporaries only: no float copy of the layer
+    neg = (layer < 0).sum(dim=1).to(torch.float64)
+    nonzero = pos + neg
+    ratio = torch.where(nonzero > 0, (pos - neg) / nonzero.clamp_min(1), torch.zeros_like(nonzero))
+    return (0.5 * (1.0 + ratio)).to(layer.dtype)
 
 
 def layer_benign(layer: Tensor, finite: Tensor, lambda_n: float, lambda_s: float) -> Tensor:
@@ -174,7 +175,7 @@ class LASA:
             layer = y[:, s.start:s.end]
             benign = layer_benign(layer, finite, p.lasa_lambda_n, p.lasa_lambda_s)
             count = int(benign.sum())
-            agg[s.start:s.end] = layer[benign].sum(dim=0) / count
+            agg[s.start:s.end] = (benign.to(dtype) / count) @ layer  # no gathered copy of the benign rows
             share += benign.to(torch.float64) * ((s.end - s.start) / d / count)
             kept_layers += benign.to(torch.float64)
         frac_kept = kept_layers / len(layers)
