@@ -126,6 +126,11 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
     from fedpoison.audit import build_auditor
 
     auditor = build_auditor(cfg.audit, num_clients=cfg.clients.num)
+    bind = getattr(auditor, "bind_server", None)
+    if bind is not None:  # an auditor that probes models (BackdoorIndicator) gets the server's side once
+        from fedpoison.audit.base import ServerData
+
+        bind(ServerData(model, spec.unflatten, data.x_train, data.y_train, data.num_classes, data.name, cfg.seed))
 
     plan = LocalPlan(cfg.local.epochs, cfg.local.steps, cfg.local.batch_size, cfg.local.lr,
                      cfg.local.momentum, cfg.local.weight_decay)

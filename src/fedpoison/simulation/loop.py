@@ -110,7 +110,7 @@ def craft_updates(
         honest_updates=updates[~attacked].clone() if sees_honest else None,
         honest_weights=weights[~attacked].clone() if sees_honest else None,
         num_participants=len(ids),
-        global_params=state.params.clone(),
+        global_params=round_ctx.global_params.clone(),
         server_lr=cfg.server.lr,
         generator=generator(cfg.seed, "attack", rnd),
         defense=copy.deepcopy(fed.defense) if aware else None,
@@ -176,7 +176,11 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
     active = attack_active(cfg.attack, cfg.seed, rnd)
     attacked = malicious & active
     weights = fed.sizes[ids]
-    round_ctx = RoundContext(rnd, ids, generator(cfg.seed, "defense", rnd), state.params.clone(),
+    # The model the clients receive: the global one, unless the auditor plants something in it
+    # (BackdoorIndicator's indicator task); the server's step is applied to what was sent.
+    broadcast = getattr(fed.auditor, "broadcast", None)
+    sent = broadcast(rnd, state.params) if broadcast is not None else state.params
+    round_ctx = RoundContext(rnd, ids, generator(cfg.seed, "defense", rnd), sent.clone(),
                              fed.spec.slices, root_update_fn(fed, rnd))
 
     # local training (attackers that skip training send zeros into craft)
@@ -186,7 +190,7 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
     updates = torch.zeros(len(ids), fed.spec.dim, device=fed.device)
     losses = torch.full((len(ids),), float("nan"))
     if train_jobs:
-        u, lo = fed.engine.train(state.params, train_jobs)
+        u, lo = fed.engine.train(sent, train_jobs)
         updates[~skip], losses[~skip.cpu()] = u, lo
     honest_clipped = 0
     if cfg.local.clip_norm is not None:
@@ -202,7 +206,7 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
                               nonfinite=cfg.defense.nonfinite, on_violation=cfg.defense.on_violation)
     res, updates, keep, decision, skipped = server.result, server.updates, server.keep, server.decision, server.error
     noise_g = generator(cfg.seed, "server", rnd) if cfg.server.noise_std > 0 else None
-    state.params = server_step(state.params, res.aggregate, lr=cfg.server.lr, noise_std=cfg.server.noise_std,
+    state.params = server_step(sent, res.aggregate, lr=cfg.server.lr, noise_std=cfg.server.noise_std,
                                generator=noise_g)
     t2 = time.perf_counter()
 
