@@ -75,7 +75,7 @@ def test_rflbat_drops_the_far_outlier_and_the_aligned_cluster() -> None:
     attackers = 3.0 * backdoor + 0.05 * torch.randn(3, d, generator=g)  # aligned with each other
     outlier = 400.0 * torch.randn(1, d, generator=g)
     x = torch.cat([honest, attackers, outlier]).to(torch.float64)
-    selected, score, k = rflbat_select(gram(x), eps1=10.0, eps2=4.0, generator=torch.Generator().manual_seed(1))
+    selected, score, _ = rflbat_select(gram(x), eps1=10.0, eps2=4.0, generator=torch.Generator().manual_seed(1))
     assert not selected[11]  # the first filter: its summed distance is far beyond 10 x the median
     assert score[11] > 10.0
     assert not selected[8:11].any()  # the attackers' cluster has the higher cosine agreement
