@@ -12,9 +12,9 @@ for name in ${@:-freqfed_backdoor fld_backdoor fld_trim deepsight_backdoor rflba
     freqfed_backdoor) run $name --set defense.name=freqfed ;;
     rflbat_backdoor) run $name --set defense.name=rflbat ;;
     deepsight_backdoor) run $name --set defense.name=deepsight --set defense.ds_samples=2000 ;;
-    # FLDetector needs a full window (10 rounds of scores) before it flags: attack from round 15, 35 rounds.
-    fld_backdoor) run $name --set audit.name=fldetector --set rounds=35 --set attack.start_round=15 ;;
-    fld_trim) run $name --set audit.name=fldetector --set rounds=35 --set attack.start_round=15 \
+    # FLDetector flags from a full window (10 scores, from round 11 on): clean rounds 11-13, attack from 14.
+    fld_backdoor) run $name --set audit.name=fldetector --set rounds=24 --set attack.start_round=14 ;;
+    fld_trim) run $name --set audit.name=fldetector --set rounds=24 --set attack.start_round=14 \
                 --set attack.name=fang_trim --set defense.name=median ;;
     *) echo "unknown run $name" >&2; exit 2 ;;
   esac
