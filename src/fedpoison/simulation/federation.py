@@ -22,6 +22,7 @@ from fedpoison.defenses import Defense, build_defense
 from fedpoison.models import ParamSpec
 from fedpoison.models.init import build_seeded, check_fits
 from fedpoison.models.paramspec import use_fast_layout_
+from fedpoison.models.probe import FlatModelProbe
 from fedpoison.plugins import section_entries
 from fedpoison.seeding import generator
 from fedpoison.training import Engine, LocalPlan, SequentialEngine
@@ -58,6 +59,7 @@ class Federation:
     plan: LocalPlan
     root_index: Tensor | None
     eval_model: nn.Module
+    probe: FlatModelProbe
 
     @property
     def num_clients(self) -> int:
@@ -145,5 +147,7 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
         g = generator(cfg.seed, "root")
         root_index = torch.randperm(len(data.y_train), generator=g)[:root_size].to(device)
     eval_model = use_fast_layout_(copy.deepcopy(model))
+    probe = FlatModelProbe(copy.deepcopy(eval_model), spec, tuple(data.input_shape), data.num_classes,
+                           cfg.eval.batch_size)
     return Federation(cfg, device, data, parts, sizes, model, spec, init_params, malicious, attack,
-                      defense, auditor, engine, plan, root_index, eval_model)
+                      defense, auditor, engine, plan, root_index, eval_model, probe)

@@ -116,7 +116,7 @@ def craft_updates(
         defense=copy.deepcopy(fed.defense) if aware else None,
         defense_ctx=RoundContext(rnd, torch.cat([ids[~attacked], ids[attacked]]),
                                  generator(cfg.seed, "attack", rnd, 1), round_ctx.global_params,
-                                 round_ctx.slices, round_ctx.root_update) if aware else None,
+                                 round_ctx.slices, round_ctx.root_update, round_ctx.model) if aware else None,
         previous_updates=prev,
     )
     crafted = check_crafted(attack.craft(ctx), int(attacked.sum()), updates.shape[1], attack=cfg.attack.name)
@@ -181,7 +181,7 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
     broadcast = getattr(fed.auditor, "broadcast", None)
     sent = broadcast(rnd, state.params) if broadcast is not None else state.params
     round_ctx = RoundContext(rnd, ids, generator(cfg.seed, "defense", rnd), sent.clone(),
-                             fed.spec.slices, root_update_fn(fed, rnd))
+                             fed.spec.slices, root_update_fn(fed, rnd), fed.probe)
 
     # local training (attackers that skip training send zeros into craft)
     jobs = client_jobs(fed, state, rnd, ids, attacked)
