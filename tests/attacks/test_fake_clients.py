@@ -15,7 +15,7 @@ import fedpoison
 from fedpoison.attacks import ATTACKS, Attack, AttackContext, AttackKind, Knowledge, register_attack
 from fedpoison.attacks.params import AttackParams
 from fedpoison.errors import ConfigError
-from fedpoison.metrics.detection import detection_summary
+from fedpoison.metrics.detection import detection_summary, fake_client_detection
 from fedpoison.simulation.checkpoint import run_with_checkpoints
 from fedpoison.simulation.federation import build_federation
 from fedpoison.simulation.loop import LoopState, drive
@@ -116,7 +116,22 @@ def test_fake_rows_are_malicious_ground_truth_in_the_log_and_the_detection_metri
     s = detection_summary(log)
     assert s["detection_tp"] + s["detection_fn"] == 6  # every fake row is a positive
     assert s["detection_recall"] == 1.0 and s["detection_fp"] == 0  # lambda=100 rows are norm outliers
-    assert result.summary["num_malicious"] == 2
+    assert result.summary["num_malicious"] == 2 and result.summary["num_fake_clients"] == 2
+    assert result.summary["detection_fake_rows"] == 6 and result.summary["detection_recall_fake"] == 1.0
+
+
+def test_detection_recall_is_split_between_fake_and_compromised_rows() -> None:
+    log = pd.DataFrame({
+        "round": [0] * 6, "client": [0, 1, 2, 3, 6, 7],
+        "malicious": [False, False, True, True, True, True], "attacked": [False, False, True, True, True, True],
+        "fake": [False, False, False, False, True, True], "selected": [True] * 6,
+        "flagged": [True, False, True, False, True, True], "kept": [True] * 6,
+    })
+    s = detection_summary(log) | fake_client_detection(log)
+    assert (s["detection_tp"], s["detection_fn"], s["detection_fp"]) == (3, 1, 1)
+    assert s["detection_recall_fake"] == 1.0 and s["detection_recall_compromised"] == 0.5
+    assert s["detection_fake_rows"] == 2
+    assert fake_client_detection(log.drop(columns="fake")) == {}
 
 
 def test_fake_clients_send_nothing_outside_the_schedule() -> None:

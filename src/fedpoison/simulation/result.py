@@ -165,10 +165,13 @@ def make_result(fed: Federation, state: LoopState, *, setup_s: float = 0.0) -> R
     summary["diverged_round"] = state.diverged_round
     summary["skipped_rounds"] = sum(bool(r.get("aggregation_skipped")) for r in state.history)
     summary["setup_seconds"] = setup_s
+    if fed.num_fake:
+        summary["num_fake_clients"] = fed.num_fake
     try:
-        from fedpoison.metrics.detection import detection_summary
+        from fedpoison.metrics.detection import detection_summary, fake_client_detection
     except ImportError:
         pass
     else:
         summary.update(detection_summary(clients))
+        summary.update(fake_client_detection(clients))
     return RunResult(fed.cfg, history, timings, clients, summary, package_versions(), state.params.detach().cpu())
