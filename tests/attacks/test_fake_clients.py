@@ -170,3 +170,13 @@ def test_resumed_run_with_a_stateful_fake_client_attack_matches_the_uninterrupte
     assert torch.equal(resumed.final_params, whole.final_params)
     pd.testing.assert_frame_equal(resumed.clients.reset_index(drop=True), whole.clients.reset_index(drop=True),
                                   check_dtype=False)
+
+
+def test_cli_refuses_fake_clients_for_a_data_attack_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from fedpoison.cli import main
+
+    assert main(["run", "--set", "attack.name=backdoor", "--set", "attack.fraction=0.2",
+                 "--set", "attack.fake_clients=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert "attack.fake_clients: expected 0 for attack 'backdoor'" in err and "got 3" in err
