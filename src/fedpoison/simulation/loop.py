@@ -36,12 +36,13 @@ if TYPE_CHECKING:
 def sample_clients(fed: Federation, rnd: int) -> Tensor:
     """Sorted ids of the clients sampled in round ``rnd``.
 
-    Malicious clients are sampled like everyone else unless
-    ``attack.always_participate``, in which case they all take part and the
-    remaining slots go to honest clients.
+    Malicious clients, fake ones included, are sampled like everyone else
+    unless ``attack.always_participate``, in which case they all take part and
+    the remaining slots go to honest clients. The pool is the whole
+    population: ``clients.num`` genuine plus ``attack.fake_clients`` fake clients.
     """
     cfg = fed.cfg
-    k, n = cfg.participants_per_round, fed.num_clients
+    k, n = cfg.participants_per_round, fed.population
     g = generator(cfg.seed, "sampling", rnd)
     if cfg.attack.always_participate and len(fed.malicious):
         honest = torch.arange(n)[~torch.isin(torch.arange(n), fed.malicious.cpu())]
@@ -94,6 +95,7 @@ def craft_updates(
     """Replace the attacking rows by what the attack crafts; validate their shape."""
     attack, cfg = fed.attack, fed.cfg
     assert attack is not None
+    fake = fed.is_fake(ids)
     level = Knowledge(cfg.attack.knowledge)
     sees_honest = sees_honest_updates(level)
     # A defense-aware attacker probes a private copy of the defense, with its own
@@ -118,6 +120,8 @@ def craft_updates(
                                  generator(cfg.seed, "attack", rnd, 1), round_ctx.global_params,
                                  round_ctx.slices, round_ctx.root_update, round_ctx.model) if aware else None,
         previous_updates=prev,
+        own_fake=fake[attacked].clone() if fed.num_fake else None,
+        campaign_generator=generator(cfg.seed, "attack"),
     )
     crafted = check_crafted(attack.craft(ctx), int(attacked.sum()), updates.shape[1], attack=cfg.attack.name)
     out = updates.clone()
@@ -172,8 +176,11 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
     sampled = sample_clients(fed, rnd)
     admitted = fed.auditor.admit(rnd, sampled) if fed.auditor is not None else torch.ones_like(sampled, dtype=torch.bool)
     ids = sampled[admitted]
-    malicious = fed.is_malicious(ids)
     active = attack_active(cfg.attack, cfg.seed, rnd)
+    if fed.num_fake and not active:
+        ids = ids[~fed.is_fake(ids)]  # a fake client has no data: outside the schedule it sends nothing
+    fake = fed.is_fake(ids)
+    malicious = fed.is_malicious(ids)
     attacked = malicious & active
     weights = fed.sizes[ids]
     # The model the clients receive: the global one, unless the auditor plants something in it
@@ -183,10 +190,9 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
     round_ctx = RoundContext(rnd, ids, generator(cfg.seed, "defense", rnd), sent.clone(),
                              fed.spec.slices, root_update_fn(fed, rnd), fed.probe)
 
-    # local training (attackers that skip training send zeros into craft)
-    jobs = client_jobs(fed, state, rnd, ids, attacked)
-    skip = attacked & torch.tensor(fed.attack is not None and not fed.attack.trains, device=ids.device)
-    train_jobs = [j for j, s in zip(jobs, skip.tolist(), strict=True) if not s]
+    # local training (attackers that skip training, and fake clients, send zeros into craft)
+    skip = fake | (attacked & torch.tensor(fed.attack is not None and not fed.attack.trains, device=ids.device))
+    train_jobs = client_jobs(fed, state, rnd, ids[~skip], attacked[~skip])
     updates = torch.zeros(len(ids), fed.spec.dim, device=fed.device)
     losses = torch.full((len(ids),), float("nan"))
     if train_jobs:
@@ -215,6 +221,7 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
         "round": rnd,
         "participants": len(ids),
         "malicious_participants": int(malicious.sum()),
+        **({"fake_participants": int(fake.sum())} if fed.num_fake else {}),
         "attack_active": bool(active and malicious.any()),
         "train_loss": float(losses[~losses.isnan()].mean()) if (~losses.isnan()).any() else float("nan"),
         "update_norm_mean": float(row_norms(updates).nan_to_num(posinf=3.4e38).mean()),
@@ -241,6 +248,8 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
             "samples": int(weights[i]), "norm": float(norms[i]), "selected": bool(selected[i]),
             "weight": float(sel_w[i]),
         }
+        if fed.num_fake:
+            row["fake"] = bool(fake[i])
         if decision is not None:
             row["score"] = float(decision.score[i])
             row["flagged"] = bool(decision.flagged[i])
@@ -253,7 +262,8 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
         for cid in quarantined:
             state.clients.append({"round": rnd, "client": cid, "malicious": bool(fed.is_malicious(torch.tensor([cid], device=fed.device))[0]),
                                   "attacked": False, "samples": int(fed.sizes[cid]), "norm": float("nan"),
-                                  "selected": False, "weight": 0.0, "quarantined": True})
+                                  "selected": False, "weight": 0.0, "quarantined": True,
+                                  **({"fake": cid >= fed.num_clients} if fed.num_fake else {})})
     state.timings.append({"round": rnd, "train_s": t1 - t0, "aggregate_s": t2 - t1, "eval_s": t3 - t2})
     state.history.append(record)
     if diverged:
