@@ -51,7 +51,7 @@ The paper works on model parameters (``attack.space: model``, the default);
 (:math:`w_{Re} = 0`).
 
 **Partial knowledge** (both attacks). The attackers know only their own
-benign updates and use them in place of the honest ones. For Krum (Sec. 3.2,
+benign updates and use them in place of the honest ones. For Krum (the paper's
 Eq. 4) the direction :math:`\\tilde s` is the sign of the own updates' mean,
 and :math:`\\lambda` is searched so that Krum over **one** crafted model and
 the :math:`c` own updates selects the crafted one; only when no
