@@ -53,7 +53,9 @@ def cell_of_config(cfg: dict[str, Any]) -> str | None:
 
 def finished_runs(folder: Path) -> list[tuple[str, int, Path]]:
     """``(cell, seed, run folder)`` of every finished run in ``folder/runs``."""
-    out = []
+    out: list[tuple[str, int, Path]] = []
+    if not (folder / "runs").is_dir():  # a grid not started yet
+        return out
     for run in sorted((folder / "runs").iterdir()):
         if not (run / "DONE.json").is_file() or not (run / "history.csv").is_file():
             continue
