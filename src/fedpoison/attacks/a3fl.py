@@ -37,17 +37,10 @@ from pydantic import Field
 from torch import Tensor
 
 from fedpoison.attacks.backdoor import Location, Trigger, poison_with_trigger, square_trigger, stamp
-from fedpoison.attacks.base import Attack, AttackerTraining, AttackKind, Knowledge
-from fedpoison.attacks.learned_triggers import (
-    PrivateTrainer,
-    adversarial_params,
-    data_range,
-    optimise_pattern,
-    train_poisoned,
-)
+from fedpoison.attacks.base import Attack, AttackKind, Knowledge, MaliciousTraining
+from fedpoison.attacks.learned_triggers import adversarial_params, data_range, optimise_pattern
 from fedpoison.attacks.params import TargetParams, check_class
 from fedpoison.attacks.registry import register_attack
-from fedpoison.seeding import generator
 
 
 class A3FLParams(TargetParams):
@@ -92,7 +85,7 @@ class A3FL(Attack):
 
     kind = AttackKind.DATA
     knowledge = Knowledge.LOCAL
-    trains_itself = True
+    owns_training = True
     params: A3FLParams
 
     def __init__(
@@ -104,18 +97,17 @@ class A3FL(Attack):
             "patch", tuple(input_shape), size=params.trigger_size, location=params.trigger_location,
             value=params.trigger_value,
         )
-        self._trainer = PrivateTrainer()
 
     @property
     def target_class(self) -> int:
         """The backdoor's target class."""
         return self._target
 
-    def search(self, job: AttackerTraining, x: Tensor, y: Tensor) -> Trigger:
+    def search(self, job: MaliciousTraining, x: Tensor, y: Tensor) -> Trigger:
         """Steps 1 and 2: the trigger optimised against the global model and its adversarial copy."""
         p = self.params
         low, high = data_range(x)
-        g = generator(job.seed, "attack", job.round, job.client_id)
+        g = job.generator
         trigger = Trigger(self.trigger.mask.to(x.device), self.trigger.pattern.to(x.device), 1.0)
         adversary: tuple[Tensor, float] | None = None
         for epoch in range(p.trigger_epochs):
@@ -131,16 +123,14 @@ class A3FL(Attack):
             )
         return trigger
 
-    def local_train(self, job: AttackerTraining) -> Tensor:
+    def train(self, job: MaliciousTraining) -> tuple[Tensor, float]:
         """Search the trigger, then train on ``poison_fraction`` stamped and relabelled samples."""
-        self.trigger = self.search(job, job.x, job.y)
+        self.trigger = self.search(job, job.clean_x, job.clean_y)
         bad_x, bad_y = poison_with_trigger(
-            job.x, job.y, self.trigger, target_class=self._target, fraction=self.params.poison_fraction,
-            generator=generator(job.seed, "poison", job.client_id, job.round),
-            append=self.params.poison_mode == "append",
+            job.clean_x, job.clean_y, self.trigger, target_class=self._target, fraction=self.params.poison_fraction,
+            generator=job.generator, append=self.params.poison_mode == "append",
         )
-        return train_poisoned(self._trainer, job.model, job.spec, job.plan, job.global_params, bad_x, bad_y,
-                              client_id=job.client_id, generator=job.generator)
+        return job.train(bad_x, bad_y, None)
 
     def backdoor(self, x: Tensor) -> Tensor:
         """Test inputs with the latest optimised trigger stamped."""

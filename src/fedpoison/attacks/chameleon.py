@@ -28,19 +28,16 @@ classifier in an ``nn.Sequential`` (every model of the zoo but the ResNet).
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from fedpoison.attacks.backdoor import TriggerAttack, TriggerParams
-from fedpoison.attacks.base import AttackerTraining, AttackKind, Knowledge
+from fedpoison.attacks.base import AttackKind, Knowledge, MaliciousTraining
 from fedpoison.attacks.registry import register_attack
 from fedpoison.errors import ConfigError
 from fedpoison.models.paramspec import ParamSpec
-from fedpoison.seeding import generator
 from fedpoison.training.local import LocalPlan, batch_schedule, sgd_step_
 
 
@@ -128,12 +125,17 @@ def contrastive_stage(
     return losses
 
 
-def classifier_stage(model: nn.Module, x: Tensor, y: Tensor, plan: LocalPlan, generator: torch.Generator) -> None:
-    """Train only ``model``'s last ``Linear`` layer with cross-entropy, by local SGD (``plan``), in place."""
+def classifier_stage(model: nn.Module, x: Tensor, y: Tensor, plan: LocalPlan, generator: torch.Generator) -> float:
+    """Train only ``model``'s last ``Linear`` layer with cross-entropy, by local SGD (``plan``), in place.
+
+    Returns the mean batch loss.
+    """
     encoder, head = split_classifier(model)
     head_params = list(head.parameters())
     bufs: list[Tensor | None] = [None] * len(head_params)
-    for pos in batch_schedule(len(y), plan, generator):
+    steps = batch_schedule(len(y), plan, generator)
+    total = 0.0
+    for pos in steps:
         with torch.no_grad():
             feats = encoder(x[pos])
         loss = F.cross_entropy(head(feats), y[pos])
@@ -142,6 +144,8 @@ def classifier_stage(model: nn.Module, x: Tensor, y: Tensor, plan: LocalPlan, ge
             for j, (p, g) in enumerate(zip(head_params, grads, strict=True)):
                 bufs[j] = sgd_step_(p, g, bufs[j], lr=plan.lr, momentum=plan.momentum,
                                     weight_decay=plan.weight_decay)
+        total += float(loss.detach())
+    return total / max(len(steps), 1)
 
 
 @register_attack(
@@ -163,23 +167,13 @@ class Chameleon(TriggerAttack):
 
     kind = AttackKind.DATA
     knowledge = Knowledge.LOCAL
-    trains_itself = True
+    owns_training = True
     params: ChameleonParams
 
-    def __init__(
-        self, params: ChameleonParams, *, num_classes: int, input_shape: tuple[int, ...], collude: bool = False
-    ) -> None:
-        super().__init__(params, num_classes=num_classes, input_shape=input_shape, collude=collude)
-        self._model: nn.Module | None = None
-
-    def local_train(self, job: AttackerTraining) -> Tensor:
-        """Poison, train the encoder contrastively, then the classifier; return the model's change."""
-        if self._model is None:
-            split_classifier(job.model)
-            self._model = copy.deepcopy(job.model)
-        x, y = self.poison(job.x, job.y, client_id=job.client_id, slot=job.slot,
-                           generator=generator(job.seed, "poison", job.client_id))
-        contrastive_stage(self._model, job.spec, job.global_params, x, y, self.params, target=self._target,
-                          generator=generator(job.seed, "attack", job.round, job.client_id))
-        classifier_stage(self._model, x, y, job.plan, job.generator)
-        return job.spec.flatten(self._model).sub_(job.global_params)
+    def train(self, job: MaliciousTraining) -> tuple[Tensor, float]:
+        """Train the encoder contrastively on the poisoned data, then the classifier; return the model's change."""
+        model = job.model  # the loop's scratch copy of the architecture
+        contrastive_stage(model, job.spec, job.global_params, job.x, job.y, self.params, target=self._target,
+                          generator=job.generator)
+        loss = classifier_stage(model, job.x, job.y, job.plan or LocalPlan(), job.generator)
+        return job.spec.flatten(model).sub_(job.global_params), loss

@@ -31,20 +31,12 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from fedpoison.attacks.base import Attack, AttackerTraining, AttackKind, Knowledge
-from fedpoison.attacks.learned_triggers import (
-    GeneratedTrigger,
-    PrivateTrainer,
-    data_range,
-    make_generator,
-    train_generator,
-    train_poisoned,
-)
+from fedpoison.attacks.base import Attack, AttackKind, Knowledge, MaliciousTraining
+from fedpoison.attacks.learned_triggers import GeneratedTrigger, data_range, make_generator, train_generator
 from fedpoison.attacks.params import TargetParams, check_class
 from fedpoison.attacks.registry import register_attack
 from fedpoison.core.draws import random_subset
 from fedpoison.core.rows import clip_factors, row_norms
-from fedpoison.seeding import generator
 
 
 class IBAParams(TargetParams):
@@ -90,7 +82,7 @@ class IBA(Attack):
 
     kind = AttackKind.DATA
     knowledge = Knowledge.LOCAL
-    trains_itself = True
+    owns_training = True
     params: IBAParams
 
     def __init__(
@@ -101,34 +93,31 @@ class IBA(Attack):
         net = make_generator(tuple(input_shape), width=params.generator_width,
                              generator=torch.Generator().manual_seed(params.generator_seed))
         self.trigger = GeneratedTrigger(net, params.eps, -float("inf"), float("inf"))
-        self._trainer = PrivateTrainer()
 
     @property
     def target_class(self) -> int:
         """The backdoor's target class."""
         return self._target
 
-    def local_train(self, job: AttackerTraining) -> Tensor:
+    def train(self, job: MaliciousTraining) -> tuple[Tensor, float]:
         """Train the generator, train on triggered samples, project the update."""
         p = self.params
-        low, high = data_range(job.x)
-        self.trigger.net.to(job.x.device)
+        x0, y0 = job.clean_x, job.clean_y
+        low, high = data_range(x0)
+        self.trigger.net.to(x0.device)
         self.trigger.low, self.trigger.high = low, high
-        train_generator(self.trigger, job.model, job.spec, job.global_params, job.x, self._target,
-                        epochs=p.generator_epochs, lr=p.generator_lr, batch_size=p.batch_size,
-                        generator=generator(job.seed, "attack", job.round, job.client_id))
-        n = len(job.y)
-        idx = random_subset(n, round(p.poison_fraction * n), generator=generator(job.seed, "poison", job.client_id,
-                                                                                  job.round), device=job.y.device)
-        bad_x, bad_y = self.trigger(job.x[idx]), torch.full_like(job.y[idx], self._target)
+        train_generator(self.trigger, job.model, job.spec, job.global_params, x0, self._target,
+                        epochs=p.generator_epochs, lr=p.generator_lr, batch_size=p.batch_size, generator=job.generator)
+        n = len(y0)
+        idx = random_subset(n, round(p.poison_fraction * n), generator=job.generator, device=y0.device)
+        bad_x, bad_y = self.trigger(x0[idx]), torch.full_like(y0[idx], self._target)
         if p.poison_mode == "append":
-            x, y = torch.cat([job.x, bad_x]), torch.cat([job.y, bad_y])
+            x, y = torch.cat([x0, bad_x]), torch.cat([y0, bad_y])
         else:
-            x, y = job.x.clone(), job.y.clone()
+            x, y = x0.clone(), y0.clone()
             x[idx], y[idx] = bad_x, bad_y
-        update = train_poisoned(self._trainer, job.model, job.spec, job.plan, job.global_params, x, y,
-                                client_id=job.client_id, generator=job.generator)
-        return project_update(update, p.update_bound)
+        update, loss = job.train(x, y, None)
+        return project_update(update, p.update_bound), loss
 
     def backdoor(self, x: Tensor) -> Tensor:
         """Test inputs with their generated triggers."""

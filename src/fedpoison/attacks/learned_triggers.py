@@ -16,15 +16,10 @@ The model being attacked is never a module here: the functions take a
 template module, its :class:`~fedpoison.models.paramspec.ParamSpec` and a
 flat parameter vector, and call the template with
 :func:`torch.func.functional_call`, so the template is never changed.
-
-:func:`train_poisoned` is the plain local SGD (the engine's own
-:class:`~fedpoison.training.local.SequentialEngine`) on data the attack has
-poisoned; the attacks that train their clients themselves end with it.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -35,7 +30,7 @@ from torch.nn import functional as F
 from fedpoison.attacks.backdoor import Trigger, stamp
 from fedpoison.core.rows import cosine_to
 from fedpoison.models.paramspec import ParamSpec
-from fedpoison.training.local import ClientJob, LocalPlan, SequentialEngine, batch_schedule, sgd_step_
+from fedpoison.training.local import LocalPlan, batch_schedule, sgd_step_
 
 __all__ = [
     "GeneratedTrigger",
@@ -45,7 +40,6 @@ __all__ = [
     "make_generator",
     "optimise_pattern",
     "train_generator",
-    "train_poisoned",
 ]
 
 
@@ -203,27 +197,3 @@ def train_generator(
             total, count = total + float(loss.detach()) * len(pos), count + len(pos)
         losses.append(total / max(count, 1))
     return losses
-
-
-# ---- plain local training on poisoned data ------------------------------------------------
-class PrivateTrainer:
-    """The engine's SGD on a private copy of the run's model (built at first use)."""
-
-    def __init__(self) -> None:
-        self._engine: SequentialEngine | None = None
-
-    def model(self, template: nn.Module, spec: ParamSpec, plan: LocalPlan) -> SequentialEngine:
-        """The private engine, built from ``template`` the first time."""
-        if self._engine is None or self._engine.plan != plan:
-            self._engine = SequentialEngine(copy.deepcopy(template), spec, plan)
-        return self._engine
-
-
-def train_poisoned(
-    trainer: PrivateTrainer, template: nn.Module, spec: ParamSpec, plan: LocalPlan, global_params: Tensor,
-    x: Tensor, y: Tensor, *, client_id: int, generator: torch.Generator,
-) -> Tensor:
-    """The ``(d,)`` update of local SGD (``plan``) from ``global_params`` on ``(x, y)``."""
-    engine = trainer.model(template, spec, plan)
-    job = ClientJob(client_id, x, y, torch.arange(len(y), device=y.device), generator)
-    return engine.train_one(global_params, job)[0]

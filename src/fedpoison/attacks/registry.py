@@ -39,8 +39,7 @@ def register_attack(
     """Register an attack class in :data:`ATTACKS` with its kind and knowledge as meta.
 
     Equivalent to ``@ATTACKS.register(name, ..., kind=cls.kind.value,
-    knowledge=cls.knowledge.value, trains=cls.trains,
-    trains_itself=cls.trains_itself)``.
+    knowledge=cls.knowledge.value, trains=cls.trains)``.
     """
 
     def decorate(cls: A) -> A:
@@ -48,7 +47,7 @@ def register_attack(
             "kind": cls.kind.value,
             "knowledge": cls.knowledge.value,
             "trains": cls.trains,
-            "trains_itself": cls.trains_itself,
+            "owns_training": cls.owns_training,
             **meta,
         }
         ATTACKS.register(

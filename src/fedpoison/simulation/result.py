@@ -78,7 +78,8 @@ class RunResult:
         """Write the run's files into ``out``, each atomically, ``summary.json`` last.
 
         The files are ``config.yaml``, ``history.csv``, ``timings.csv``,
-        ``audit.csv``, ``model.safetensors``, ``trigger_examples.safetensors``
+        ``audit.csv``, ``model.safetensors``, ``certification.csv`` (per test
+        input, when the rule certifies: ``crfl``), ``trigger_examples.safetensors``
         (backdoor attacks only) and ``summary.json``; the presence of
         ``summary.json`` means the run finished.
         """
@@ -92,6 +93,9 @@ class RunResult:
         atomic_write(d / "timings.csv", self.timings.to_csv(index=False))
         atomic_write(d / "audit.csv", self.clients.to_csv(index=False))
         save_model(d / "model.safetensors", self.final_params, self.config)
+        certification = self.extras.get("certification")
+        if isinstance(certification, pd.DataFrame):
+            atomic_write(d / "certification.csv", certification.to_csv(index=False))
         examples = self.extras.get("trigger_examples")
         if examples is not None:
             from fedpoison.metrics.triggers import EXAMPLES_FILE, encode
@@ -174,14 +178,21 @@ def make_result(fed: Federation, state: LoopState, *, setup_s: float = 0.0) -> R
     summary["diverged_round"] = state.diverged_round
     summary["skipped_rounds"] = sum(bool(r.get("aggregation_skipped")) for r in state.history)
     summary["setup_seconds"] = setup_s
-    try:
-        from fedpoison.metrics.detection import detection_summary
-    except ImportError:
-        pass
-    else:
-        summary.update(detection_summary(clients))
+    from fedpoison.metrics.detection import detection_summary, fake_client_detection, with_detection_columns
+
+    if fed.num_fake:
+        summary["num_fake_clients"] = fed.num_fake
+    summary.update(detection_summary(clients))
+    summary.update(fake_client_detection(clients))
+    history = with_detection_columns(history, clients)
+    from fedpoison.simulation.certify import certify_final
+
     extras: dict[str, Any] = {}
     if state.diverged_round is None:
+        certified, table = certify_final(fed, state.params)
+        summary.update(certified)
+        if table is not None:
+            extras["certification"] = table
         from fedpoison.metrics.triggers import capture
 
         examples = capture(fed.attack, fed.data.x_test, fed.data.y_test)

@@ -48,7 +48,13 @@ from torch import Tensor, nn
 
 from fedpoison.errors import FedPoisonError
 from fedpoison.registry import Entry, NoParams, Registry
-from fedpoison.testing.fakes import make_attack_context, make_images, make_round_context, make_updates
+from fedpoison.testing.fakes import (
+    make_attack_context,
+    make_images,
+    make_malicious_training,
+    make_round_context,
+    make_updates,
+)
 
 Check = tuple[str, Callable[[], None]]
 
@@ -311,7 +317,13 @@ def pre_aggregator_checks(pre: Any, *, params: type[BaseModel] | None = None,
         perm = torch.randperm(N, generator=torch.Generator().manual_seed(5))
         a = run(x, w, make_round_context(N, D), "permutation_equivariant")
         b = run(x[perm], w[perm], make_round_context(N, D, ids=torch.arange(N)[perm]), "permutation_equivariant")
-        if not torch.allclose(a.updates[perm], b.updates, rtol=1e-4, atol=1e-5):
+        # A pre-aggregator that appends rows (rows_out > n) keeps the n input rows first: those must be
+        # permuted, the appended ones must not change.
+        same = a.updates.shape == b.updates.shape and torch.allclose(a.updates[:N][perm], b.updates[:N], rtol=1e-4,
+                                                                     atol=1e-5)
+        if same and a.updates.shape[0] > N:
+            same = torch.allclose(a.updates[N:], b.updates[N:], rtol=1e-4, atol=1e-5)
+        if not same:
             raise _fail(who, "permutation_equivariant", "permuting the input rows must permute the output rows")
 
     checks: list[Check] = [("result_shape_and_groups", result_shape_and_groups),
@@ -409,42 +421,32 @@ def attack_checks(attack: Any, *, params: type[BaseModel] | None = None,
         if a.source_classes is not None and (a.target_class is None or a.target_class in a.source_classes):
             raise _fail(who, "backdoor_contract", "source_classes need a target_class outside them")
 
-    def local_train_contract() -> None:
-        if not cls.trains_itself:
+    def train_contract() -> None:
+        if not cls.owns_training:
             return
-        from fedpoison.attacks.base import AttackerTraining
-        from fedpoison.models.paramspec import ParamSpec
-        from fedpoison.training.local import LocalPlan
-
         x, y = make_images(24)
         torch.manual_seed(0)
         model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 16), nn.ReLU(),
                               nn.Linear(16, 10))
-        spec = ParamSpec.of(model)
-        start = spec.flatten(model)
-        x0, y0, s0 = x.clone(), y.clone(), start.clone()
-
-        def job() -> AttackerTraining:
-            return AttackerTraining(round=0, client_id=3, slot=0, x=x, y=y, global_params=start, model=model,
-                                    spec=spec, plan=LocalPlan(epochs=1, batch_size=8, lr=0.05),
-                                    generator=torch.Generator().manual_seed(4), seed=0)
-
+        x0, y0 = x.clone(), y.clone()
         with _other_global_seed(1):
-            row = build().local_train(job())
-        if not (torch.equal(x, x0) and torch.equal(y, y0) and torch.equal(start, s0)):
-            raise _fail(who, "local_train_contract", "local_train changed its inputs")
-        if not torch.equal(spec.flatten(model), s0):
-            raise _fail(who, "local_train_contract", "local_train changed the template model (train a copy)")
-        if row.shape != (spec.dim,) or not torch.isfinite(row).all() or not row.abs().sum() > 0:
-            raise _fail(who, "local_train_contract", f"expected a finite non-zero update of shape ({spec.dim},)")
+            job = make_malicious_training(build(), x, y, model=model)
+            start = job.global_params.clone()
+            row, loss = build().train(job)
+        if not isinstance(loss, float):
+            raise _fail(who, "train_contract", f"expected (update, mean loss as a float), got a {type(loss).__name__} loss")
+        if not (torch.equal(x, x0) and torch.equal(y, y0) and torch.equal(job.global_params, start)):
+            raise _fail(who, "train_contract", "train changed its inputs")
+        if row.shape != start.shape or not torch.isfinite(row).all() or not row.abs().sum() > 0:
+            raise _fail(who, "train_contract", f"expected a finite non-zero update of shape {tuple(start.shape)}")
         with _other_global_seed(2):
-            again = build().local_train(job())
+            again, _ = build().train(make_malicious_training(build(), x, y, model=model))
         if not torch.equal(row, again):
-            raise _fail(who, "local_train_contract", "same job, different update: draw from the job's seed and generator")
+            raise _fail(who, "train_contract", "same job, different update: draw from the job's generator")
 
     return [("declares_its_threat_model", declares_its_threat_model), ("craft_contract", craft_contract),
             ("craft_any_number_of_attackers", craft_any_number_of_attackers), ("poison_contract", poison_contract),
-            ("backdoor_contract", backdoor_contract), ("local_train_contract", local_train_contract)]
+            ("backdoor_contract", backdoor_contract), ("train_contract", train_contract)]
 
 
 def check_attack(attack: Any, *, params: type[BaseModel] | None = None, tags: Iterable[str] | None = None) -> None:
