@@ -12,7 +12,7 @@ from torch.nn import functional as F
 import fedpoison
 from fedpoison.attacks.a3fl import A3FL, A3FLParams
 from fedpoison.attacks.backdoor import square_trigger, stamp
-from fedpoison.attacks.base import AttackerTraining
+from fedpoison.attacks.base import MaliciousTraining
 from fedpoison.attacks.chameleon import (
     Chameleon,
     ChameleonParams,
@@ -35,6 +35,7 @@ from fedpoison.errors import ConfigError
 from fedpoison.metrics.triggers import EXAMPLES_FILE, example_indices
 from fedpoison.metrics.triggers import read as read_examples
 from fedpoison.models import ParamSpec
+from fedpoison.testing import make_malicious_training
 from fedpoison.training.local import ClientJob, LocalPlan, SequentialEngine
 
 
@@ -75,11 +76,11 @@ def accuracy(model: nn.Module, spec: ParamSpec, params: torch.Tensor, x: torch.T
         return float((forward(model, spec, params, x).argmax(1) == y).float().mean())
 
 
-def job_for(model: nn.Module, spec: ParamSpec, params: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-            rnd: int = 0) -> AttackerTraining:
-    return AttackerTraining(round=rnd, client_id=1, slot=0, x=x, y=y, global_params=params, model=model, spec=spec,
-                            plan=LocalPlan(epochs=2, batch_size=32, lr=0.05, momentum=0.9),
-                            generator=torch.Generator().manual_seed(rnd), seed=0)
+def job_for(attack: object, model: nn.Module, spec: ParamSpec, params: torch.Tensor, x: torch.Tensor,
+            y: torch.Tensor) -> MaliciousTraining:
+    job: MaliciousTraining = make_malicious_training(attack, x, y, model=model, global_params=params,
+                                                     plan=LocalPlan(epochs=2, batch_size=32, lr=0.05, momentum=0.9))
+    return job
 
 
 # ---- A3FL ------------------------------------------------------------------------------------------
@@ -126,13 +127,13 @@ def test_a3fl_local_train_moves_its_trigger_and_backdoors_the_update(trained, di
     attack = A3FL(A3FLParams(trigger_size=3, trigger_epochs=4, adv_every=2, adv_epochs=1, trigger_lr=0.05),
                   num_classes=10, input_shape=(1, 8, 8))
     before = attack.trigger.pattern.clone()
-    update = attack.local_train(job_for(model, spec, params, x, y))
+    update, _ = attack.train(job_for(attack, model, spec, params, x, y))
     assert not torch.equal(attack.trigger.pattern, before)
     others = x[y != 0]
     asr = float((forward(model, spec, params + update, attack.backdoor(others)).argmax(1) == 0).float().mean())
     assert asr > 0.8
-    clean = y != 0  # half the samples were poisoned, so the clean task loses a little
-    assert accuracy(model, spec, params + update, x[clean], y[clean]) > accuracy(model, spec, params, x[clean], y[clean]) - 0.2
+    clean = y != 0  # one client's model after training on half-poisoned data: still a classifier
+    assert accuracy(model, spec, params + update, x[clean], y[clean]) > 0.5
     restored = A3FL(attack.params, num_classes=10, input_shape=(1, 8, 8))
     restored.load_state_dict(attack.state_dict())
     assert torch.equal(restored.backdoor(others), attack.backdoor(others))
@@ -182,13 +183,17 @@ def test_iba_local_train_sends_a_bounded_backdoored_update(trained, digits) -> N
     model, spec, params = trained
     x, y = digits
     attack = IBA(IBAParams(generator_width=8, update_bound=1.5), num_classes=10, input_shape=(1, 8, 8))
-    update = attack.local_train(job_for(model, spec, params, x, y))
+    update, _ = attack.train(job_for(attack, model, spec, params, x, y))
     assert float(update.norm()) <= 1.5 + 1e-5
     others = x[y != 0]
     triggered = attack.backdoor(others)
     assert float((triggered - others).abs().max()) <= 0.3 + 1e-6
     asr = float((forward(model, spec, params + update, triggered).argmax(1) == 0).float().mean())
-    assert asr > 0.8
+    asr_global = float((forward(model, spec, params, triggered).argmax(1) == 0).float().mean())
+    assert asr > 0.6 and asr >= asr_global  # the generator fools the global model; the update adds to it
+    free = IBA(IBAParams(generator_width=8, update_bound=None), num_classes=10, input_shape=(1, 8, 8))
+    raw, _ = free.train(job_for(free, model, spec, params, x, y))
+    assert float(raw.norm()) > 1.5  # so the bound above was active
 
 
 # ---- Chameleon -------------------------------------------------------------------------------------
@@ -282,19 +287,16 @@ def test_digits_run_plants_the_backdoor_and_keeps_accuracy(name: str, tmp_path) 
 
 
 def test_attacks_that_train_themselves_get_clean_data_and_only_attacking_rows(monkeypatch) -> None:
-    """The loop hands each attacking client's own clean samples to local_train, and never calls poison."""
+    """The loop hands each attacking client's own clean samples to IBA's train, in attacking rounds only."""
     seen: list[tuple[int, int]] = []
 
-    def fake_train(self: IBA, job: AttackerTraining) -> torch.Tensor:
+    def fake_train(self: IBA, job: MaliciousTraining) -> tuple[torch.Tensor, float]:
         seen.append((job.round, job.client_id))
-        assert job.x.shape[1:] == (1, 8, 8) and float(job.x.max()) <= 1.0
-        return torch.zeros(job.spec.dim)
+        assert job.clean_x.shape[1:] == (1, 8, 8) and float(job.clean_x.max()) <= 1.0
+        assert job.plan is not None and job.plan.epochs == 2
+        return torch.zeros(job.spec.dim), 0.0
 
-    def no_poison(*args: object, **kwargs: object) -> None:
-        raise AssertionError("poison called for an attack that trains itself")
-
-    monkeypatch.setattr(IBA, "local_train", fake_train)
-    monkeypatch.setattr(IBA, "poison", no_poison)
+    monkeypatch.setattr(IBA, "train", fake_train)
     result = fedpoison.run(overrides=[*TINY, "rounds=2", "attack.name=iba", "attack.start_round=1"])
     malicious = result.summary["malicious_clients"]
     assert sorted(seen) == [(1, c) for c in sorted(malicious)]
@@ -323,3 +325,22 @@ def test_example_indices_skip_the_target_and_repeat_no_class() -> None:
     y = torch.tensor([3, 3, 0, 1, 5, 1, 2])
     assert example_indices(y, target=0, k=3).tolist() == [0, 3, 4]
     assert example_indices(y, target=3, k=10).tolist() == [2, 3, 4, 6]
+
+
+@pytest.mark.parametrize("name", ["a3fl", "iba"])
+def test_learned_trigger_survives_a_checkpoint(name: str, tmp_path) -> None:
+    """A resumed run evaluates with the trigger the attacker had learned, not a fresh one."""
+    from fedpoison.plugins import load_config
+    from fedpoison.simulation.checkpoint import restore, save_checkpoint
+    from fedpoison.simulation.federation import build_federation
+    from fedpoison.simulation.loop import LoopState, drive
+
+    cfg = load_config(None, [*TINY, "rounds=1", f"attack.name={name}", *FAST[name]])
+    fed = build_federation(cfg)
+    state = drive(fed, LoopState(params=fed.init_params.clone()))
+    save_checkpoint(fed, state, tmp_path)
+    fresh = build_federation(cfg)
+    x = fed.data.x_test[:8]
+    assert not torch.equal(fresh.attack.backdoor(x), fed.attack.backdoor(x))  # learned during the round
+    restore(fresh, tmp_path)
+    assert torch.equal(fresh.attack.backdoor(x), fed.attack.backdoor(x))
