@@ -250,6 +250,10 @@ def test_chameleon_contrastive_stage_pulls_poisoned_features_to_the_target(train
     classifier_stage(work, px, py, LocalPlan(epochs=1, batch_size=32, lr=0.05), torch.Generator().manual_seed(2))
     assert all(torch.equal(a, b) for a, b in zip(enc_before, split_classifier(work)[0].parameters(), strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(head_before, split_classifier(work)[1].parameters(), strict=True))
+    # freeze_encoder=False (the fine-tuning variant) moves the encoder too
+    classifier_stage(work, px, py, LocalPlan(epochs=1, batch_size=32, lr=0.05), torch.Generator().manual_seed(3),
+                     freeze_encoder=False)
+    assert not all(torch.equal(a, b) for a, b in zip(enc_before, split_classifier(work)[0].parameters(), strict=True))
 
 
 def test_chameleon_refuses_a_model_without_a_linear_head() -> None:

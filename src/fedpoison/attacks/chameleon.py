@@ -18,7 +18,8 @@ to ``target_class``, then:
    ``lr_gamma`` at each of ``milestones`` (epochs);
 2. **classifier stage**: the encoder frozen, the last layer is trained with
    cross-entropy on the same poisoned data by the honest clients' local SGD
-   (``local.*``).
+   (``local.*``); with ``freeze_encoder: false`` the whole model is fine-tuned
+   instead (what BackFed's implementation does, its freezing line having no effect).
 
 The update sent is the whole model's change. Defaults are the authors' (10
 epochs, learning rate 0.015, milestones 2, 4, 6, 8, gamma 0.3, temperature
@@ -58,6 +59,9 @@ class ChameleonParams(TriggerParams):
     target_weight: float = Field(2.0, gt=0.0)
     #: Mini-batch size of the contrastive stage.
     contrastive_batch_size: int = Field(64, ge=2)
+    #: Train only the last layer after the contrastive stage (the paper); ``false`` fine-tunes the whole
+    #: model with cross-entropy instead (what BackFed's implementation ends up doing).
+    freeze_encoder: bool = True
 
 
 def supcon_loss(features: Tensor, labels: Tensor, *, temperature: float, target: int | None = None,
@@ -125,23 +129,28 @@ def contrastive_stage(
     return losses
 
 
-def classifier_stage(model: nn.Module, x: Tensor, y: Tensor, plan: LocalPlan, generator: torch.Generator) -> float:
-    """Train only ``model``'s last ``Linear`` layer with cross-entropy, by local SGD (``plan``), in place.
+def classifier_stage(model: nn.Module, x: Tensor, y: Tensor, plan: LocalPlan, generator: torch.Generator, *,
+                     freeze_encoder: bool = True) -> float:
+    """Train ``model`` with cross-entropy by local SGD (``plan``), in place: the last layer only, or all of it.
 
     Returns the mean batch loss.
     """
     encoder, head = split_classifier(model)
-    head_params = list(head.parameters())
-    bufs: list[Tensor | None] = [None] * len(head_params)
+    trained = list(head.parameters()) if freeze_encoder else list(model.parameters())
+    bufs: list[Tensor | None] = [None] * len(trained)
     steps = batch_schedule(len(y), plan, generator)
     total = 0.0
     for pos in steps:
+        if freeze_encoder:
+            with torch.no_grad():
+                feats = encoder(x[pos])
+            logits = head(feats)
+        else:
+            logits = model(x[pos])
+        loss = F.cross_entropy(logits, y[pos])
+        grads = torch.autograd.grad(loss, trained)
         with torch.no_grad():
-            feats = encoder(x[pos])
-        loss = F.cross_entropy(head(feats), y[pos])
-        grads = torch.autograd.grad(loss, head_params)
-        with torch.no_grad():
-            for j, (p, g) in enumerate(zip(head_params, grads, strict=True)):
+            for j, (p, g) in enumerate(zip(trained, grads, strict=True)):
                 bufs[j] = sgd_step_(p, g, bufs[j], lr=plan.lr, momentum=plan.momentum,
                                     weight_decay=plan.weight_decay)
         total += float(loss.detach())
@@ -175,5 +184,6 @@ class Chameleon(TriggerAttack):
         model = job.model  # the loop's scratch copy of the architecture
         contrastive_stage(model, job.spec, job.global_params, job.x, job.y, self.params, target=self._target,
                           generator=job.generator)
-        loss = classifier_stage(model, job.x, job.y, job.plan or LocalPlan(), job.generator)
+        loss = classifier_stage(model, job.x, job.y, job.plan or LocalPlan(), job.generator,
+                                freeze_encoder=self.params.freeze_encoder)
         return job.spec.flatten(model).sub_(job.global_params), loss
