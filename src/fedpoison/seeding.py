@@ -25,6 +25,7 @@ PURPOSES: dict[str, int] = {
     "audit": 10,
     "root": 11,
     "server": 12,
+    "indicator": 13,
 }
 
 

@@ -382,3 +382,26 @@ def _quarantined(clients: pd.DataFrame) -> pd.DataFrame:
     if "quarantined" not in clients:
         return clients.iloc[0:0]
     return clients[clients["quarantined"].eq(True)]
+
+
+def fake_client_detection(clients: pd.DataFrame) -> dict[str, Any]:
+    """Recall on fake clients' rows and on compromised genuine clients' rows, apart.
+
+    For runs with ``attack.fake_clients`` (the audit log has a ``fake``
+    column): fake rows are always positives (a fake client only ever sends
+    attack rows), so they are already in :func:`detection_summary`'s counts;
+    this splits its recall by where the attacking row came from.
+    Keys: ``detection_fake_rows``, ``detection_recall_fake``,
+    ``detection_recall_compromised`` (NaN without such rows). Empty for a log
+    without a ``fake`` column.
+    """
+    if clients is None or len(clients) == 0 or "fake" not in clients:
+        return {}
+    df = participant_rows(clients)
+    fake = df["fake"].eq(True)
+    pos_fake, pos_genuine = df[df["positive"] & fake], df[df["positive"] & ~fake]
+    return {
+        "detection_fake_rows": len(pos_fake),
+        "detection_recall_fake": _ratio(int(pos_fake["flag"].sum()), len(pos_fake)),
+        "detection_recall_compromised": _ratio(int(pos_genuine["flag"].sum()), len(pos_genuine)),
+    }

@@ -169,9 +169,12 @@ def make_result(fed: Federation, state: LoopState, *, setup_s: float = 0.0) -> R
     summary["diverged_round"] = state.diverged_round
     summary["skipped_rounds"] = sum(bool(r.get("aggregation_skipped")) for r in state.history)
     summary["setup_seconds"] = setup_s
-    from fedpoison.metrics.detection import detection_summary, with_detection_columns
+    from fedpoison.metrics.detection import detection_summary, fake_client_detection, with_detection_columns
 
+    if fed.num_fake:
+        summary["num_fake_clients"] = fed.num_fake
     summary.update(detection_summary(clients))
+    summary.update(fake_client_detection(clients))
     history = with_detection_columns(history, clients)
     from fedpoison.simulation.certify import certify_final
 
