@@ -1,11 +1,11 @@
 #!/bin/sh
 # The detection experiments of docs/auditing.md and docs/defenses.md (fldetector, deepsight, freqfed, rflbat).
 # Usage: sh examples/defenses2021/run.sh OUT_DIR [NAME...]   (from the repository root; runs one after another)
-# Each run is base.yaml plus the overrides below; detection figures are in OUT_DIR/NAME/summary.json and
+# Each run is detection_base.yaml plus the overrides below; detection figures are in OUT_DIR/NAME/summary.json and
 # `python3 examples/defenses2021/fpr_clean.py OUT_DIR/NAME` prints recall and fpr_clean from audit.csv.
 set -e
 OUT=${1:?output folder}; shift
-BASE="$(dirname "$0")/base.yaml"
+BASE="$(dirname "$0")/detection_base.yaml"
 run() { name=$1; shift; python3 -m fedpoison run "$BASE" --quiet --out "$OUT/$name" "$@"; }
 for name in ${@:-freqfed_backdoor fld_backdoor fld_trim deepsight_backdoor rflbat_backdoor}; do
   case $name in
