@@ -7,8 +7,9 @@ set -e
 OUT=${1:?output folder}; shift
 BASE="$(dirname "$0")/detection_base.yaml"
 run() { name=$1; shift; python3 -m fedpoison run "$BASE" --quiet --out "$OUT/$name" "$@"; }
-for name in ${@:-freqfed_backdoor fld_backdoor fld_trim deepsight_backdoor rflbat_backdoor}; do
+for name in ${@:-mean_backdoor freqfed_backdoor fld_backdoor fld_trim deepsight_backdoor rflbat_backdoor}; do
   case $name in
+    mean_backdoor) run $name --set defense.name=mean ;;  # no defense: the backdoor's reach
     freqfed_backdoor) run $name --set defense.name=freqfed ;;
     rflbat_backdoor) run $name --set defense.name=rflbat ;;
     deepsight_backdoor) run $name --set defense.name=deepsight --set defense.ds_samples=2000 ;;
