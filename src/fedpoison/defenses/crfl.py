@@ -76,7 +76,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.stats import norm as _normal
 from torch import Tensor
 
 from fedpoison.core.draws import gaussian_like
@@ -178,7 +177,7 @@ def contraction(clip: float, sigma: float, rounds: int) -> float:
         return 1.0
     if sigma <= 0:
         return 1.0
-    return float((2.0 * _normal.cdf(clip / sigma) - 1.0) ** rounds)
+    return float(math.erf(clip / (sigma * math.sqrt(2.0))) ** rounds)  # 2 Phi(x) - 1 = erf(x / sqrt 2)
 
 
 def certified_radius(p_a: np.ndarray, p_b: np.ndarray, *, sigma: float, clip: float, threat: CRFLThreat) -> np.ndarray:
