@@ -17,6 +17,8 @@ server drops them before any rule runs.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -387,3 +389,41 @@ def median_std_scores(v: Tensor) -> Tensor:
     std = good.std(correction=0)
     out[ok] = (good - med).abs() / std if bool(std > 1e-12) else torch.zeros_like(good)
     return out.to(v.dtype)
+
+
+# ---- masks and projections (constrained attacks) --------------------------------------
+def bottom_k_mask(values: Tensor, top_fraction: float) -> Tensor:
+    """Bool mask of the coordinates *outside* the ``top_fraction`` largest ``|values|``.
+
+    The top :math:`\\lceil q\\,d \\rceil` coordinates by magnitude are ``False``
+    (ties broken by :func:`torch.topk`), every other one ``True``: Neurotoxin's
+    mask, which keeps the coordinates the benign updates change least.
+
+    Example
+    -------
+    >>> bottom_k_mask(torch.tensor([0.1, -5.0, 0.0, 2.0]), 0.5).tolist()
+    [True, False, True, False]
+    """
+    if not 0.0 <= top_fraction <= 1.0:
+        raise ValueError(f"bottom_k_mask: expected top_fraction in [0, 1], got {top_fraction}")
+    flat = values.reshape(-1)
+    k = math.ceil(top_fraction * flat.numel())
+    mask = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
+    if k:
+        mask[torch.topk(flat.abs(), k, sorted=False).indices] = False
+    return mask.reshape(values.shape)
+
+
+def project_to_ball(x: Tensor, center: Tensor, radius: float) -> Tensor:
+    """The L2 projection of the vector ``x`` onto the ball of ``radius`` around ``center``.
+
+    .. math:: \\Pi(x) = c + (x - c)\\,\\min\\left(1, \\frac{r}{\\|x - c\\|_2}\\right)
+
+    Example
+    -------
+    >>> project_to_ball(torch.tensor([3.0, 4.0]), torch.zeros(2), 1.0)
+    tensor([0.6000, 0.8000])
+    """
+    diff = x - center
+    factor = clip_factors(torch.linalg.vector_norm(diff).reshape(1), radius)[0]
+    return center + diff * factor
