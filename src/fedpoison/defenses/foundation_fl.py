@@ -20,8 +20,8 @@ to an extreme makes itself the nearest to that extreme and never :math:`i^*`;
 the synthetic copies move every coordinate's order statistics towards
 :math:`g_{i^*}`.
 
-Variant: ``defense.ffl_synthetic`` is ``m``; by default ``m = n`` (as many
-synthetic updates as received ones). Only rows whose entries are all finite
+Variant: ``defense.ffl_synthetic`` is ``m``; by default ``m = floor(n / 2)``,
+the paper's default (Sec. VI-A 6, "the server generates n/2 synthetic updates"). Only rows whose entries are all finite
 take part in the extremes and the scores (the server drops the others before
 any rule runs). Each synthetic row carries the sample weight of
 :math:`g_{i^*}`; ``groups`` maps it back to that client, so the rule's weights
@@ -64,7 +64,7 @@ class FoundationFLParams(BaseModel):
     """Parameters of the ``foundation_fl`` pre-aggregator."""
 
     model_config = ConfigDict(extra="forbid")
-    #: m: synthetic updates appended; ``None`` appends as many as there are rows.
+    #: m: synthetic updates appended; ``None`` appends floor(n / 2) (the paper's default), at least one.
     ffl_synthetic: int | None = Field(None, ge=1)
 
 
@@ -75,7 +75,7 @@ class FoundationFLParams(BaseModel):
     params=FoundationFLParams,
     reference="Fang et al. 2025, Do We Really Need to Design New Byzantine-robust Aggregation Rules? (NDSS).",
     variant="synthetic rows = copies of argmax_i min(|g_i - g_max|, |g_i - g_min|); m = defense.ffl_synthetic, "
-    "default n",
+    "default floor(n / 2) as in the paper",
     requires="the rule's requirement holds for n + m rows",
 )
 class FoundationFL:
@@ -89,7 +89,7 @@ class FoundationFL:
     def rows_out(n: int, params: FoundationFLParams | None = None) -> int:
         """``n + m`` rows."""
         m = (params or FoundationFLParams()).ffl_synthetic
-        return n + (n if m is None else m)
+        return n + (max(1, n // 2) if m is None else m)
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> PreResult:
         """Append the synthetic rows (see the module docstring)."""
