@@ -23,9 +23,9 @@ from pathlib import Path
 import fedpoison
 
 BASE = [
-    "dataset.name=fashion-mnist", "dataset.limit=2000", "model.name=cnn28",
+    "dataset.name=fashion-mnist", "dataset.limit=3000", "model.name=cnn28",
     "partition.name=fang", "partition.bias=0.5", "clients.num=20", "clients.fraction=1.0",
-    "local.epochs=1", "local.batch_size=32", "local.lr=0.05", "local.momentum=0.9",
+    "local.epochs=2", "local.batch_size=16", "local.lr=0.05", "local.momentum=0.9",
     "server.lr=1.0", "eval.every=1",
 ]
 #: the same poisoned data for every backdoor: 20% malicious, half of each one's samples copied with the trigger
@@ -33,16 +33,16 @@ POISON = ["attack.target_class=0", "attack.fraction=0.2", "attack.poison_mode=ap
 
 RUNS: dict[str, dict[str, list[str]]] = {
     "a": {
-        f"a_{name}": ["rounds=10", "defense.name=mean", *([f"attack.name={name}", *POISON] if name != "none" else [])]
+        f"a_{name}": ["rounds=8", "defense.name=mean", *([f"attack.name={name}", *POISON] if name != "none" else [])]
         for name in ("none", "backdoor", "neurotoxin", "pgd_backdoor", "cerberus")
     },
     "b": {
-        f"b_{name}_s{seed}": ["rounds=16", "defense.name=mean", f"seed={seed}", f"attack.name={name}", *POISON,
-                              "attack.start_round=3", "attack.end_round=7"]
+        f"b_{name}_s{seed}": ["rounds=14", "defense.name=mean", f"seed={seed}", f"attack.name={name}", *POISON,
+                              "attack.start_round=2", "attack.end_round=6"]
         for seed in (0, 1, 2) for name in ("backdoor", "neurotoxin")
     },
     "c": {
-        f"c_{defense}_{name}": ["rounds=10", f"defense.name={defense}", f"attack.name={name}", *POISON]
+        f"c_{defense}_{name}": ["rounds=8", f"defense.name={defense}", f"attack.name={name}", *POISON]
         for defense in ("norm_bound", "multi_krum") for name in ("pgd_backdoor", "model_replacement")
     },
 }
