@@ -86,7 +86,17 @@ class AttackContext:
         ``(m, d)`` what each malicious client sent last time it took part, or
         zeros; used by stale free-riders.
     generator:
-        The attack's own seeded generator.
+        The attack's own seeded generator, fresh each round.
+    own_fake:
+        ``(m,)`` bool: which of the attacker's rows come from fake clients
+        (``attack.fake_clients``), whose own updates are zero rows since they
+        own no data. ``None`` means none are fake.
+    campaign_generator:
+        A generator seeded by the run only (not the round): it draws the same
+        bits every round, for what an attacker fixes once for its whole
+        campaign (MPAF's base model, PoisonedFL's sign vector) without keeping
+        state. ``None`` outside a run; attacks then fall back to
+        :func:`campaign_generator`.
     """
 
     round: int
@@ -101,11 +111,37 @@ class AttackContext:
     defense: AggregationRule | None = None
     defense_ctx: RoundContext | None = None
     previous_updates: Tensor | None = None
+    own_fake: Tensor | None = None
+    campaign_generator: torch.Generator | None = None
 
     @property
     def num_malicious(self) -> int:
         """``m``, the number of malicious rows to craft."""
         return int(self.own_updates.shape[0])
+
+    def fake_mask(self) -> Tensor:
+        """``(m,)`` bool: which rows are fake clients' (all False without fake clients)."""
+        if self.own_fake is None:
+            return torch.zeros(self.num_malicious, dtype=torch.bool, device=self.own_updates.device)
+        return self.own_fake.to(device=self.own_updates.device, dtype=torch.bool)
+
+
+def campaign_generator(ctx: AttackContext, salt: int = 0) -> torch.Generator:
+    """A generator for the attacker's once-per-campaign draws: the same bits in every round of a run.
+
+    ``ctx.campaign_generator``'s state (copied, so the context is not
+    consumed) when the round loop provides it, else a generator seeded from
+    ``salt`` alone (outside a run, e.g. in contract checks). ``salt`` separates
+    draws of different purposes.
+    """
+    g = torch.Generator()
+    if ctx.campaign_generator is not None:
+        g.set_state(ctx.campaign_generator.get_state())
+        if salt:
+            g.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)) + salt)
+    else:
+        g.manual_seed(0x5EED + salt)
+    return g
 
 
 @dataclass(frozen=True)

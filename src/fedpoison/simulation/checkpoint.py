@@ -205,6 +205,8 @@ def save_checkpoint(fed: Federation, state: LoopState, out: Path, log: AuditLog 
         "auditor": fed.auditor.state_dict() if fed.auditor is not None and _stateful(fed.auditor) else None,
         "previous_malicious": {str(k): v for k, v in state.previous_malicious.items()},
     }
+    if fed.attack is not None and _stateful(fed.attack):
+        plugin_state["attack"] = fed.attack.state_dict()  # type: ignore[attr-defined]
     meta = {
         "format": str(FORMAT),
         "config": json.dumps(fed.cfg.to_dict()),
@@ -385,8 +387,9 @@ def restore_with_log(fed: Federation, path: Path) -> tuple[LoopState, AuditLog]:
     if diverged is None and not bool(torch.isfinite(params).all()):
         raise ConfigError(f"{where}: params: non-finite values in a run that has not diverged")
     plugins = _join(meta["plugins"], tensors, fed.device)
-    if set(plugins) != {"defense", "auditor", "previous_malicious"}:
-        raise ConfigError(f"{where}: plugins: expected keys defense, auditor, previous_malicious, got {sorted(plugins)}")
+    if set(plugins) - {"attack"} != {"defense", "auditor", "previous_malicious"}:
+        raise ConfigError(f"{where}: plugins: expected keys defense, auditor, previous_malicious (and attack for a "
+                          f"stateful attack), got {sorted(plugins)}")
     prev = plugins["previous_malicious"]
     malicious = set(fed.malicious.tolist())
     if not isinstance(prev, dict):
@@ -403,15 +406,16 @@ def restore_with_log(fed: Federation, path: Path) -> tuple[LoopState, AuditLog]:
     state = LoopState(params=params.to(fed.device), round=rnd, diverged_round=diverged,
                       previous_params=None if previous is None else previous.to(fed.device))
     state.history, state.timings, state.previous_malicious = history, timings, restored_prev
-    for name, obj, per_client in (("defense", fed.defense, False), ("auditor", fed.auditor, True)):
-        value = plugins[name]
+    for name, obj, per_client in (("defense", fed.defense, False), ("auditor", fed.auditor, True),
+                                  ("attack", fed.attack, False)):
+        value = plugins.get(name)
         if value is None:
             continue
         if obj is None or not _stateful(obj) or not isinstance(value, dict):
             raise ConfigError(f"{where}: {name} state given, but the run's {name} keeps none")
-        _check_state_tensors(value, where, name, dim=dim, num_clients=fed.num_clients, per_client=per_client)
+        _check_state_tensors(value, where, name, dim=dim, num_clients=fed.population, per_client=per_client)
         try:
-            obj.load_state_dict(value)
+            obj.load_state_dict(value)  # type: ignore[union-attr]
         except (KeyError, TypeError, ValueError, AssertionError, RuntimeError, AttributeError, IndexError) as exc:
             raise ConfigError(f"{where}: {name} state does not fit {name} '{getattr(cfg, 'audit' if name == 'auditor' else name).name}' "
                               f"({type(exc).__name__}: {exc})") from None
