@@ -37,7 +37,7 @@ DIGITS = [
 ]
 #: rounds per group on digits (a and c: total; b: total, attack rounds start..end)
 DIGITS_ROUNDS = {"a": ["rounds=15"], "b": ["rounds=25", "attack.start_round=5", "attack.end_round=9"],
-                 "c": ["rounds=15"]}
+                 "b2": ["rounds=30", "attack.start_round=5", "attack.end_round=14"], "c": ["rounds=15"]}
 #: the same poisoned data for every backdoor: 20% malicious, half of each one's samples copied with the trigger
 POISON = ["attack.target_class=0", "attack.fraction=0.2", "attack.poison_mode=append", "attack.poison_fraction=0.5"]
 
@@ -49,6 +49,12 @@ RUNS: dict[str, dict[str, list[str]]] = {
     "b": {
         f"b_{name}_s{seed}": ["rounds=14", "defense.name=mean", f"seed={seed}", f"attack.name={name}", *POISON,
                               "attack.start_round=2", "attack.end_round=6"]
+        for seed in (0, 1, 2) for name in ("backdoor", "neurotoxin")
+    },
+    # b with a longer attack (10 rounds), so that both backdoors are established before the attacker stops
+    "b2": {
+        f"b2_{name}_s{seed}": ["rounds=16", "defense.name=mean", f"seed={seed}", f"attack.name={name}", *POISON,
+                               "attack.start_round=2", "attack.end_round=6"]
         for seed in (0, 1, 2) for name in ("backdoor", "neurotoxin")
     },
     "c": {
