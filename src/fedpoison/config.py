@@ -66,9 +66,11 @@ class LocalConfig(_Strict):
 
 
 class ServerConfig(_Strict):
-    """The server step: ``global += lr * aggregate``."""
+    """The server step: ``global += lr * (aggregate + noise)``, noise ``N(0, noise_std^2 I)`` (weak DP)."""
 
     lr: float = Field(1.0, gt=0.0)
+    #: Std of the Gaussian noise added to the aggregate every round (0: none); seeded per round.
+    noise_std: float = Field(0.0, ge=0.0)
 
 
 class EvalConfig(_Strict):

@@ -17,6 +17,7 @@ from fedpoison.attacks.fang import (
     KrumSearch,
     change_direction,
     fang_krum_lambda_max,
+    fang_krum_partial_rows,
     fang_krum_rows,
     fang_trim_full,
     krum_picks_crafted,
@@ -156,23 +157,43 @@ def test_fang_krum_gives_up_below_the_threshold_when_krum_never_picks_it(build_a
     assert float(rows.abs().max()) < 1e-3
 
 
-def test_partial_knowledge_krum_check_can_fail() -> None:
-    """With only c own rows and c copies, Krum with f = c always picks a copy.
+def test_partial_knowledge_krum_simulates_one_crafted_model_among_the_own() -> None:
+    """Fang et al. Eq. 4: Krum (f = 1) over the c own rows plus ONE crafted row, lambda halved from the bound.
 
-    It counts c - 2 neighbours and c - 1 of them are identical copies; the server's neighbour count
-    n - c - 2 makes the check a real one.
+    With c identical copies in the check, every copy would score ~0 and any lambda would pass.
     """
     g = torch.Generator().manual_seed(0)
-    c, n, d = 5, 25, 40
-    own = 2.0 + 0.01 * torch.randn(c, d, generator=g)  # a tight cluster far from the crafted copies
-    far = (-1.0 * change_direction(own)).repeat(c, 1)
-    assert krum_picks_crafted(own, far, c), "the vacuous check accepts a copy far from every own row"
-    assert not krum_picks_crafted(own, far, c, neighbours=n - c - 2)
-    search = KrumSearch(own, -change_direction(own))
-    assert search.picks_crafted(1.0, c, f=c) and not search.picks_crafted(1.0, c, f=c, neighbours=n - c - 2)
-    _rows, lam = fang_krum_rows(own, num_malicious=c, num_participants=n)
-    lam_max = fang_krum_lambda_max(own, num_participants=n, num_malicious=c)
-    assert lam < lam_max, "the partial-knowledge search halves now"
+    c, d = 6, 40
+    own = 0.05 + 0.3 * torch.randn(c, d, generator=g)  # spread around the global model
+    rows, lam, supporters = fang_krum_partial_rows(own, num_malicious=c)
+    s = change_direction(own)
+    assert supporters == 1
+    assert rows.shape == (c, d)
+    torch.testing.assert_close(rows, (-lam * s).expand(c, d))
+    one = (-lam * s)[None, :].double()
+    assert krum_picks_crafted(own.double(), one, 1), "Krum over the own rows + 1 copy selects the copy"
+    lam_max = fang_krum_lambda_max(own, num_participants=c + 1, num_malicious=1)
+    halvings = round(math.log2(lam_max / lam))
+    assert lam == pytest.approx(lam_max / 2**halvings)
+    assert halvings > 0, "this bound is too large for one crafted row: the search halves"
+    assert not krum_picks_crafted(own.double(), 2 * one, 1), "the previous, larger lambda was not selected"
+    assert krum_picks_crafted(own.double(), (2 * one).expand(c, d), c), "c copies would have accepted it"
+
+
+def test_partial_knowledge_krum_adds_supporters_only_when_one_crafted_row_never_wins() -> None:
+    # Own rows in a tight cluster far from the global model: a crafted row near zero wins Krum (f = k,
+    # c - 2 neighbours) only once its k - 1 identical supporters fill all c - 2 neighbour slots.
+    g = torch.Generator().manual_seed(1)
+    c, d = 5, 30
+    own = 3.0 + 0.01 * torch.randn(c, d, generator=g)
+    s = change_direction(own)
+    assert not krum_picks_crafted(own.double(), (-1e-5 * s)[None, :].double(), 1)
+    rows, lam, supporters = fang_krum_partial_rows(own, num_malicious=c, threshold=1e-5)
+    assert supporters == c - 1
+    assert lam >= 1e-5
+    assert krum_picks_crafted(own.double(), (-lam * s).expand(c - 1, d).double(), c - 1)
+    assert not krum_picks_crafted(own.double(), (-lam * s).expand(c - 2, d).double(), c - 2)
+    torch.testing.assert_close(rows, (-lam * s).expand(c, d))
 
 
 def test_fang_krum_partial_knowledge_uses_only_the_own_updates(build_attack) -> None:

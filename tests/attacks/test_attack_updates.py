@@ -152,11 +152,28 @@ def test_fitted_gaussian_draws_from_the_own_updates_mean_and_std(build_attack, m
     many = torch.cat([fitted_gaussian_rows(own, collude=False, generator=g) for _ in range(4000)] + [big])
     torch.testing.assert_close(many.mean(0), torch.tensor([2.0, 5.0, 0.0]), atol=0.06, rtol=0.0)
     torch.testing.assert_close(many.std(0), torch.tensor([2**0.5, 0.0, 8**0.5]), atol=0.05, rtol=0.0)
-    ctx = make_context(m=3, d=500)
+    ctx = make_context(m=3, d=500, honest=False)
     out = build_attack("gaussian", mode="fitted").craft(ctx)
     assert out.shape == ctx.own_updates.shape and not torch.equal(out[0], out[1])
     joint = build_attack("gaussian", mode="fitted", collude=True).craft(ctx)
     assert torch.equal(joint[0], joint[2])
+
+
+def test_fitted_gaussian_fits_every_clients_update_when_the_honest_ones_are_seen(build_attack, make_context) -> None:
+    """Fang et al. fit the Gaussian to the before-attack models of all workers (omniscient), else the own ones."""
+    ctx = make_context(m=3, d=4, honest=True)
+    own = torch.zeros(3, 4)  # no spread in the own updates: a local-knowledge fit is a point mass at 0
+    honest = torch.tensor([[4.0, 4.0, 4.0, 4.0], [8.0, 8.0, 8.0, 8.0]] * 3)
+    seen = AttackContext(**{**vars(ctx), "own_updates": own, "honest_updates": honest})
+    local = AttackContext(**{**vars(ctx), "own_updates": own, "honest_updates": None})
+    attack = build_attack("gaussian", mode="fitted")
+    assert torch.equal(attack.craft(local), torch.zeros(3, 4))
+    draws = torch.cat([attack.craft(AttackContext(**{**vars(seen), "generator": torch.Generator().manual_seed(i)}))
+                       for i in range(1500)])
+    assert draws.shape == (4500, 4)
+    # The 9 rows 4, 8, 4, 8, 4, 8, 0, 0, 0: mean 4, Bessel std sqrt(96 / 8) = 3.46 (the own rows alone: 0, 0).
+    torch.testing.assert_close(draws.mean(0), torch.full((4,), 4.0), atol=0.25, rtol=0.0)
+    torch.testing.assert_close(draws.std(0), torch.full((4,), 12.0**0.5), atol=0.12, rtol=0.0)
 
 
 def test_free_rider_modes(build_attack, make_context) -> None:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from fedpoison.models import MODELS, ParamSpec, build_model
+from fedpoison.models.zoo import FangDNNParams
 
 SHAPES = {"logreg": (1, 8, 8), "mlp": (1, 8, 8), "cnn8": (1, 8, 8), "cnn28": (1, 28, 28), "fang_dnn": (1, 28, 28), "resnet8": (3, 32, 32)}
 
@@ -28,6 +29,13 @@ def test_fang_dnn_has_the_layers_of_fang_et_al_table_7a() -> None:
     model = build_model("fang_dnn", (1, 28, 28), 10)
     shapes = [tuple(p.shape) for p in model.parameters()]
     assert shapes == [(30, 1, 3, 3), (30,), (50, 30, 3, 3), (50,), (200, 1250), (200,), (10, 200), (10,)]
+
+
+def test_fang_dnn_hidden_100_is_foundationfl_table_ixa() -> None:
+    """The same convolutions, a dense layer of 100 (FoundationFL, NDSS 2025, Table IXa)."""
+    model = build_model("fang_dnn", (1, 28, 28), 10, FangDNNParams(hidden=100))
+    shapes = [tuple(p.shape) for p in model.parameters()]
+    assert shapes == [(30, 1, 3, 3), (30,), (50, 30, 3, 3), (50,), (100, 1250), (100,), (10, 100), (10,)]
 
 
 @pytest.mark.parametrize("name", MODELS.names())

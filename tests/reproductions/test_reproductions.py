@@ -22,7 +22,7 @@ NAMES = sorted(available())
 
 
 def test_both_reproductions_are_listed(capsys: pytest.CaptureFixture[str]) -> None:
-    assert {"fang2020_t2c", "karimireddy2022_noniid"} <= set(NAMES)
+    assert {"fang2020_t2c", "fang2025_foundationfl_t1b"} <= set(NAMES)
     assert main(["reproduce", "--list"]) == 0
     out = capsys.readouterr().out
     for name in NAMES:
@@ -82,6 +82,27 @@ def test_fang_table_is_the_papers() -> None:
     assert by_cell["median/partial"].attack.name == "fang_trim"
     assert by_cell["median/partial"].attack.model_extra["variant"] == "partial"
     assert by_cell["trimmed_mean/none"].attack.name == "none" and by_cell["trimmed_mean/none"].defense.f == 20
+
+
+def test_foundationfl_table_is_the_papers() -> None:
+    """Table I(b) of FoundationFL (Fashion-MNIST), its protocol as Sec. VI-A states it."""
+    rep = load_reproduction("fang2025_foundationfl_t1b")
+    assert [c.label for c in rep.columns] == ["No attack", "LF attack", "Gaussian attack", "Trim attack",
+                                              "Krum attack", "Min-Max attack", "Min-Sum attack"]
+    assert rep.numbers == {"fedavg": [0.18, 0.21, 0.21, 0.38, 0.21, 0.30, 0.32],
+                           "trimmed_mean": [0.21, 0.29, 0.26, 0.47, 0.32, 0.24, 0.23],
+                           "median": [0.23, 0.27, 0.27, 0.35, 0.29, 0.31, 0.29]}
+    grid = expand_grid(reproduction_grid(rep, "paper"))
+    by_cell = {cell_of_assignment(rep, r.assignment).id: r.config for r in grid.runs if r.config.seed == 0}
+    trim = by_cell["fedavg/trim"]
+    assert (trim.attack.name, trim.attack.knowledge, trim.attack.count) == ("fang_trim", "omniscient", 20)
+    assert trim.attack.model_extra["space"] == "update" and trim.defense.name == "mean"
+    assert trim.rounds == 3000 and trim.local.steps == 1 and trim.local.batch_size == 32
+    assert trim.model.name == "fang_dnn" and trim.model.model_extra["hidden"] == 100
+    assert trim.partition.name == "fang" and trim.partition.bias == 0.5 and trim.clients.num == 100
+    gauss = by_cell["median/gaussian"].attack
+    assert gauss.model_extra["std"] ** 2 == pytest.approx(200.0, rel=1e-6) and gauss.model_extra["mode"] == "random"
+    assert by_cell["trimmed_mean/none"].defense.f == 20 and by_cell["trimmed_mean/none"].attack.name == "none"
 
 
 def test_verdicts_by_hand() -> None:

@@ -16,6 +16,7 @@ attack.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -24,7 +25,11 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from fedpoison.defenses.base import AggregationRule, RoundContext
+    from fedpoison.models.paramspec import ParamSpec
+    from fedpoison.training.local import StepHooks
 
 
 class Knowledge(StrEnum):
@@ -139,6 +144,57 @@ def campaign_generator(ctx: AttackContext, salt: int = 0) -> torch.Generator:
     return g
 
 
+@dataclass(frozen=True)
+class MaliciousTraining:
+    """One malicious client's local training, for attacks that train themselves.
+
+    The round loop hands this to :meth:`Attack.train` instead of training the
+    client with the honest engine when the attack sets ``owns_training``.
+
+    Attributes
+    ----------
+    round:
+        Zero-based round index.
+    client_id, slot:
+        The client, and its index among the malicious clients.
+    clean_x, clean_y:
+        The client's own, unpoisoned samples.
+    x, y:
+        What :meth:`Attack.poison` made of them (cached across rounds).
+    global_params:
+        ``(d,)`` the global model the client starts from.
+    previous_params:
+        ``(d,)`` the global model of the round before, or ``None`` in the first
+        round (every client downloads the global model each round, so this is
+        local knowledge).
+    train:
+        ``train(x, y, hooks) -> (update, mean loss)``: the honest clients' SGD
+        (same plan, same batch draws) from ``global_params`` on ``(x, y)``,
+        changed by :class:`~fedpoison.training.local.StepHooks`.
+    model:
+        A scratch copy of the model architecture (its parameters may be
+        overwritten), e.g. to evaluate the global model while tuning a trigger.
+    spec:
+        The model's flat layout.
+    generator:
+        The attack's own generator for this client and round.
+    """
+
+    round: int
+    client_id: int
+    slot: int
+    clean_x: Tensor
+    clean_y: Tensor
+    x: Tensor
+    y: Tensor
+    global_params: Tensor
+    previous_params: Tensor | None
+    train: Callable[[Tensor, Tensor, StepHooks | None], tuple[Tensor, float]]
+    model: nn.Module
+    spec: ParamSpec
+    generator: torch.Generator
+
+
 class Attack:
     """Base class of every attack: identity hooks, overridden as needed.
 
@@ -150,6 +206,8 @@ class Attack:
     knowledge: ClassVar[Knowledge] = Knowledge.LOCAL
     #: False for attacks that skip local training (free riders, pure noise).
     trains: ClassVar[bool] = True
+    #: True for attacks that run their clients' local training themselves (:meth:`train`).
+    owns_training: ClassVar[bool] = False
 
     def __init__(
         self, params: Any, *, num_classes: int, input_shape: tuple[int, ...], collude: bool = False
@@ -174,6 +232,13 @@ class Attack:
         """
         return x, y
 
+    def train(self, job: MaliciousTraining) -> tuple[Tensor, float]:
+        """One malicious client's ``(d,)`` update and mean loss, for attacks with ``owns_training``.
+
+        The default is the honest training on the poisoned data.
+        """
+        return job.train(job.x, job.y, None)
+
     def craft(self, ctx: AttackContext) -> Tensor:
         """Return the ``(m, d)`` rows the malicious clients send."""
         return ctx.own_updates
@@ -184,6 +249,22 @@ class Attack:
         ``None`` for attacks without a trigger.
         """
         return None
+
+    def backdoor_inputs(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor] | None:
+        """The test inputs attack success rate is measured on, and which test samples they come from.
+
+        Returns ``(inputs, chosen)`` with ``chosen`` an ``(N,)`` bool mask over
+        ``x`` and ``inputs`` one row per chosen sample, or ``None`` without a
+        backdoor. The default stamps :meth:`backdoor` on every test sample not
+        of the target class; attacks whose backdoor lives in rare natural inputs
+        (edge cases) choose those samples instead.
+        """
+        target = self.target_class
+        if target is None:
+            return None
+        chosen = y != target
+        triggered = self.backdoor(x[chosen])
+        return None if triggered is None else (triggered, chosen)
 
     @property
     def target_class(self) -> int | None:

@@ -51,10 +51,16 @@ The paper works on model parameters (``attack.space: model``, the default);
 (:math:`w_{Re} = 0`).
 
 **Partial knowledge** (both attacks). The attackers know only their own
-benign updates and use them in place of the honest ones: Krum's bound, the
-direction :math:`s` and the Krum check use them (the check over the own rows
-plus the crafted copies, with the server's neighbour count :math:`n - c - 2`
-clipped to those rows: see :func:`fang_krum_rows`); for Trim, with the per-coordinate mean
+benign updates and use them in place of the honest ones. For Krum (the paper's
+Eq. 4) the direction :math:`\\tilde s` is the sign of the own updates' mean,
+and :math:`\\lambda` is searched so that Krum over **one** crafted model and
+the :math:`c` own updates selects the crafted one; only when no
+:math:`\\lambda` above the threshold works is a second identical crafted
+model added, then a third, and so on (:func:`fang_krum_partial_rows`). Krum
+in that check assumes as many Byzantine rows as there are crafted ones
+(:math:`f = k` for :math:`k` crafted; the paper does not state it, and its
+authors' group's code, FLDetector's ``dir_partial_krum_lambda``, does so);
+the search starts from Theorem 1's bound for those :math:`c + k` rows. For Trim, with the per-coordinate mean
 :math:`\\mu_j` and standard deviation :math:`\\sigma_j` of the own updates,
 each attacker draws from :math:`[\\mu_j + 3\\sigma_j, \\mu_j + 4\\sigma_j]`
 when :math:`s_j = -1` and from :math:`[\\mu_j - 4\\sigma_j, \\mu_j - 3\\sigma_j]`
@@ -137,17 +143,12 @@ def fang_krum_rows(
     selected: Callable[[Tensor], bool] | None = None,
     threshold: float = 1e-5,
 ) -> tuple[Tensor, float]:
-    """``(c, d)`` copies of :math:`-\\lambda s` and the :math:`\\lambda` found.
+    """``(c, d)`` copies of :math:`-\\lambda s` and the :math:`\\lambda` found (full knowledge, Eq. 2).
 
     ``selected(crafted_rows)`` tells whether the rule picks a crafted row;
-    by default Krum over ``benign`` plus the crafted rows with the server's
-    neighbour count :math:`n - c - 2` (``n`` = ``num_participants``), clipped
-    to the rows there are. With full knowledge the rows are the round's
-    :math:`n`, so this is Krum with :math:`f = c`. With partial knowledge they
-    are only the :math:`c` own rows and :math:`c` copies: Krum with
-    :math:`f = c` over those :math:`2c` rows would count :math:`c - 2`
-    neighbours, and each copy has :math:`c - 1` identical ones, so every
-    :math:`\\lambda` would pass and the search would never halve.
+    by default Krum over ``benign`` plus the :math:`c` crafted rows with
+    :math:`f = c`, i.e. the neighbour count :math:`n - c - 2` (``n`` =
+    ``num_participants``, clipped to the rows there are).
     Halving stops at the first selected :math:`\\lambda`, or once it is below
     ``threshold`` (that last value is returned).
     """
@@ -164,6 +165,31 @@ def fang_krum_rows(
             return repeat_row(s * (-lam), c), lam
         lam /= 2.0
     return repeat_row(s * (-lam), c), lam
+
+
+def fang_krum_partial_rows(own: Tensor, *, num_malicious: int, threshold: float = 1e-5) -> tuple[Tensor, float, int]:
+    """Partial knowledge (Eq. 4): ``(c, d)`` copies of :math:`-\\lambda \\tilde s`, :math:`\\lambda`, and the supporters used.
+
+    For :math:`k = 1, 2, \\ldots, c` crafted copies, :math:`\\lambda` starts at
+    Theorem 1's bound for the :math:`c` own rows among :math:`c + k` with
+    :math:`k` Byzantine (:func:`fang_krum_lambda_max`) and is halved until Krum
+    with :math:`f = k` over the own rows plus :math:`k` copies selects a copy;
+    the first :math:`k` for which a :math:`\\lambda` at or above ``threshold``
+    works ends the search. If none does, the last :math:`\\lambda` (below the
+    threshold) is used. All :math:`c` compromised workers then send the copy.
+    """
+    c = num_malicious
+    s = change_direction(own)
+    search = KrumSearch(own, -s)
+    k_own = own.shape[0]
+    lam = threshold / 2.0
+    for k in range(1, max(c, 1) + 1):
+        lam = fang_krum_lambda_max(own, num_participants=k_own + k, num_malicious=k, sq_dist=search.benign_sq)
+        while lam >= threshold:
+            if search.picks_crafted(lam, k, f=k):
+                return repeat_row(s * (-lam), c), lam, k
+            lam /= 2.0
+    return repeat_row(s * (-lam), c), lam, c
 
 
 class KrumSearch:
@@ -285,7 +311,8 @@ class FangKrumParams(AttackParams):
     checks=(check_full_variant_knowledge,),
     reference=(
         "Fang et al. 2020, Local Model Poisoning Attacks to Byzantine-Robust FL (USENIX Security), "
-        "Krum attack, full (omniscient) and partial (own updates) knowledge, identical crafted copies."
+        "Krum attack, full (omniscient, Eq. 2) and partial (own updates, Eq. 4: one crafted model among the "
+        "own, supporters added only when needed) knowledge, identical crafted copies."
     ),
 )
 class FangKrum(Attack):
@@ -304,6 +331,8 @@ class FangKrum(Attack):
     ) -> None:
         self.params = params
         self.last_lambda: float | None = None
+        #: Partial knowledge: how many crafted copies the last search simulated (Eq. 4's supporters).
+        self.last_supporters: int | None = None
 
     def craft(self, ctx: AttackContext) -> Tensor:
         """``c`` copies of :math:`-\\lambda s`."""
@@ -311,6 +340,11 @@ class FangKrum(Attack):
         selected = None
         if full and ctx.defense is not None:
             selected = _defense_selects(ctx, benign)
+        if not full:
+            rows, lam, self.last_supporters = fang_krum_partial_rows(
+                benign, num_malicious=ctx.num_malicious, threshold=self.params.threshold)
+            self.last_lambda = lam
+            return rows.to(ctx.own_updates.dtype)
         rows, lam = fang_krum_rows(
             benign,
             num_malicious=ctx.num_malicious,

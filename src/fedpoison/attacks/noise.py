@@ -11,10 +11,14 @@ Gaussian attack. Three modes:
   :math:`\\xi_i \\sim \\mathcal N(0, \\sigma^2 I)`, the honestly trained update
   plus noise;
 - ``fitted`` (Fang et al.'s): per coordinate :math:`j`, the mean
-  :math:`\\mu_j` and standard deviation :math:`\\sigma_j` of the malicious
-  clients' own before-attack updates, and
+  :math:`\\mu_j` and standard deviation :math:`\\sigma_j` of the round's
+  before-attack updates, and
   :math:`\\tilde u_{ij} \\sim \\mathcal N(\\mu_j, \\sigma_j^2)` independently.
-  Fang et al. fit the before-attack *local models* :math:`w_{Re} + u_i`;
+  Fang et al. fit "the before-attack local models on all worker devices":
+  when the threat model shows the honest updates (``attack.knowledge``
+  omniscient or defense_aware) the fit is over the honest and the own
+  updates, the paper's attack; under ``local`` knowledge it is over the own
+  updates only. Fang et al. fit the *local models* :math:`w_{Re} + u_i`;
   shifting by the global model :math:`w_{Re}` gives the same draw in update
   space. ``attack.std`` is not used.
 
@@ -55,8 +59,11 @@ def gaussian_rows(
     return base + noise if additive else noise
 
 
-def fitted_gaussian_rows(rows: Tensor, *, collude: bool, generator: torch.Generator) -> Tensor:
-    """``(m, d)`` draws from the per-coordinate Gaussian fitted to ``rows`` (Fang et al.'s Gaussian attack).
+def fitted_gaussian_rows(rows: Tensor, *, collude: bool, generator: torch.Generator,
+                         count: int | None = None) -> Tensor:
+    """``(count, d)`` draws from the per-coordinate Gaussian fitted to ``rows`` (Fang et al.'s Gaussian attack).
+
+    ``count`` defaults to the number of ``rows``.
 
     Example
     -------
@@ -66,6 +73,7 @@ def fitted_gaussian_rows(rows: Tensor, *, collude: bool, generator: torch.Genera
     (torch.Size([2, 2]), [0.0, 0.0])
     """
     m, d = rows.shape
+    m = m if count is None else count
     mean, std = coordinate_mean_std(rows)
     z = gaussian_like((1 if collude else m, d), std=1.0, generator=generator, like=rows)
     out = mean + z * std
@@ -98,9 +106,11 @@ class Gaussian(Attack):
 
 
     def craft(self, ctx: AttackContext) -> Tensor:
-        """Noise rows (plus the own updates in ``additive`` mode; fitted to them in ``fitted`` mode)."""
+        """Noise rows (plus the own updates in ``additive`` mode; fitted to the updates seen in ``fitted`` mode)."""
         if self.params.mode == "fitted":
-            return fitted_gaussian_rows(ctx.own_updates, collude=self.collude, generator=ctx.generator)
+            seen = ctx.own_updates if ctx.honest_updates is None else torch.cat([ctx.honest_updates, ctx.own_updates])
+            return fitted_gaussian_rows(seen, collude=self.collude, generator=ctx.generator,
+                                        count=ctx.own_updates.shape[0])
         return gaussian_rows(
             ctx.own_updates,
             std=self.params.std,

@@ -27,6 +27,15 @@ class MLPParams(BaseModel):
     hidden: int = Field(64, ge=1)
 
 
+class FangDNNParams(BaseModel):
+    """Params of ``fang_dnn``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Width of the dense ReLU layer: 200 in Fang et al.'s Table 7a, 100 in FoundationFL's Table IXa.
+    hidden: int = Field(200, ge=1)
+
+
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, params: Any = None) -> nn.Module:
     """Build the registered model ``name`` for inputs of ``input_shape``.
 
@@ -89,23 +98,28 @@ def cnn28(input_shape: tuple[int, ...], num_classes: int, params: NoParams) -> n
 
 @MODELS.register(
     "fang_dnn",
-    description="Fang et al.'s DNN for 1x28x28: conv 3x3 30, pool 2, conv 3x3 50, pool 2, fc 200 ReLU, fc C.",
-    reference="Fang et al. 2020, Local Model Poisoning Attacks to Byzantine-Robust FL (USENIX Security), Table 7a.",
+    description=("Fang et al.'s DNN for 1x28x28: conv 3x3 30, pool 2, conv 3x3 50, pool 2, fc model.hidden "
+                 "(200) ReLU, fc C."),
+    params=FangDNNParams,
+    reference=("Fang et al. 2020, Local Model Poisoning Attacks to Byzantine-Robust FL (USENIX Security), Table 7a; "
+               "with hidden: 100, the CNN of Fang et al. 2025 (FoundationFL, NDSS), Table IXa."),
 )
-def fang_dnn(input_shape: tuple[int, ...], num_classes: int, params: NoParams) -> nn.Module:
+def fang_dnn(input_shape: tuple[int, ...], num_classes: int, params: FangDNNParams) -> nn.Module:
     """The DNN of Fang et al.'s Table 7a (MNIST / Fashion-MNIST).
 
     The table lists the layers but no activation after the convolutions; a ReLU
     follows each (after the pooling, see :func:`_conv_pool_relu`). Valid
     convolutions: 28 -> 26 -> 13 -> 11 -> 5, so the dense layer sees 50 x 5 x 5.
-    The softmax is in the loss.
+    The softmax is in the loss. ``model.hidden: 100`` gives FoundationFL's
+    Table IXa CNN (the same layers, ReLU after each convolution stated, a dense
+    layer of 100).
     """
     c, h, w = input_shape
     side_h, side_w = ((h - 2) // 2 - 2) // 2, ((w - 2) // 2 - 2) // 2
     return nn.Sequential(
         *_conv_pool_relu(c, 30, 3),
         *_conv_pool_relu(30, 50, 3),
-        nn.Flatten(), nn.Linear(50 * side_h * side_w, 200), nn.ReLU(), nn.Linear(200, num_classes),
+        nn.Flatten(), nn.Linear(50 * side_h * side_w, params.hidden), nn.ReLU(), nn.Linear(params.hidden, num_classes),
     )
 
 

@@ -198,6 +198,8 @@ def save_checkpoint(fed: Federation, state: LoopState, out: Path, log: AuditLog 
         log = AuditLog.fresh(out)
     log.append(state.clients[log.rows:])
     tensors: dict[str, Tensor] = {"params": state.params.detach().cpu().contiguous()}
+    if state.previous_params is not None:  # the last global update, read by attacks such as neurotoxin
+        tensors["previous_params"] = state.previous_params.detach().cpu().contiguous()
     plugin_state = {
         "defense": fed.defense.state_dict() if _stateful(fed.defense) else None,
         "auditor": fed.auditor.state_dict() if fed.auditor is not None and _stateful(fed.auditor) else None,
@@ -372,7 +374,7 @@ def restore_with_log(fed: Federation, path: Path) -> tuple[LoopState, AuditLog]:
         refs = _refs(meta["plugins"])
     except ValueError as exc:
         raise ConfigError(f"{where}: plugins: {exc}") from None
-    expected = {"params", *refs}
+    expected = {"params", *refs} | ({"previous_params"} if "previous_params" in tensors else set())
     if set(tensors) != expected:
         missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
         raise ConfigError(f"{where}: tensors: missing {missing or 'none'}, unexpected {extra or 'none'}")
@@ -397,7 +399,12 @@ def restore_with_log(fed: Federation, path: Path) -> tuple[LoopState, AuditLog]:
         if not k.isdigit() or int(k) not in malicious or not isinstance(v, Tensor) or tuple(v.shape) != (dim,):
             raise ConfigError(f"{where}: previous_malicious[{k}]: expected a malicious client's row of length {dim}")
         restored_prev[int(k)] = v
-    state = LoopState(params=params.to(fed.device), round=rnd, diverged_round=diverged)
+    previous = tensors.get("previous_params")
+    if previous is not None and (tuple(previous.shape) != (dim,) or previous.dtype != torch.float32):
+        raise ConfigError(f"{where}: previous_params: expected float32 of shape ({dim},), "
+                          f"got {str(previous.dtype).removeprefix('torch.')} of shape {tuple(previous.shape)}")
+    state = LoopState(params=params.to(fed.device), round=rnd, diverged_round=diverged,
+                      previous_params=None if previous is None else previous.to(fed.device))
     state.history, state.timings, state.previous_malicious = history, timings, restored_prev
     for name, obj, per_client in (("defense", fed.defense, False), ("auditor", fed.auditor, True),
                                   ("attack", fed.attack, False)):

@@ -22,6 +22,7 @@ from fedpoison.defenses import Defense, build_defense
 from fedpoison.models import ParamSpec
 from fedpoison.models.init import build_seeded, check_fits
 from fedpoison.models.paramspec import use_fast_layout_
+from fedpoison.models.probe import FlatModelProbe
 from fedpoison.plugins import section_entries
 from fedpoison.seeding import generator
 from fedpoison.training import Engine, LocalPlan, SequentialEngine
@@ -58,6 +59,7 @@ class Federation:
     plan: LocalPlan
     root_index: Tensor | None
     eval_model: nn.Module
+    probe: FlatModelProbe
     #: Fake clients (``attack.fake_clients``): ids ``num_clients .. population - 1``, no data.
     num_fake: int = 0
 
@@ -140,6 +142,11 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
     from fedpoison.audit import build_auditor
 
     auditor = build_auditor(cfg.audit, num_clients=cfg.population)
+    bind = getattr(auditor, "bind_server", None)
+    if bind is not None:  # an auditor that probes models (BackdoorIndicator) gets the server's side once
+        from fedpoison.audit.base import ServerData
+
+        bind(ServerData(model, spec.unflatten, data.x_train, data.y_train, data.num_classes, data.name, cfg.seed))
 
     plan = LocalPlan(cfg.local.epochs, cfg.local.steps, cfg.local.batch_size, cfg.local.lr,
                      cfg.local.momentum, cfg.local.weight_decay)
@@ -154,5 +161,7 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
         g = generator(cfg.seed, "root")
         root_index = torch.randperm(len(data.y_train), generator=g)[:root_size].to(device)
     eval_model = use_fast_layout_(copy.deepcopy(model))
+    probe = FlatModelProbe(copy.deepcopy(eval_model), spec, tuple(data.input_shape), data.num_classes,
+                           cfg.eval.batch_size)
     return Federation(cfg, device, data, parts, sizes, model, spec, init_params, malicious, attack,
-                      defense, auditor, engine, plan, root_index, eval_model, num_fake)
+                      defense, auditor, engine, plan, root_index, eval_model, probe, num_fake)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from fedpoison.attacks import AttackContext, Knowledge
+from fedpoison.attacks import AttackContext, Knowledge, MaliciousTraining
 from fedpoison.attacks.threat import attack_active, check_crafted, sees_honest_updates
 from fedpoison.config import ExperimentConfig
 from fedpoison.core.rows import row_norms
@@ -25,8 +25,8 @@ from fedpoison.defenses import RoundContext
 from fedpoison.plugins import load_config
 from fedpoison.seeding import generator
 from fedpoison.simulation.federation import Federation, build_federation
-from fedpoison.simulation.server import audit_and_defend
-from fedpoison.training import ClientJob, SequentialEngine, clip_rows, evaluate
+from fedpoison.simulation.server import audit_and_defend, server_step
+from fedpoison.training import ClientJob, SequentialEngine, StepHooks, clip_rows, evaluate
 
 if TYPE_CHECKING:
     from fedpoison.simulation.result import RunResult
@@ -65,6 +65,8 @@ class LoopState:
     previous_malicious: dict[int, Tensor] = field(default_factory=dict)
     poisoned: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
     diverged_round: int | None = None
+    #: The global model before the last step (attacks that read the last global update).
+    previous_params: Tensor | None = None
 
 
 def client_jobs(fed: Federation, state: LoopState, rnd: int, ids: Tensor, attacked: Tensor) -> list[ClientJob]:
@@ -112,13 +114,13 @@ def craft_updates(
         honest_updates=updates[~attacked].clone() if sees_honest else None,
         honest_weights=weights[~attacked].clone() if sees_honest else None,
         num_participants=len(ids),
-        global_params=state.params.clone(),
+        global_params=round_ctx.global_params.clone(),
         server_lr=cfg.server.lr,
         generator=generator(cfg.seed, "attack", rnd),
         defense=copy.deepcopy(fed.defense) if aware else None,
         defense_ctx=RoundContext(rnd, torch.cat([ids[~attacked], ids[attacked]]),
                                  generator(cfg.seed, "attack", rnd, 1), round_ctx.global_params,
-                                 round_ctx.slices, round_ctx.root_update) if aware else None,
+                                 round_ctx.slices, round_ctx.root_update, round_ctx.model) if aware else None,
         previous_updates=prev,
         own_fake=fake[attacked].clone() if fed.num_fake else None,
         campaign_generator=generator(cfg.seed, "attack"),
@@ -131,11 +133,39 @@ def craft_updates(
     return out
 
 
+def sequential_engine(fed: Federation) -> SequentialEngine:
+    """The run's engine when it is sequential, else a sequential one on the same model and plan."""
+    return fed.engine if isinstance(fed.engine, SequentialEngine) else SequentialEngine(fed.model, fed.spec, fed.plan)
+
+
+def train_self(fed: Federation, state: LoopState, rnd: int, job: ClientJob, slot: int,
+               global_params: Tensor) -> tuple[Tensor, float]:
+    """An attack-owned malicious client's update: :meth:`Attack.train` with the honest SGD as a tool.
+
+    ``global_params`` is the model the clients received this round.
+    """
+    attack, cfg, engine = fed.attack, fed.cfg, sequential_engine(fed)
+    assert attack is not None
+    cid = job.client_id
+    idx = fed.parts[cid]
+
+    def train(x: Tensor, y: Tensor, hooks: StepHooks | None) -> tuple[Tensor, float]:
+        g = generator(cfg.seed, "train", rnd, cid)
+        return engine.train_one(global_params, ClientJob(cid, x, y, torch.arange(len(y), device=fed.device), g), hooks)
+
+    return attack.train(MaliciousTraining(
+        round=rnd, client_id=cid, slot=slot, clean_x=fed.data.x_train[idx], clean_y=fed.data.y_train[idx],
+        x=job.x, y=job.y, global_params=global_params.clone(),
+        previous_params=None if state.previous_params is None else state.previous_params.clone(),
+        train=train, model=fed.eval_model, spec=fed.spec, generator=generator(cfg.seed, "attack", rnd, 2, cid),
+    ))
+
+
 def root_update_fn(fed: Federation, rnd: int) -> Callable[[Tensor], Tensor] | None:
     """FLTrust's server update on its root dataset, or ``None`` without root data."""
     if fed.root_index is None:
         return None
-    engine = fed.engine if isinstance(fed.engine, SequentialEngine) else SequentialEngine(fed.model, fed.spec, fed.plan)
+    engine = sequential_engine(fed)
     index = fed.root_index
 
     def root_update(global_params: Tensor) -> Tensor:
@@ -159,10 +189,11 @@ def evaluate_global(fed: Federation, params: Tensor) -> dict[str, float]:
     attack = fed.attack
     if attack is not None and attack.target_class is not None:
         target = attack.target_class
-        triggered = attack.backdoor(data.x_test[y != target])
-        if triggered is not None:
-            p, _ = evaluate(fed.eval_model, triggered, y[y != target], bs)
-            out["attack_success_rate"] = float((p == target).float().mean())
+        backdoored = attack.backdoor_inputs(data.x_test, y)
+        if backdoored is not None:
+            inputs, chosen = backdoored
+            p, _ = evaluate(fed.eval_model, inputs, y[chosen], bs)
+            out["attack_success_rate"] = float((p == target).float().mean()) if len(p) else float("nan")
         if attack.source_classes is not None:
             src = torch.isin(y, torch.tensor(attack.source_classes, device=y.device))
             out["targeted_misclassification"] = float((preds[src] == target).float().mean()) if src.any() else float("nan")
@@ -183,17 +214,30 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
     malicious = fed.is_malicious(ids)
     attacked = malicious & active
     weights = fed.sizes[ids]
-    round_ctx = RoundContext(rnd, ids, generator(cfg.seed, "defense", rnd), state.params.clone(),
-                             fed.spec.slices, root_update_fn(fed, rnd))
+    # The model the clients receive: the global one, unless the auditor plants something in it
+    # (BackdoorIndicator's indicator task); the server's step is applied to what was sent.
+    broadcast = getattr(fed.auditor, "broadcast", None)
+    sent = broadcast(rnd, state.params) if broadcast is not None else state.params
+    round_ctx = RoundContext(rnd, ids, generator(cfg.seed, "defense", rnd), sent.clone(),
+                             fed.spec.slices, root_update_fn(fed, rnd), fed.probe)
 
-    # local training (attackers that skip training, and fake clients, send zeros into craft)
+    # local training: attackers that skip training, and fake clients, send zeros into craft; attacks
+    # that own their clients' training (owns_training) train those rows in attack.train()
     skip = fake | (attacked & torch.tensor(fed.attack is not None and not fed.attack.trains, device=ids.device))
-    train_jobs = client_jobs(fed, state, rnd, ids[~skip], attacked[~skip])
+    own = attacked & ~skip & torch.tensor(fed.attack is not None and fed.attack.owns_training, device=ids.device)
+    trainable = torch.nonzero(~skip).flatten().tolist()
+    job_of = dict(zip(trainable, client_jobs(fed, state, rnd, ids[~skip], attacked[~skip]), strict=True))
+    engine_rows = ~skip & ~own
+    train_jobs = [job_of[i] for i in torch.nonzero(engine_rows).flatten().tolist()]
     updates = torch.zeros(len(ids), fed.spec.dim, device=fed.device)
     losses = torch.full((len(ids),), float("nan"))
     if train_jobs:
-        u, lo = fed.engine.train(state.params, train_jobs)
-        updates[~skip], losses[~skip.cpu()] = u, lo
+        u, lo = fed.engine.train(sent, train_jobs)
+        updates[engine_rows], losses[engine_rows.cpu()] = u, lo
+    if own.any():
+        mal_slot = {int(c): i for i, c in enumerate(fed.malicious.tolist())}
+        for i in torch.nonzero(own).flatten().tolist():
+            updates[i], losses[i] = train_self(fed, state, rnd, job_of[i], mal_slot[job_of[i].client_id], sent)
     honest_clipped = 0
     if cfg.local.clip_norm is not None:
         clipped, was = clip_rows(updates[~attacked], cfg.local.clip_norm)
@@ -207,7 +251,10 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
     server = audit_and_defend(updates, weights, round_ctx, fed.defense, fed.auditor,
                               nonfinite=cfg.defense.nonfinite, on_violation=cfg.defense.on_violation)
     res, updates, keep, decision, skipped = server.result, server.updates, server.keep, server.decision, server.error
-    state.params = state.params + cfg.server.lr * res.aggregate
+    state.previous_params = state.params
+    noise_g = generator(cfg.seed, "server", rnd) if cfg.server.noise_std > 0 else None
+    state.params = server_step(sent, res.aggregate, lr=cfg.server.lr, noise_std=cfg.server.noise_std,
+                               generator=noise_g)
     t2 = time.perf_counter()
 
     diverged = not bool(torch.isfinite(state.params).all())
@@ -224,6 +271,8 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
         "nonfinite_rows": server.nonfinite,
         "aggregation_skipped": skipped,
     }
+    if cfg.server.noise_std > 0:
+        record["server_noise_std"] = cfg.server.noise_std
     for key, value in res.info.items():
         record[f"defense_{key}"] = value
     last = rnd == cfg.rounds - 1

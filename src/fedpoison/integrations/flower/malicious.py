@@ -104,6 +104,11 @@ def check_deployable(section: AttackSection | Mapping[str, Any]) -> AttackSectio
             f"attack.name: '{sec.name}' is simulation-only: it needs {need.value} knowledge ({sees}), "
             f"which a Flower client never receives; {run_it}"
         )
+    if entry.meta.get("owns_training", False):
+        raise ConfigError(
+            f"attack.name: '{sec.name}' is simulation-only: it runs its clients' local training itself "
+            f"(masked, projected or jointly optimised), and a Flower node trains with the app's own loop; {run_it}"
+        )
     if sec.name in SIMULATION_ONLY_LOCAL:
         raise ConfigError(f"attack.name: '{sec.name}' is simulation-only: {SIMULATION_ONLY_LOCAL[sec.name]}; {run_it}")
     if sec.knowledge != Knowledge.LOCAL.value:
