@@ -145,8 +145,9 @@ class AuditEvasionParams(AttackParams):
         "fedpoison's own auditor-aware attack, after Fang et al. 2020 (USENIX Security) and Shejwalkar & "
         "Houmansadr 2021 (NDSS, Min-Max): the largest deviation the auditor still accepts."
     ),
-    variant="one row mu + gamma p for every attacker; constraint: oriented median/MAD z of norm (both tails), cosine, "
-            "distance, Krum score and sign agreement <= margin x threshold over honest + crafted rows",
+    variant="one row mu + gamma p (rescaled to the honest median norm) for every attacker; constraint: oriented "
+            "median/MAD z of norm (both tails), cosine, distance, Krum score and sign agreement <= margin x threshold "
+            "over honest + crafted rows",
     tags=("fake_clients",),
 )
 class AuditEvasion(Attack):
