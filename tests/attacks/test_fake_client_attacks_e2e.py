@@ -3,8 +3,10 @@
 The fast versions of the Fashion-MNIST grids ``scenarios/fake_clients_mpaf.yaml`` and
 ``scenarios/three_dfed.yaml``. Measured (seed 0, 20 genuine clients, MLP, 10 rounds, 2 local epochs):
 FedAvg 0.898 without attack, 0.100 under MPAF with 2 fake clients; median 0.893 and 0.895. three_dfed with
-20% of clients: clean accuracy 0.904, attack success 0.71 (mean of the last 3 evaluations), peak 1.0;
-plain ``backdoor``: 0.892, 0.54, peak 1.0. PoisonedFL with 4 fake clients (20 rounds, e = 5): FedAvg 0.944 ->
+20% of clients: clean accuracy 0.904, attack success 0.71 (mean of the last 3 evaluations; per round from
+round 2 on: 0.85, 0.73, 0.76, 0.65, 0.68, 0.63, 0.72, 0.77); plain ``backdoor``: 0.892, 0.54. The peak
+attack success (1.0) is not evidence: it comes from the first rounds, when the untrained model sends every
+input to one class. PoisonedFL with 4 fake clients (20 rounds, e = 5): FedAvg 0.944 ->
 0.170, median 0.936 -> 0.936, trimmed mean 0.944 -> 0.939.
 """
 
@@ -33,8 +35,7 @@ def test_mpaf_with_10_percent_fake_clients_collapses_fedavg_and_the_median_conta
 def test_three_dfed_backdoors_fedavg_at_no_clean_cost() -> None:
     clean = _summary("defense.name=mean")
     attacked = _summary("defense.name=mean", "attack.name=three_dfed", "attack.fraction=0.2")
-    assert attacked["max_attack_success_rate"] >= 0.8
-    assert attacked["attack_success_rate"] >= 0.5
+    assert attacked["attack_success_rate"] >= 0.6  # measured 0.71: below the 0.8 the papers report
     assert abs(attacked["final_accuracy"] - clean["final_accuracy"]) <= 0.03
 
 
