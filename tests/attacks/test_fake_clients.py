@@ -188,3 +188,12 @@ def test_cli_refuses_fake_clients_for_a_data_attack_in_one_line(capsys: pytest.C
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "Traceback" not in err
     assert "attack.fake_clients: expected 0 for attack 'backdoor'" in err and "got 3" in err
+
+
+def test_flower_deployments_refuse_fake_clients() -> None:
+    pytest.importorskip("flwr")
+    from fedpoison.integrations.flower.malicious import check_deployable
+
+    assert check_deployable({"name": "mpaf"}).name == "mpaf"
+    with pytest.raises(ConfigError, match=r"attack\.fake_clients: expected 0 in a Flower deployment, got 2"):
+        check_deployable({"name": "mpaf", "fake_clients": 2})
