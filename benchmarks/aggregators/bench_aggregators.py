@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedpoison.audit import AUDITORS
 from fedpoison.defenses import PRE_AGGREGATORS, RULES, RoundContext
 
 try:  # only in the benchmark venv
@@ -196,6 +197,69 @@ def ref_nnm(x: torch.Tensor, f: int) -> torch.Tensor:
     return torch.stack([x[idx[i]].mean(dim=0) for i in range(n)])
 
 
+def ref_rlr(x: torch.Tensor, theta: int) -> torch.Tensor:
+    votes = torch.stack([torch.sign(r) for r in x]).sum(dim=0).abs()
+    return torch.where(votes >= theta, 1.0, -1.0) * x.mean(dim=0)
+
+
+def ref_multi_metrics(x: torch.Tensor, keep: float) -> torch.Tensor:
+    n = x.shape[0]
+    norms = torch.stack([torch.norm(r) for r in x])
+    feats = []
+    for i in range(n):  # one row against all others, explicit differences
+        cos = (x @ x[i]) / (norms * norms[i])
+        man = (x - x[i]).abs().sum(dim=1)
+        feats.append(torch.stack([((1 - cos) ** 2).sum() - (1 - cos[i]) ** 2, man.sum(),
+                                  (norms - norms[i]).abs().sum()]))
+    t = torch.stack(feats).double()
+    s = ((t @ torch.linalg.pinv(torch.cov(t.T))) * t).sum(dim=1)
+    idx = torch.argsort(s)[: max(1, int(keep * n))]
+    return x[idx].mean(dim=0)
+
+
+def ref_alignins(x: torch.Tensor, ref: torch.Tensor, sparsity: float = 0.3) -> torch.Tensor:
+    d = x.shape[1]
+    major = torch.sign(torch.sign(x).sum(dim=0))
+    tda, mpsa = [], []
+    for r in x:  # the authors' per-row top-k and cosine
+        idx = torch.topk(r.abs(), int(d * sparsity)).indices
+        mpsa.append((torch.sign(r[idx]) == major[idx]).float().mean())
+        tda.append(torch.nn.functional.cosine_similarity(r, ref, dim=0))
+
+    def mz(v: torch.Tensor) -> torch.Tensor:
+        return (v - v.median()).abs() / v.std(correction=0)
+
+    kept = (mz(torch.stack(mpsa)) < 1.0) & (mz(torch.stack(tda)) < 1.0)
+    rows = x[kept]
+    norms = rows.norm(dim=1)
+    return (rows * torch.clamp(norms.median() / norms, max=1.0)[:, None]).mean(dim=0)
+
+
+def ref_lasa(x: torch.Tensor, sparsity: float = 0.3) -> torch.Tensor:
+    n, d = x.shape
+    norms = x.norm(dim=1)
+    y = x * torch.clamp(norms.median() / norms, max=1.0)[:, None]
+    out = torch.zeros_like(y)
+    k = int(d * (1 - sparsity))
+    for i in range(n):  # the authors' per-row top-k (one layer: the benchmark has no slices)
+        idx = torch.topk(y[i].abs(), k).indices
+        out[i, idx] = y[i, idx]
+
+    def mz(v: torch.Tensor) -> torch.Tensor:
+        return (v - v.median()).abs() / v.std(correction=0)
+
+    sg = torch.sign(out)
+    pdp = 0.5 * (1 + sg.sum(dim=1) / sg.abs().sum(dim=1))
+    benign = (mz(out.norm(dim=1)) < 2.0) & (mz(pdp) < 1.0)
+    return out[benign].mean(dim=0)
+
+
+def ref_foundation_fl(x: torch.Tensor) -> torch.Tensor:
+    hi, lo = x.max(dim=0).values, x.min(dim=0).values
+    s = torch.minimum(torch.norm(x - hi, dim=1), torch.norm(x - lo, dim=1))
+    return torch.cat([x, x[int(torch.argmax(s))].repeat(x.shape[0], 1)])
+
+
 # ---- contenders per rule ---------------------------------------------------------------------
 #: Rules whose cost is dominated by one Gram product: the Gram is timed alongside them.
 GRAM_RULES = {"krum", "multi_krum", "bulyan", "nnm"}
@@ -206,15 +270,18 @@ PARAMS: dict[str, dict[str, Any]] = {
 }
 
 
-def fedpoison_fn(name: str, pre: bool, x: torch.Tensor, f: int, root: torch.Tensor) -> Fn:
-    registry = PRE_AGGREGATORS if pre else RULES
+def fedpoison_fn(name: str, family: str, x: torch.Tensor, f: int, root: torch.Tensor) -> Fn:
+    registry = {"pre": PRE_AGGREGATORS, "rule": RULES, "auditor": AUDITORS}[family]
     entry = registry.get(name)
     params = entry.params(**PARAMS.get(name, {}))
-    n, d = x.shape
+    n = x.shape[0]
     w = torch.ones(n)
 
     def call() -> Any:
-        ctx = RoundContext(0, torch.arange(n), torch.Generator().manual_seed(0), torch.zeros(d), (), lambda p: root)
+        # The global model is the root update's direction (alignins' TDA reference), not zero.
+        ctx = RoundContext(0, torch.arange(n), torch.Generator().manual_seed(0), root, (), lambda p: root)
+        if family == "auditor":  # a fresh auditor screening one round
+            return entry.obj(params, num_clients=n).screen(x, w, ctx)
         return entry.obj(params, f=f)(x, w, ctx)  # a fresh instance: stateful rules start clean
 
     return call
@@ -241,6 +308,11 @@ def reference_fn(name: str, x: torch.Tensor, f: int, root: torch.Tensor) -> Fn |
         "clip": lambda: ref_clip(x),
         "bucketing": lambda: ref_bucketing(x, g),
         "nnm": lambda: ref_nnm(x, f),
+        "rlr": lambda: ref_rlr(x, f + 1),
+        "multi_metrics": lambda: ref_multi_metrics(x, 0.3),
+        "alignins": lambda: ref_alignins(x, root),
+        "lasa": lambda: ref_lasa(x),
+        "foundation_fl": lambda: ref_foundation_fl(x),
     }
     return table.get(name)
 
@@ -269,6 +341,40 @@ def byzfl_fn(name: str, x: torch.Tensor, f: int) -> Fn | None:
 
 
 # ---- timing ----------------------------------------------------------------------------------
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_extra_bytes(fn: Fn, interval: float = 0.002) -> int:
+    """Peak resident memory above the level before the call, sampled every ``interval`` seconds.
+
+    Large tensors are mmapped and given back on free, so the level before the
+    call is the matrix and what the process already held. Sampling misses
+    peaks shorter than ``interval``: a lower bound, close for calls of seconds.
+    """
+    import threading
+
+    gc.collect()
+    base = _rss_bytes()
+    peak = [base]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(interval)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    out = fn()
+    peak[0] = max(peak[0], _rss_bytes())
+    stop.set()
+    t.join()
+    del out
+    return max(peak[0] - base, 0)
+
+
 def median_times(fns: dict[str, Fn], repeats: int) -> dict[str, float]:
     times: dict[str, list[float]] = {k: [] for k in fns}
     for fn in fns.values():  # warm-up (lazy imports, thread pools, allocator)
@@ -293,8 +399,8 @@ def bench_size(n: int, d: int, names: list[tuple[str, bool]], repeats: int, env:
         return x @ x.T
 
     gram_alone = median_times({"gram": gram_fn}, repeats)["gram"]
-    for name, pre in names:
-        fns: dict[str, Fn] = {"fedpoison": fedpoison_fn(name, pre, x, f, root)}
+    for name, family in names:
+        fns: dict[str, Fn] = {"fedpoison": fedpoison_fn(name, family, x, f, root)}
         ref = reference_fn(name, x, f, root)
         if ref is not None:
             fns["reference"] = ref
@@ -304,15 +410,18 @@ def bench_size(n: int, d: int, names: list[tuple[str, bool]], repeats: int, env:
         if name in GRAM_RULES:  # timed in the same rounds, for the fp/gram ratio
             fns["gram"] = gram_fn
         t = median_times(fns, repeats)
+        mem = {f"{k}_mem_bytes": float(peak_extra_bytes(fn)) for k, fn in fns.items() if k in ("fedpoison", "reference")}
         fp, gram = t["fedpoison"], t.get("gram", gram_alone)
         ratios = {k: t[k] / fp for k in ("reference", "byzfl") if k in t}
         cells = [f"{ratios[k]:7.2f}" if k in ratios else f"{'-':>7}" for k in ("reference", "byzfl")]
+        copies = mem["fedpoison_mem_bytes"] / (n * d * 4)
         print(f"{n:>4} {d:>8} {name:<18} {fp:>10.4f} {t.get('reference', float('nan')):>10.4f} "
-              f"{t.get('byzfl', float('nan')):>10.4f} {gram:>8.4f} {cells[0]} {cells[1]:>8} {fp / gram:7.2f}",
-              flush=True)
+              f"{t.get('byzfl', float('nan')):>10.4f} {gram:>8.4f} {cells[0]} {cells[1]:>8} {fp / gram:7.2f}"
+              f" {copies:7.2f}", flush=True)
         if json_path:
             with open(json_path, "a") as fh:
-                fh.write(json.dumps({"n": n, "d": d, "f": f, "rule": name, **t, "gram": gram, **env}) + "\n")
+                fh.write(json.dumps({"n": n, "d": d, "f": f, "rule": name, "family": family, **t, **mem,
+                                     "gram": gram, **env}) + "\n")
 
 
 def markdown(json_path: str) -> str:
@@ -323,7 +432,9 @@ def markdown(json_path: str) -> str:
             r = json.loads(line)
             rows[(r["n"], r["d"], r["rule"])] = r
     out = ["| n | d | rule | fedpoison (s) | reference (s) | ByzFL (s) | Gram (s) | reference / fedpoison "
-           "| ByzFL / fedpoison | fedpoison / Gram |", "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+           "| ByzFL / fedpoison | fedpoison / Gram | fedpoison peak extra memory (n x d copies) "
+           "| reference peak extra memory (n x d copies) |",
+           "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for (n, d, rule), r in sorted(rows.items()):
         fp = r["fedpoison"]
 
@@ -333,8 +444,12 @@ def markdown(json_path: str) -> str:
         def ratio(k: str, r: dict[str, Any] = r, fp: float = fp) -> str:
             return f"{r[k] / fp:.2f}x" if k in r else "-"
 
+        def mem(k: str, r: dict[str, Any] = r, nd: float = n * d * 4.0) -> str:
+            return f"{r[k] / 2**20:.0f} MiB ({r[k] / nd:.2f})" if k in r else "-"
+
         out.append(f"| {n} | {d:.0e} | {rule} | {fp:.3f} | {cell('reference')} | {cell('byzfl')} | "
-                   f"{r['gram']:.3f} | {ratio('reference')} | {ratio('byzfl')} | {fp / r['gram']:.2f}x |")
+                   f"{r['gram']:.3f} | {ratio('reference')} | {ratio('byzfl')} | {fp / r['gram']:.2f}x | "
+                   f"{mem('fedpoison_mem_bytes')} | {mem('reference_mem_bytes')} |")
     return "\n".join(out)
 
 
@@ -351,7 +466,10 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(args.markdown))
         return 0
 
-    names = [(r, False) for r in RULES.names()] + [(p, True) for p in PRE_AGGREGATORS.names()]
+    # Every registered rule, pre-aggregator and auditor, so new ones join by registering. Auditors that
+    # probe models with the server's data (backdoor_indicator) cost model passes, not matrix work: left out.
+    names = [(r, "rule") for r in RULES.names()] + [(p, "pre") for p in PRE_AGGREGATORS.names()] + \
+        [(a, "auditor") for a in AUDITORS.names() if not AUDITORS.get(a).has("needs_root_data")]
     if args.rules:
         names = [(r, p) for r, p in names if r in args.rules]
     env: dict[str, Any] = {
@@ -365,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         env["byzfl_version"] = version("byzfl")
     print(json.dumps(env), flush=True)
     print(f"{'n':>4} {'d':>8} {'rule':<18} {'fedpoison':>10} {'reference':>10} {'byzfl':>10} {'gram':>8}"
-          f" {'ref/fp':>7} {'byzfl/fp':>8} {'fp/gram':>7}", flush=True)
+          f" {'ref/fp':>7} {'byzfl/fp':>8} {'fp/gram':>7} {'copies':>7}", flush=True)
     for n in args.n:
         for d in (int(v) for v in args.d):
             bench_size(n, d, names, args.repeats, env, args.json)

@@ -66,9 +66,11 @@ class LocalConfig(_Strict):
 
 
 class ServerConfig(_Strict):
-    """The server step: ``global += lr * aggregate``."""
+    """The server step: ``global += lr * (aggregate + noise)``, noise ``N(0, noise_std^2 I)`` (weak DP)."""
 
     lr: float = Field(1.0, gt=0.0)
+    #: Std of the Gaussian noise added to the aggregate every round (0: none); seeded per round.
+    noise_std: float = Field(0.0, ge=0.0)
 
 
 class EvalConfig(_Strict):
@@ -151,6 +153,11 @@ class AttackSection(PluginSection):
     fraction: float = Field(0.0, ge=0.0, le=1.0)
     #: Number of malicious clients; wins over ``fraction`` when set.
     count: int | None = Field(None, ge=0)
+    #: Fake clients the attacker adds: they own no data, are registered like any client (ids
+    #: ``clients.num`` .. ``clients.num + fake_clients - 1``) and are all malicious. The server
+    #: then has ``clients.num + fake_clients`` clients to sample from. Only for attacks that run
+    #: without data (tag ``fake_clients``).
+    fake_clients: int = Field(0, ge=0, le=100_000)
     knowledge: Literal["local", "omniscient", "defense_aware"] = "local"
     #: Malicious clients take part in every round, whatever the sampling.
     always_participate: bool = False
@@ -216,10 +223,16 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_shape(self) -> ExperimentConfig:
-        if self.clients.per_round is not None and self.clients.per_round > self.clients.num:
+        if self.clients.per_round is not None and self.clients.per_round > self.population:
+            fakes = f" + attack.fake_clients={self.attack.fake_clients}" if self.attack.fake_clients else ""
             raise ConfigError(
-                f"clients.per_round: expected at most clients.num={self.clients.num}, "
+                f"clients.per_round: expected at most clients.num={self.clients.num}{fakes}, "
                 f"got {self.clients.per_round}"
+            )
+        if self.attack.fake_clients and self.attack.name == "none":
+            raise ConfigError(
+                f"attack.fake_clients: expected 0 for attack.name=none (fake clients only send an attack's "
+                f"rows), got {self.attack.fake_clients}"
             )
         if self.attack.count is not None and self.attack.count > self.clients.num:
             raise ConfigError(
@@ -239,15 +252,20 @@ class ExperimentConfig(_Strict):
 
     # ---- derived quantities -------------------------------------------------
     @property
+    def population(self) -> int:
+        """Clients the server samples from: ``clients.num`` genuine plus ``attack.fake_clients`` fake ones."""
+        return self.clients.num + self.attack.fake_clients
+
+    @property
     def participants_per_round(self) -> int:
-        """Clients sampled per round, from ``per_round`` or ``fraction``."""
+        """Clients sampled per round, from ``per_round`` or ``fraction`` (of the whole :attr:`population`)."""
         if self.clients.per_round is not None:
             return self.clients.per_round
-        return max(1, round(self.clients.fraction * self.clients.num))
+        return max(1, round(self.clients.fraction * self.population))
 
     @property
     def num_malicious(self) -> int:
-        """Number of malicious clients in the federation."""
+        """Number of compromised genuine clients (``attack.count``, else ``fraction x clients.num``)."""
         if self.attack.name == "none":
             return 0
         if self.attack.count is not None:
@@ -255,14 +273,20 @@ class ExperimentConfig(_Strict):
         return round(self.attack.fraction * self.clients.num)
 
     @property
+    def num_attackers(self) -> int:
+        """Every malicious client: the compromised genuine ones plus the fake ones."""
+        return self.num_malicious + (self.attack.fake_clients if self.attack.name != "none" else 0)
+
+    @property
     def expected_malicious_per_round(self) -> int:
         """Malicious participants expected per round: the defense's default ``f``.
 
         This is what the threat model says (how many), never who they are: all
-        ``m`` attackers under full participation or ``attack.always_participate``,
-        else their expected count ``round(m * k / N)`` among the ``k`` sampled.
+        ``m`` attackers (fake clients included) under full participation or
+        ``attack.always_participate``, else their expected count ``round(m * k / N)``
+        among the ``k`` sampled from the ``N`` clients of the :attr:`population`.
         """
-        m, k, n = self.num_malicious, self.participants_per_round, self.clients.num
+        m, k, n = self.num_attackers, self.participants_per_round, self.population
         if k >= n or self.attack.always_participate:
             return min(m, k)
         return min(k, round(m * k / n))

@@ -34,7 +34,7 @@ from fedpoison.errors import ConfigError, FedPoisonWarning
 
 #: Attack settings that only matter when there is an attack, with their defaults.
 _ATTACK_SETTINGS: dict[str, Any] = {
-    "fraction": 0.0, "count": None, "knowledge": "local", "always_participate": False, "collude": False,
+    "fraction": 0.0, "count": None, "fake_clients": 0, "knowledge": "local", "always_participate": False, "collude": False,
     "start_round": 0, "end_round": None, "every": 1, "probability": 1.0,
 }
 
@@ -66,7 +66,7 @@ def meaningless(cfg: Any, varied: Collection[str] = ()) -> str | None:
     on purpose (the start of a sweep): an exact zero of a varied key passes.
     """
     a = cfg.attack
-    if a.name == "none" or cfg.num_malicious > 0:
+    if a.name == "none" or cfg.num_attackers > 0:
         return None
     n = cfg.clients.num
     if a.count is not None:
@@ -97,7 +97,7 @@ def ineffective_settings(cfg: Any) -> list[NoEffect]:
             found.append(NoEffect(("attack.name", *(f"attack.{k}" for k in [*idle, *extra])),
                                   f"{shown} has no effect: attack.name is none, so no client is malicious"))
         return found
-    if cfg.num_malicious == 0:
+    if cfg.num_attackers == 0:
         return found  # an error, or a zero point of a grid's sweep (see meaningless)
     if a.start_round >= cfg.rounds:
         found.append(NoEffect(("attack.start_round", "rounds"),

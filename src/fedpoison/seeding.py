@@ -24,6 +24,8 @@ PURPOSES: dict[str, int] = {
     "defense": 9,
     "audit": 10,
     "root": 11,
+    "server": 12,
+    "indicator": 13,
 }
 
 

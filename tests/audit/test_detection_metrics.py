@@ -13,11 +13,14 @@ from rich.console import Console
 
 from fedpoison.audit.report import format_detection
 from fedpoison.metrics.detection import (
+    clean_round_fpr,
     detection_metrics,
     detection_summary,
     detection_table,
     roc_auc,
     rounds_to_detection,
+    time_to_exclusion,
+    with_detection_columns,
 )
 
 
@@ -148,3 +151,89 @@ def test_format_detection_renders_values_and_na() -> None:
     assert "TP 2  FP 2  TN 9  FN 1" in text
     assert "rounds to detection (max)" in text and "1.0" in text
     assert len(format_detection({}).rows) == 0
+
+
+def test_fpr_clean_counts_only_rounds_without_an_attack() -> None:
+    # round 2 is the only clean round: client 3 flagged among five honest rows
+    log = hand_log()
+    assert clean_round_fpr(log) == pytest.approx(1 / 5)
+    s = detection_summary(log)
+    assert s["detection_fpr_clean"] == pytest.approx(0.2) and s["detection_clean_rounds"] == 1
+    t = detection_table(log).set_index("round")
+    assert math.isnan(t.loc[0, "fpr_clean"]) and math.isnan(t.loc[1, "fpr_clean"])
+    assert t.loc[2, "fpr_clean"] == pytest.approx(0.2)
+    assert math.isnan(t.loc[0, "cum_fpr_clean"]) and t.loc[2, "cum_fpr_clean"] == pytest.approx(0.2)
+    # a malicious client outside its schedule sends an honest row: round 2 stays clean with client 0 in it
+    assert bool(log.loc[(log["round"] == 2) & (log["client"] == 0), "malicious"].iloc[0])
+    # every round attacked: no clean round, fpr_clean undefined
+    log.loc[(log["round"] == 2) & (log["client"] == 0), "attacked"] = True
+    assert math.isnan(clean_round_fpr(log)) and detection_summary(log)["detection_clean_rounds"] == 0
+
+
+def test_fpr_clean_of_a_filtering_rule_is_read_from_the_rows_it_drops() -> None:
+    log = hand_log()
+    log = log[~log["quarantined"].eq(True)].drop(columns=["score", "flagged", "kept", "quarantined"])
+    log.loc[log["round"] == 2, "selected"] = [True, False, False, True, True]  # drops honest 1 and 2
+    assert clean_round_fpr(log) == pytest.approx(2 / 5)
+    assert detection_summary(log)["detection_auc_source"] == "flag"
+
+
+def test_detection_delay_is_first_attack_to_first_flag() -> None:
+    s = detection_summary(hand_log())
+    assert s["detection_delay"] == pytest.approx(0.5) and s["detection_delay_max"] == 1.0
+    assert s["detection_auc_source"] == "score"
+    log = hand_log()
+    # client 1 attacks in rounds 0 and 1 and is never flagged: its delay is NaN
+    log.loc[(log["round"] == 1) & (log["client"] == 1), "flagged"] = False
+    log.loc[(log["round"] == 1) & (log["client"] == 1), ["kept", "selected"]] = True
+    assert rounds_to_detection(log).to_dict()[0] == 0.0 and math.isnan(rounds_to_detection(log).to_dict()[1])
+    s = detection_summary(log)
+    assert s["detection_delay"] == 0.0 and s["detection_undetected"] == 1  # mean over the caught ones
+
+
+def test_time_to_exclusion_counts_drops_and_quarantine_not_flags_alone() -> None:
+    log = hand_log()
+    assert time_to_exclusion(log).to_dict() == {0: 0.0, 1: 1.0}
+    # an auditor that flags but keeps every row (score only): detected, never excluded
+    flag_only = log.copy()
+    rows = ~flag_only["quarantined"].eq(True)
+    flag_only.loc[rows, "kept"] = True
+    flag_only.loc[rows, "selected"] = True
+    flag_only = flag_only[rows]
+    assert rounds_to_detection(flag_only).to_dict() == {0: 0.0, 1: 1.0}
+    assert time_to_exclusion(flag_only).isna().all()
+    s = detection_summary(flag_only)
+    assert math.isnan(s["detection_exclusion_time"]) and s["detection_never_excluded"] == 2
+    # quarantine counts: client 0 kept in round 0, quarantined in round 1 -> excluded after 1 round
+    q = log.copy()
+    q.loc[(q["round"] == 0) & (q["client"] == 0), ["flagged", "kept", "selected"]] = [False, True, True]
+    assert time_to_exclusion(q).to_dict() == {0: 1.0, 1: 1.0}
+    s = detection_summary(q)
+    assert s["detection_exclusion_time"] == 1.0 and s["detection_exclusion_time_max"] == 1.0
+    assert detection_metrics(q)["time_to_exclusion"] == {0: 1.0, 1: 1.0}
+    # a drop before the first attack is not an exclusion
+    early = log.copy()
+    early.loc[(early["round"] == 0) & (early["client"] == 1), "attacked"] = False
+    early.loc[(early["round"] == 0) & (early["client"] == 1), "selected"] = False
+    assert time_to_exclusion(early).to_dict()[1] == 0.0  # first attack round 1, dropped in round 1
+
+
+def test_per_round_attacker_counts_and_auc() -> None:
+    t = detection_table(hand_log()).set_index("round")
+    assert t["attackers_seen"].tolist() == [2, 2, 2]
+    assert t["attackers_detected"].tolist() == [1, 2, 2]
+    assert t["attackers_excluded"].tolist() == [1, 2, 2]
+    # round 0: positives 5.0, 2.0 vs negatives 3.5, 0.1, 0.2 -> 5 of 6 pairs
+    assert t.loc[0, "auc"] == pytest.approx(5 / 6)
+    assert t.loc[1, "auc"] == 1.0 and math.isnan(t.loc[2, "auc"])
+
+
+def test_history_gets_the_per_round_detection_columns() -> None:
+    history = pd.DataFrame({"round": [0, 1, 2, 3], "test_accuracy": [0.1, 0.2, 0.3, 0.4]})
+    out = with_detection_columns(history, hand_log())
+    assert out["detection_fpr_clean"].isna().tolist() == [True, True, False, True]
+    assert out["detection_tp"].tolist()[:3] == [1, 1, 0] and math.isnan(out["detection_tp"].iloc[3])
+    assert out["test_accuracy"].tolist() == [0.1, 0.2, 0.3, 0.4]
+    again = with_detection_columns(out, hand_log())  # idempotent: old detection columns replaced
+    assert list(again.columns) == list(out.columns)
+    assert with_detection_columns(history, pd.DataFrame()) is history

@@ -96,3 +96,27 @@ def test_build_auditor_is_the_one_factory() -> None:
     assert build_auditor(AuditSection(name="none"), num_clients=5) is None
     aud = build_auditor(AuditSection(name="norm_mad", threshold=2.5), num_clients=5)
     assert aud is not None and aud.params.threshold == 2.5 and aud.num_clients == 5  # type: ignore[attr-defined]
+
+
+def test_server_step_adds_seeded_gaussian_noise_to_the_aggregate() -> None:
+    from fedpoison.core.draws import gaussian_like
+    from fedpoison.simulation.server import server_step
+
+    params, agg = torch.zeros(5), torch.ones(5)
+    out = server_step(params, agg, lr=0.5, noise_std=0.1, generator=torch.Generator().manual_seed(4))
+    noise = gaussian_like((5,), generator=torch.Generator().manual_seed(4), like=agg, std=0.1)
+    torch.testing.assert_close(out, 0.5 * (agg + noise))
+    assert server_step(params, agg, lr=0.5).tolist() == [0.5] * 5  # no noise: no draw, no generator needed
+    with pytest.raises(ValueError, match="generator"):
+        server_step(params, agg, noise_std=0.1)
+
+
+def test_server_noise_in_a_run_is_reproducible_and_recorded() -> None:
+    base = ["rounds=2", "clients.num=5", "dataset.limit=200"]
+    quiet = fedpoison.run(overrides=base)
+    noisy = fedpoison.run(overrides=[*base, "server.noise_std=0.05"])
+    again = fedpoison.run(overrides=[*base, "server.noise_std=0.05"])
+    torch.testing.assert_close(noisy.final_params, again.final_params, rtol=0, atol=0)
+    assert not torch.allclose(noisy.final_params, quiet.final_params)
+    assert noisy.history["server_noise_std"].tolist() == [0.05, 0.05]
+    assert "server_noise_std" not in quiet.history

@@ -4,10 +4,10 @@ Importing this package imports every module in it, which registers every attack 
 (``fedpoison list attacks``); ``docs/attacks.md`` describes each one.
 """
 
-from fedpoison.attacks.base import Attack, AttackContext, AttackKind, Knowledge
+from fedpoison.attacks.base import Attack, AttackContext, AttackKind, Knowledge, MaliciousTraining
 from fedpoison.attacks.registry import ATTACKS, register_attack
 from fedpoison.registry import import_submodules
 
 import_submodules(__name__, __path__)
 
-__all__ = ["ATTACKS", "Attack", "AttackContext", "AttackKind", "Knowledge", "register_attack"]
+__all__ = ["ATTACKS", "Attack", "AttackContext", "AttackKind", "Knowledge", "MaliciousTraining", "register_attack"]

@@ -16,6 +16,7 @@ attack.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -24,7 +25,11 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from fedpoison.defenses.base import AggregationRule, RoundContext
+    from fedpoison.models.paramspec import ParamSpec
+    from fedpoison.training.local import StepHooks
 
 
 class Knowledge(StrEnum):
@@ -81,7 +86,17 @@ class AttackContext:
         ``(m, d)`` what each malicious client sent last time it took part, or
         zeros; used by stale free-riders.
     generator:
-        The attack's own seeded generator.
+        The attack's own seeded generator, fresh each round.
+    own_fake:
+        ``(m,)`` bool: which of the attacker's rows come from fake clients
+        (``attack.fake_clients``), whose own updates are zero rows since they
+        own no data. ``None`` means none are fake.
+    campaign_generator:
+        A generator seeded by the run only (not the round): it draws the same
+        bits every round, for what an attacker fixes once for its whole
+        campaign (MPAF's base model, PoisonedFL's sign vector) without keeping
+        state. ``None`` outside a run; attacks then fall back to
+        :func:`campaign_generator`.
     """
 
     round: int
@@ -96,11 +111,88 @@ class AttackContext:
     defense: AggregationRule | None = None
     defense_ctx: RoundContext | None = None
     previous_updates: Tensor | None = None
+    own_fake: Tensor | None = None
+    campaign_generator: torch.Generator | None = None
 
     @property
     def num_malicious(self) -> int:
         """``m``, the number of malicious rows to craft."""
         return int(self.own_updates.shape[0])
+
+    def fake_mask(self) -> Tensor:
+        """``(m,)`` bool: which rows are fake clients' (all False without fake clients)."""
+        if self.own_fake is None:
+            return torch.zeros(self.num_malicious, dtype=torch.bool, device=self.own_updates.device)
+        return self.own_fake.to(device=self.own_updates.device, dtype=torch.bool)
+
+
+def campaign_generator(ctx: AttackContext, salt: int = 0) -> torch.Generator:
+    """A generator for the attacker's once-per-campaign draws: the same bits in every round of a run.
+
+    ``ctx.campaign_generator``'s state (copied, so the context is not
+    consumed) when the round loop provides it, else a generator seeded from
+    ``salt`` alone (outside a run, e.g. in contract checks). ``salt`` separates
+    draws of different purposes.
+    """
+    g = torch.Generator()
+    if ctx.campaign_generator is not None:
+        g.set_state(ctx.campaign_generator.get_state())
+        if salt:
+            g.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)) + salt)
+    else:
+        g.manual_seed(0x5EED + salt)
+    return g
+
+
+@dataclass(frozen=True)
+class MaliciousTraining:
+    """One malicious client's local training, for attacks that train themselves.
+
+    The round loop hands this to :meth:`Attack.train` instead of training the
+    client with the honest engine when the attack sets ``owns_training``.
+
+    Attributes
+    ----------
+    round:
+        Zero-based round index.
+    client_id, slot:
+        The client, and its index among the malicious clients.
+    clean_x, clean_y:
+        The client's own, unpoisoned samples.
+    x, y:
+        What :meth:`Attack.poison` made of them (cached across rounds).
+    global_params:
+        ``(d,)`` the global model the client starts from.
+    previous_params:
+        ``(d,)`` the global model of the round before, or ``None`` in the first
+        round (every client downloads the global model each round, so this is
+        local knowledge).
+    train:
+        ``train(x, y, hooks) -> (update, mean loss)``: the honest clients' SGD
+        (same plan, same batch draws) from ``global_params`` on ``(x, y)``,
+        changed by :class:`~fedpoison.training.local.StepHooks`.
+    model:
+        A scratch copy of the model architecture (its parameters may be
+        overwritten), e.g. to evaluate the global model while tuning a trigger.
+    spec:
+        The model's flat layout.
+    generator:
+        The attack's own generator for this client and round.
+    """
+
+    round: int
+    client_id: int
+    slot: int
+    clean_x: Tensor
+    clean_y: Tensor
+    x: Tensor
+    y: Tensor
+    global_params: Tensor
+    previous_params: Tensor | None
+    train: Callable[[Tensor, Tensor, StepHooks | None], tuple[Tensor, float]]
+    model: nn.Module
+    spec: ParamSpec
+    generator: torch.Generator
 
 
 class Attack:
@@ -114,6 +206,8 @@ class Attack:
     knowledge: ClassVar[Knowledge] = Knowledge.LOCAL
     #: False for attacks that skip local training (free riders, pure noise).
     trains: ClassVar[bool] = True
+    #: True for attacks that run their clients' local training themselves (:meth:`train`).
+    owns_training: ClassVar[bool] = False
 
     def __init__(
         self, params: Any, *, num_classes: int, input_shape: tuple[int, ...], collude: bool = False
@@ -138,6 +232,13 @@ class Attack:
         """
         return x, y
 
+    def train(self, job: MaliciousTraining) -> tuple[Tensor, float]:
+        """One malicious client's ``(d,)`` update and mean loss, for attacks with ``owns_training``.
+
+        The default is the honest training on the poisoned data.
+        """
+        return job.train(job.x, job.y, None)
+
     def craft(self, ctx: AttackContext) -> Tensor:
         """Return the ``(m, d)`` rows the malicious clients send."""
         return ctx.own_updates
@@ -148,6 +249,22 @@ class Attack:
         ``None`` for attacks without a trigger.
         """
         return None
+
+    def backdoor_inputs(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor] | None:
+        """The test inputs attack success rate is measured on, and which test samples they come from.
+
+        Returns ``(inputs, chosen)`` with ``chosen`` an ``(N,)`` bool mask over
+        ``x`` and ``inputs`` one row per chosen sample, or ``None`` without a
+        backdoor. The default stamps :meth:`backdoor` on every test sample not
+        of the target class; attacks whose backdoor lives in rare natural inputs
+        (edge cases) choose those samples instead.
+        """
+        target = self.target_class
+        if target is None:
+            return None
+        chosen = y != target
+        triggered = self.backdoor(x[chosen])
+        return None if triggered is None else (triggered, chosen)
 
     @property
     def target_class(self) -> int | None:

@@ -47,6 +47,7 @@ def register_attack(
             "kind": cls.kind.value,
             "knowledge": cls.knowledge.value,
             "trains": cls.trains,
+            "owns_training": cls.owns_training,
             **meta,
         }
         ATTACKS.register(

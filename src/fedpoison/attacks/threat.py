@@ -9,6 +9,9 @@ in a simulation and in a Flower deployment.
 - **Who:** :func:`malicious_count` clients (``attack.count``, else
   ``round(attack.fraction * N)``), chosen by :func:`choose_malicious` with a
   permutation seeded by ``(seed, "malicious")``.
+- **Fake clients:** :func:`fake_client_ids`, ``attack.fake_clients`` clients
+  that own no data, added after the genuine ones (ids ``N .. N + F - 1``),
+  all malicious; each claims :func:`fake_client_samples` samples.
 - **When:** :func:`attack_active`, the schedule ``attack.start_round``,
   ``end_round``, ``every`` and ``probability`` (one seeded draw per round,
   ``(seed, "schedule", round)``, so all attackers fire together).
@@ -35,7 +38,8 @@ from fedpoison.seeding import generator
 if TYPE_CHECKING:
     from fedpoison.config import AttackSection
 
-__all__ = ["attack_active", "check_crafted", "choose_malicious", "malicious_count", "sees_honest_updates"]
+__all__ = ["attack_active", "check_crafted", "choose_malicious", "fake_client_ids", "fake_client_samples",
+           "malicious_count", "sees_honest_updates"]
 
 
 def malicious_count(attack: AttackSection, num_clients: int) -> int:
@@ -67,6 +71,33 @@ def choose_malicious(num_clients: int, count: int, seed: int) -> Tensor:
         raise ValueError(f"choose_malicious: expected 0 <= count <= {num_clients}, got {count}")
     perm = torch.randperm(num_clients, generator=generator(seed, "malicious"))
     return torch.sort(perm[:count]).values
+
+
+def fake_client_ids(num_clients: int, fake: int) -> Tensor:
+    """``(fake,)`` int64 ids of the fake clients: they follow the ``num_clients`` genuine ones.
+
+    Example
+    -------
+    >>> fake_client_ids(5, 2).tolist()
+    [5, 6]
+    """
+    return torch.arange(num_clients, num_clients + fake, dtype=torch.int64)
+
+
+def fake_client_samples(train_size: int, num_clients: int) -> int:
+    """The sample count a fake client claims: the average genuine client's, ``round(train_size / N)``.
+
+    A fake client owns no data, but the server weighs rows by the sample count
+    each client reports. Claiming the average keeps a fake row neither heavier
+    nor lighter than a typical genuine one, and needs only what the attacker
+    can know publicly (the federation's size and data volume). At least 1.
+
+    Example
+    -------
+    >>> fake_client_samples(1000, 20)
+    50
+    """
+    return max(1, round(train_size / num_clients))
 
 
 def attack_active(attack: AttackSection, seed: int, rnd: int) -> bool:

@@ -8,10 +8,11 @@ nothing else: ground truth about who is malicious never reaches it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from fedpoison.defenses.base import AggregationResult, RoundContext
 
@@ -39,6 +40,40 @@ class AuditDecision:
     score: Tensor
     flagged: Tensor
     signals: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServerData:
+    """What the server holds besides the updates, for an auditor that probes models.
+
+    The round loop hands it to an auditor that defines ``bind_server(data)``
+    (BackdoorIndicator), once, when the federation is built. Such an auditor
+    may also define ``broadcast(round, params) -> params``: the model the
+    clients receive that round (the server's step is applied to it).
+
+    Attributes
+    ----------
+    model:
+        The run's model (the auditor copies it; its parameters are not the global model's).
+    unflatten:
+        Flat parameter vector to named tensors, for ``torch.func.functional_call``.
+    x_train, y_train:
+        The training set the server may draw its own samples from (counted in the threat model).
+    num_classes:
+        Number of classes.
+    dataset:
+        The run's dataset name.
+    seed:
+        The run seed (derive generators from it with :func:`fedpoison.seeding.generator`).
+    """
+
+    model: nn.Module
+    unflatten: Callable[[Tensor], dict[str, Tensor]]
+    x_train: Tensor
+    y_train: Tensor
+    num_classes: int
+    dataset: str
+    seed: int
 
 
 class Auditor(Protocol):

@@ -16,6 +16,7 @@ _ROWS: tuple[tuple[str, str, str], ...] = (
     ("detection_precision", "precision", "ratio"),
     ("detection_recall", "recall", "ratio"),
     ("detection_fpr", "false-positive rate", "ratio"),
+    ("detection_fpr_clean", "false-positive rate, clean rounds", "ratio"),
     ("detection_f1", "F1", "ratio"),
     ("detection_auc", "ROC AUC (suspicion score)", "ratio"),
     ("detection_malicious_reached", "malicious rows aggregated", "ratio"),
@@ -23,6 +24,10 @@ _ROWS: tuple[tuple[str, str, str], ...] = (
     ("detection_max_rounds_to_detect", "rounds to detection (max)", "rounds"),
     ("detection_mean_rounds_to_detect", "rounds to detection (mean)", "rounds"),
     ("detection_undetected", "attackers never flagged", "count"),
+    ("detection_delay", "detection delay (mean, caught)", "rounds"),
+    ("detection_exclusion_time", "time to exclusion (mean)", "rounds"),
+    ("detection_exclusion_time_max", "time to exclusion (max)", "rounds"),
+    ("detection_never_excluded", "attackers never excluded", "count"),
 )
 
 

@@ -127,6 +127,19 @@ class SignalAuditor:
                                                 self.history_decay, cap)
         self.seen[cpu_ids] = True
         extra: dict[str, Tensor] = {}
+        if self.history_weight > 0.0:
+            extra["history"] = self.history[cpu_ids].clone()
+        return self.decide_rows(cpu_ids, flagged, score, {**signals, **extra}, updates.device)
+
+    def decide_rows(self, cpu_ids: Tensor, flagged: Tensor, score: Tensor, signals: Mapping[str, Tensor],
+                    device: torch.device) -> AuditDecision:
+        """Apply the policy to this round's flags: reputation, quarantine sentences, keep and weight.
+
+        Shared by every auditor built on this class, whatever computes its
+        score and flags; ``signals`` are logged with the reputation added.
+        """
+        p = self.params
+        extra: dict[str, Tensor] = {}
         rep = None
         if p.policy == "reputation":
             self.policy.reputation = update_reputation(self.policy.reputation, cpu_ids, flagged,
@@ -136,13 +149,10 @@ class SignalAuditor:
         if p.policy == "quarantine":
             self._sentence(cpu_ids, flagged)
         keep, weight = decide(p.policy, flagged, reputation=rep, floor=p.reputation_floor, mode=p.reputation_mode)
-        if self.history_weight > 0.0:
-            extra["history"] = self.history[cpu_ids].clone()
-        dev = updates.device
-        logged = {name: sig.detach().to(dev) for name, sig in signals.items()}
-        logged.update({name: t.to(dev) for name, t in extra.items()})
-        return AuditDecision(keep=keep.to(dev), weight=weight.to(dev), score=score.to(dev),
-                             flagged=flagged.to(dev), signals=logged)
+        logged = {name: sig.detach().to(device) for name, sig in signals.items()}
+        logged.update({name: t.to(device) for name, t in extra.items()})
+        return AuditDecision(keep=keep.to(device), weight=weight.to(device), score=score.to(device),
+                             flagged=flagged.to(device), signals=logged)
 
     def observe(self, ctx: RoundContext, decision: AuditDecision, result: AggregationResult) -> None:
         """Remember the aggregate; with ``rule_flags``, unselected rows count as flags from now on."""

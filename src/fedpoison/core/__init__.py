@@ -5,6 +5,7 @@ Attacks, auditors and aggregation rules all speak the update matrix: an
 from it in common lives here, once:
 
 - :mod:`fedpoison.core.rows`: finite-row masks, row norms and their quantiles, Gram matrices,
+  top-magnitude masks, median-centred z-scores,
   pairwise and point distances, cosines, clip factors, Krum scores, and the
   per-coordinate mean and standard deviation;
 - :mod:`fedpoison.core.order_statistics`: coordinate-wise medians, trimmed

@@ -17,6 +17,8 @@ server drops them before any rule runs.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -326,3 +328,102 @@ def coordinate_mean_std(rows: Tensor) -> tuple[Tensor, Tensor]:
     mean = rows.mean(dim=0)
     std = rows.std(dim=0, correction=1) if k >= 2 else torch.zeros_like(mean)
     return mean, std
+
+
+# ---- magnitude masks and median-centred z-scores ----------------------------------------
+def top_k_mask(values: Tensor, k: int) -> Tensor:
+    """``(n, m)`` bool: per row, the entries at least as large as the row's ``k``-th largest (``0 <= k <= m``).
+
+    One selection per row (``torch.kthvalue``), no sort and no ``(n, k)``
+    index tensor. Entries tied with the ``k``-th largest are all kept, so a row
+    with ties keeps a few more than ``k``; with distinct values exactly ``k``.
+
+    Example
+    -------
+    >>> top_k_mask(torch.tensor([[3.0, 1.0, 2.0]]), 2).tolist()
+    [[True, False, True]]
+    """
+    m = values.shape[1]
+    if not 0 <= k <= m:
+        raise ValueError(f"k: expected 0..{m}, got {k}")
+    if k == m:
+        return torch.ones(values.shape, dtype=torch.bool, device=values.device)
+    if k == 0:
+        return torch.zeros(values.shape, dtype=torch.bool, device=values.device)
+    thr = torch.kthvalue(values, m - k + 1, dim=1).values
+    return values >= thr[:, None]
+
+
+def top_magnitude_mask(x: Tensor, k: int) -> Tensor:
+    """``(n, d)`` bool: per row, the ``k`` coordinates of largest magnitude (:func:`top_k_mask` of ``|x|``).
+
+    Example
+    -------
+    >>> top_magnitude_mask(torch.tensor([[3.0, -1.0, 2.0], [0.0, -5.0, 4.0]]), 1).tolist()
+    [[True, False, False], [False, True, False]]
+    """
+    return top_k_mask(x.abs(), k)
+
+
+def median_std_scores(v: Tensor) -> Tensor:
+    """``(n,)`` median-centred z-scores :math:`|v_i - \\mathrm{med}(v)| / \\sigma(v)`.
+
+    :math:`\\sigma` is the population standard deviation of the finite values
+    (the "MZ-score" of AlignIns and LASA, Xu et al. 2025). When it is zero (or
+    fewer than two values are finite) every finite value scores 0; a
+    non-finite value scores ``+inf``. Computed in float64.
+
+    Example
+    -------
+    >>> median_std_scores(torch.tensor([1.0, 2.0, 3.0, 10.0])).round(decimals=4)
+    tensor([0.4243, 0.1414, 0.1414, 2.1213])
+    """
+    x = v.to(torch.float64)
+    ok = torch.isfinite(x)
+    out = torch.full_like(x, float("inf"))
+    good = x[ok]
+    if good.numel() < 2:
+        out[ok] = 0.0
+        return out.to(v.dtype)
+    med = torch.quantile(good, 0.5)
+    std = good.std(correction=0)
+    out[ok] = (good - med).abs() / std if bool(std > 1e-12) else torch.zeros_like(good)
+    return out.to(v.dtype)
+
+
+# ---- masks and projections (constrained attacks) --------------------------------------
+def bottom_k_mask(values: Tensor, top_fraction: float) -> Tensor:
+    """Bool mask of the coordinates *outside* the ``top_fraction`` largest ``|values|``.
+
+    The top :math:`\\lceil q\\,d \\rceil` coordinates by magnitude are ``False``
+    (ties broken by :func:`torch.topk`), every other one ``True``: Neurotoxin's
+    mask, which keeps the coordinates the benign updates change least.
+
+    Example
+    -------
+    >>> bottom_k_mask(torch.tensor([0.1, -5.0, 0.0, 2.0]), 0.5).tolist()
+    [True, False, True, False]
+    """
+    if not 0.0 <= top_fraction <= 1.0:
+        raise ValueError(f"bottom_k_mask: expected top_fraction in [0, 1], got {top_fraction}")
+    flat = values.reshape(-1)
+    k = math.ceil(top_fraction * flat.numel())
+    mask = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
+    if k:
+        mask[torch.topk(flat.abs(), k, sorted=False).indices] = False
+    return mask.reshape(values.shape)
+
+
+def project_to_ball(x: Tensor, center: Tensor, radius: float) -> Tensor:
+    """The L2 projection of the vector ``x`` onto the ball of ``radius`` around ``center``.
+
+    .. math:: \\Pi(x) = c + (x - c)\\,\\min\\left(1, \\frac{r}{\\|x - c\\|_2}\\right)
+
+    Example
+    -------
+    >>> project_to_ball(torch.tensor([3.0, 4.0]), torch.zeros(2), 1.0)
+    tensor([0.6000, 0.8000])
+    """
+    diff = x - center
+    factor = clip_factors(torch.linalg.vector_norm(diff).reshape(1), radius)[0]
+    return center + diff * factor

@@ -12,14 +12,32 @@ over coordinates or pairs of clients.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from fedpoison.core.slices import ParamSlice
 
-__all__ = ["AggregationResult", "AggregationRule", "ParamSlice", "PreAggregator", "PreResult", "RoundContext"]
+__all__ = ["AggregationResult", "AggregationRule", "ModelProbe", "ParamSlice", "PreAggregator", "PreResult",
+           "RoundContext"]
+
+
+@runtime_checkable
+class ModelProbe(Protocol):
+    """The server's copy of the model architecture, to run a flat parameter vector on inputs.
+
+    Defenses that inspect model *outputs* (DeepSight's division differences)
+    read it from :attr:`RoundContext.model`. It carries no data: inputs are the
+    caller's (random noise, or server data counted in the threat model).
+    """
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+    def logits(self, params: Tensor, inputs: Tensor) -> Tensor:
+        """``(b, num_classes)`` logits of the model with flat ``(d,)`` ``params`` on ``(b, *input_shape)`` inputs."""
+        ...
 
 
 @dataclass
@@ -41,6 +59,10 @@ class RoundContext:
     root_update:
         For FLTrust: computes the server's own update on its root dataset from
         ``global_params``; ``None`` when the run provides no root data.
+    model:
+        A :class:`ModelProbe` that runs flat parameter vectors of the run's
+        model, for defenses that inspect outputs; ``None`` where the server has
+        no model (a bare update matrix).
     """
 
     round: int
@@ -49,6 +71,7 @@ class RoundContext:
     global_params: Tensor
     slices: tuple[ParamSlice, ...] = ()
     root_update: object | None = None
+    model: ModelProbe | None = None
 
     def subset(self, mask: Tensor) -> RoundContext:
         """The same context for the rows of ``mask`` only (``self`` when every row is kept).
@@ -59,7 +82,7 @@ class RoundContext:
         if bool(mask.all()):
             return self
         return RoundContext(self.round, self.client_ids[mask], self.generator, self.global_params, self.slices,
-                            self.root_update)
+                            self.root_update, self.model)
 
 
 @dataclass(frozen=True)

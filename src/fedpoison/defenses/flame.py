@@ -28,11 +28,11 @@ With a single row there is nothing to cluster and the row is kept.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from fedpoison.core.clustering import majority_cluster
 from fedpoison.core.draws import gaussian_like
 from fedpoison.core.rows import clip_factors, cosine_similarity_matrix, norm_quantile, row_norms
 from fedpoison.defenses.base import AggregationResult, RoundContext
@@ -45,29 +45,6 @@ class FlameParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     #: Noise level lambda: the noise std is lambda times the median update norm.
     noise_lambda: float = Field(default=0.001, ge=0.0)
-
-
-def majority_cluster(cos_dist: Tensor) -> Tensor:
-    """``(n,)`` bool: members of HDBSCAN's majority cluster on a cosine-distance matrix."""
-    n = cos_dist.shape[0]
-    if n <= 2:
-        return torch.ones(n, dtype=torch.bool, device=cos_dist.device)
-    from sklearn.cluster import HDBSCAN  # imported on use: sklearn.cluster is slow to import
-
-    dist = cos_dist.detach().to("cpu", torch.float64).numpy()
-    dist = np.clip((dist + dist.T) / 2.0, 0.0, None)
-    np.fill_diagonal(dist, 0.0)
-    labels = HDBSCAN(
-        metric="precomputed", min_cluster_size=n // 2 + 1, min_samples=1, allow_single_cluster=True, copy=False
-    ).fit(dist).labels_
-    kept = labels >= 0
-    if kept.any():
-        values, counts = np.unique(labels[kept], return_counts=True)
-        best = values[np.argmax(counts)]
-        kept = labels == best
-        if kept.sum() < n // 2 + 1:
-            kept = np.zeros(n, dtype=bool)
-    return torch.from_numpy(kept).to(cos_dist.device)
 
 
 @RULES.register(

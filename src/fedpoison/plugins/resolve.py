@@ -163,6 +163,7 @@ def resolve_config(cfg: ExperimentConfig) -> ExperimentConfig:
     update = {name: _resolve_section(getattr(cfg, name), found) for name, found in entries.items()}
     resolved = cfg.model_copy(update=update)
     _check_knowledge(resolved, entries["attack"])
+    _check_fake_clients(resolved, entries["attack"])
     _check_defense(resolved, entries["defense"])
     for found in entries.values():
         for entry in found:
@@ -172,6 +173,20 @@ def resolve_config(cfg: ExperimentConfig) -> ExperimentConfig:
                     raise ConfigError(message)
     check_ranges(resolved)  # finite floats in a computable range; partitions that split
     return resolved
+
+
+def _check_fake_clients(cfg: ExperimentConfig, attack: list[Entry[Any]]) -> None:
+    """``attack.fake_clients`` only for attacks that run without data (tag ``fake_clients``)."""
+    fakes = cfg.attack.fake_clients
+    if not attack or not fakes or attack[0].has("fake_clients"):
+        return
+    from fedpoison.attacks import ATTACKS
+
+    able = sorted(n for n in ATTACKS.names() if ATTACKS.get(n).has("fake_clients"))
+    raise ConfigError(
+        f"attack.fake_clients: expected 0 for attack '{cfg.attack.name}', which needs its clients' data "
+        f"(attacks that run on fake clients: {', '.join(able) or 'none'}), got {fakes}"
+    )
 
 
 def _check_knowledge(cfg: ExperimentConfig, attack: list[Entry[Any]]) -> None:

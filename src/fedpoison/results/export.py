@@ -35,6 +35,12 @@ SUMMARY_METRICS: dict[str, str] = {
     "detection_precision": "det. precision",
     "detection_recall": "det. recall",
     "detection_fpr": "det. FPR",
+    "detection_fpr_clean": "det. FPR clean",
+    "detection_auc": "det. AUC",
+    "detection_delay": "det. delay",
+    "detection_exclusion_time": "time to excl.",
+    "crfl_certified_accuracy": "certified acc.",
+    "crfl_mean_radius": "cert. radius",
     "seconds_per_round": "s / round",
 }
 

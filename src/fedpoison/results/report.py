@@ -103,6 +103,7 @@ def make_tables(results: Results, folder: Path, *, stat: str = "std") -> list[Ta
                               "('–': undefined, e.g. nothing flagged or no attacker).",
                               lambda latex, m=metric: pivot_mean_std(results, m, latex=latex, stat=stat).loc[
                                   lambda t: ~t.index.astype(str).str.startswith("none")]))
+        specs.extend(_detection_timing_specs(results, spread, stat))
     specs.append(("summary", "All metrics per configuration",
                   f"Every summary metric per configuration, {spread}.",
                   lambda latex: label_columns_only(summary_table(results, latex=latex, stat=stat)) if latex
@@ -119,6 +120,35 @@ def make_tables(results: Results, folder: Path, *, stat: str = "std") -> list[Ta
                                          index=has_index, keys=1 if has_index else 2).encode())
         out.append(TableFile(name, title, caption, plain, md, tex))
     return out
+
+
+#: Detection metrics beyond precision/recall/FPR: (summary key, title, caption), in report order.
+DETECTION_TIMING: tuple[tuple[str, str, str], ...] = (
+    ("detection_fpr_clean", "Detection false-positive rate in clean rounds",
+     "False-positive rate over the rounds in which no participant attacked"),
+    ("detection_auc", "Detection ROC AUC",
+     "ROC AUC of the auditor's suspicion score (of the binary flag for a filtering rule) over all rows"),
+    ("detection_delay", "Detection delay (rounds)",
+     "Rounds from an attacker's first attack to its first flag, mean over the attackers caught "
+     "(see 'attackers never flagged' in the summary table)"),
+    ("detection_exclusion_time", "Time to exclusion (rounds)",
+     "Rounds from an attacker's first attack until it was first kept out of the aggregate, mean over the "
+     "attackers excluded"),
+)
+
+
+def _detection_timing_specs(results: Results, spread: str, stat: str) -> list[tuple[str, str, str, Any]]:
+    """Report tables (attack x defense) of ``fpr_clean``, AUC, detection delay and time to exclusion."""
+    runs = results.runs
+    specs: list[tuple[str, str, str, Any]] = []
+    for metric, title, what in DETECTION_TIMING:
+        if metric in runs and pd.to_numeric(runs[metric], errors="coerce").notna().any():
+            # without an attack every round is clean: fpr_clean keeps the "none" row, the others drop it
+            keep_none = metric == "detection_fpr_clean"
+            specs.append((metric, f"{title}: attack x defense", f"{what}, {spread} ('–': undefined).",
+                          lambda latex, m=metric, k=keep_none: pivot_mean_std(results, m, latex=latex, stat=stat).loc[
+                              lambda t: k | ~t.index.astype(str).str.startswith("none")]))
+    return specs
 
 
 # ---- HTML ---------------------------------------------------------------------------

@@ -198,11 +198,15 @@ def save_checkpoint(fed: Federation, state: LoopState, out: Path, log: AuditLog 
         log = AuditLog.fresh(out)
     log.append(state.clients[log.rows:])
     tensors: dict[str, Tensor] = {"params": state.params.detach().cpu().contiguous()}
+    if state.previous_params is not None:  # the last global update, read by attacks such as neurotoxin
+        tensors["previous_params"] = state.previous_params.detach().cpu().contiguous()
     plugin_state = {
         "defense": fed.defense.state_dict() if _stateful(fed.defense) else None,
         "auditor": fed.auditor.state_dict() if fed.auditor is not None and _stateful(fed.auditor) else None,
         "previous_malicious": {str(k): v for k, v in state.previous_malicious.items()},
     }
+    if fed.attack is not None and _stateful(fed.attack):
+        plugin_state["attack"] = fed.attack.state_dict()  # type: ignore[attr-defined]
     meta = {
         "format": str(FORMAT),
         "config": json.dumps(fed.cfg.to_dict()),
@@ -370,7 +374,7 @@ def restore_with_log(fed: Federation, path: Path) -> tuple[LoopState, AuditLog]:
         refs = _refs(meta["plugins"])
     except ValueError as exc:
         raise ConfigError(f"{where}: plugins: {exc}") from None
-    expected = {"params", *refs}
+    expected = {"params", *refs} | ({"previous_params"} if "previous_params" in tensors else set())
     if set(tensors) != expected:
         missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
         raise ConfigError(f"{where}: tensors: missing {missing or 'none'}, unexpected {extra or 'none'}")
@@ -383,8 +387,9 @@ def restore_with_log(fed: Federation, path: Path) -> tuple[LoopState, AuditLog]:
     if diverged is None and not bool(torch.isfinite(params).all()):
         raise ConfigError(f"{where}: params: non-finite values in a run that has not diverged")
     plugins = _join(meta["plugins"], tensors, fed.device)
-    if set(plugins) != {"defense", "auditor", "previous_malicious"}:
-        raise ConfigError(f"{where}: plugins: expected keys defense, auditor, previous_malicious, got {sorted(plugins)}")
+    if set(plugins) - {"attack"} != {"defense", "auditor", "previous_malicious"}:
+        raise ConfigError(f"{where}: plugins: expected keys defense, auditor, previous_malicious (and attack for a "
+                          f"stateful attack), got {sorted(plugins)}")
     prev = plugins["previous_malicious"]
     malicious = set(fed.malicious.tolist())
     if not isinstance(prev, dict):
@@ -394,17 +399,23 @@ def restore_with_log(fed: Federation, path: Path) -> tuple[LoopState, AuditLog]:
         if not k.isdigit() or int(k) not in malicious or not isinstance(v, Tensor) or tuple(v.shape) != (dim,):
             raise ConfigError(f"{where}: previous_malicious[{k}]: expected a malicious client's row of length {dim}")
         restored_prev[int(k)] = v
-    state = LoopState(params=params.to(fed.device), round=rnd, diverged_round=diverged)
+    previous = tensors.get("previous_params")
+    if previous is not None and (tuple(previous.shape) != (dim,) or previous.dtype != torch.float32):
+        raise ConfigError(f"{where}: previous_params: expected float32 of shape ({dim},), "
+                          f"got {str(previous.dtype).removeprefix('torch.')} of shape {tuple(previous.shape)}")
+    state = LoopState(params=params.to(fed.device), round=rnd, diverged_round=diverged,
+                      previous_params=None if previous is None else previous.to(fed.device))
     state.history, state.timings, state.previous_malicious = history, timings, restored_prev
-    for name, obj, per_client in (("defense", fed.defense, False), ("auditor", fed.auditor, True)):
-        value = plugins[name]
+    for name, obj, per_client in (("defense", fed.defense, False), ("auditor", fed.auditor, True),
+                                  ("attack", fed.attack, False)):
+        value = plugins.get(name)
         if value is None:
             continue
         if obj is None or not _stateful(obj) or not isinstance(value, dict):
             raise ConfigError(f"{where}: {name} state given, but the run's {name} keeps none")
-        _check_state_tensors(value, where, name, dim=dim, num_clients=fed.num_clients, per_client=per_client)
+        _check_state_tensors(value, where, name, dim=dim, num_clients=fed.population, per_client=per_client)
         try:
-            obj.load_state_dict(value)
+            obj.load_state_dict(value)  # type: ignore[union-attr]
         except (KeyError, TypeError, ValueError, AssertionError, RuntimeError, AttributeError, IndexError) as exc:
             raise ConfigError(f"{where}: {name} state does not fit {name} '{getattr(cfg, 'audit' if name == 'auditor' else name).name}' "
                               f"({type(exc).__name__}: {exc})") from None

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from fedpoison.attacks import Attack
-from fedpoison.attacks.threat import choose_malicious
+from fedpoison.attacks.threat import choose_malicious, fake_client_ids, fake_client_samples
 from fedpoison.audit.base import Auditor
 from fedpoison.config import ExperimentConfig
 from fedpoison.data import Dataset, load_dataset, partition_clients
@@ -22,6 +22,7 @@ from fedpoison.defenses import Defense, build_defense
 from fedpoison.models import ParamSpec
 from fedpoison.models.init import build_seeded, check_fits
 from fedpoison.models.paramspec import use_fast_layout_
+from fedpoison.models.probe import FlatModelProbe
 from fedpoison.plugins import section_entries
 from fedpoison.seeding import generator
 from fedpoison.training import Engine, LocalPlan, SequentialEngine
@@ -58,11 +59,23 @@ class Federation:
     plan: LocalPlan
     root_index: Tensor | None
     eval_model: nn.Module
+    probe: FlatModelProbe
+    #: Fake clients (``attack.fake_clients``): ids ``num_clients .. population - 1``, no data.
+    num_fake: int = 0
 
     @property
     def num_clients(self) -> int:
-        """N."""
+        """N, the genuine clients (those that own data)."""
         return len(self.parts)
+
+    @property
+    def population(self) -> int:
+        """Every client the server knows: the N genuine ones and the fake ones."""
+        return len(self.parts) + self.num_fake
+
+    def is_fake(self, ids: Tensor) -> Tensor:
+        """Bool mask: which of ``ids`` are fake clients (ground truth; the attack and metrics only)."""
+        return ids >= len(self.parts)
 
     def is_malicious(self, ids: Tensor) -> Tensor:
         """Bool mask: which of ``ids`` are malicious clients (ground truth; metrics only)."""
@@ -96,7 +109,9 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
                                                      generator(cfg.seed, "partition"))]
     check_split(parts, len(data.y_train), cfg.clients.num, int(cfg.partition.params_dict().get("min_samples", 1)),
                 cfg.partition.name)
-    sizes = torch.tensor([len(p) for p in parts], dtype=torch.float32, device=device)
+    num_fake = cfg.attack.fake_clients if cfg.attack.name != "none" else 0
+    claimed = [fake_client_samples(len(data.y_train), cfg.clients.num)] * num_fake
+    sizes = torch.tensor([len(p) for p in parts] + claimed, dtype=torch.float32, device=device)
 
     model_entry = entries["model"][0]
     what = f"model.name={model_entry.name} on dataset.name={data.name}"
@@ -111,7 +126,8 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
     spec = ParamSpec.of(model)
     init_params = spec.flatten(model).to(device)
 
-    malicious = choose_malicious(cfg.clients.num, cfg.num_malicious, cfg.seed).to(device)
+    malicious = torch.cat([choose_malicious(cfg.clients.num, cfg.num_malicious, cfg.seed),
+                           fake_client_ids(cfg.clients.num, num_fake)]).to(device)
 
     attack: Attack | None = None
     for entry in entries["attack"]:
@@ -125,7 +141,12 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
 
     from fedpoison.audit import build_auditor
 
-    auditor = build_auditor(cfg.audit, num_clients=cfg.clients.num)
+    auditor = build_auditor(cfg.audit, num_clients=cfg.population)
+    bind = getattr(auditor, "bind_server", None)
+    if bind is not None:  # an auditor that probes models (BackdoorIndicator) gets the server's side once
+        from fedpoison.audit.base import ServerData
+
+        bind(ServerData(model, spec.unflatten, data.x_train, data.y_train, data.num_classes, data.name, cfg.seed))
 
     plan = LocalPlan(cfg.local.epochs, cfg.local.steps, cfg.local.batch_size, cfg.local.lr,
                      cfg.local.momentum, cfg.local.weight_decay)
@@ -140,5 +161,7 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
         g = generator(cfg.seed, "root")
         root_index = torch.randperm(len(data.y_train), generator=g)[:root_size].to(device)
     eval_model = use_fast_layout_(copy.deepcopy(model))
+    probe = FlatModelProbe(copy.deepcopy(eval_model), spec, tuple(data.input_shape), data.num_classes,
+                           cfg.eval.batch_size)
     return Federation(cfg, device, data, parts, sizes, model, spec, init_params, malicious, attack,
-                      defense, auditor, engine, plan, root_index, eval_model)
+                      defense, auditor, engine, plan, root_index, eval_model, probe, num_fake)

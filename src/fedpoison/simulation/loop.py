@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from fedpoison.attacks import AttackContext, Knowledge
+from fedpoison.attacks import AttackContext, Knowledge, MaliciousTraining
 from fedpoison.attacks.threat import attack_active, check_crafted, sees_honest_updates
 from fedpoison.config import ExperimentConfig
 from fedpoison.core.rows import row_norms
@@ -25,8 +25,8 @@ from fedpoison.defenses import RoundContext
 from fedpoison.plugins import load_config
 from fedpoison.seeding import generator
 from fedpoison.simulation.federation import Federation, build_federation
-from fedpoison.simulation.server import audit_and_defend
-from fedpoison.training import ClientJob, SequentialEngine, clip_rows, evaluate
+from fedpoison.simulation.server import audit_and_defend, server_step
+from fedpoison.training import ClientJob, SequentialEngine, StepHooks, clip_rows, evaluate
 
 if TYPE_CHECKING:
     from fedpoison.simulation.result import RunResult
@@ -36,12 +36,13 @@ if TYPE_CHECKING:
 def sample_clients(fed: Federation, rnd: int) -> Tensor:
     """Sorted ids of the clients sampled in round ``rnd``.
 
-    Malicious clients are sampled like everyone else unless
-    ``attack.always_participate``, in which case they all take part and the
-    remaining slots go to honest clients.
+    Malicious clients, fake ones included, are sampled like everyone else
+    unless ``attack.always_participate``, in which case they all take part and
+    the remaining slots go to honest clients. The pool is the whole
+    population: ``clients.num`` genuine plus ``attack.fake_clients`` fake clients.
     """
     cfg = fed.cfg
-    k, n = cfg.participants_per_round, fed.num_clients
+    k, n = cfg.participants_per_round, fed.population
     g = generator(cfg.seed, "sampling", rnd)
     if cfg.attack.always_participate and len(fed.malicious):
         honest = torch.arange(n)[~torch.isin(torch.arange(n), fed.malicious.cpu())]
@@ -64,6 +65,8 @@ class LoopState:
     previous_malicious: dict[int, Tensor] = field(default_factory=dict)
     poisoned: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
     diverged_round: int | None = None
+    #: The global model before the last step (attacks that read the last global update).
+    previous_params: Tensor | None = None
 
 
 def client_jobs(fed: Federation, state: LoopState, rnd: int, ids: Tensor, attacked: Tensor) -> list[ClientJob]:
@@ -94,6 +97,7 @@ def craft_updates(
     """Replace the attacking rows by what the attack crafts; validate their shape."""
     attack, cfg = fed.attack, fed.cfg
     assert attack is not None
+    fake = fed.is_fake(ids)
     level = Knowledge(cfg.attack.knowledge)
     sees_honest = sees_honest_updates(level)
     # A defense-aware attacker probes a private copy of the defense, with its own
@@ -110,14 +114,16 @@ def craft_updates(
         honest_updates=updates[~attacked].clone() if sees_honest else None,
         honest_weights=weights[~attacked].clone() if sees_honest else None,
         num_participants=len(ids),
-        global_params=state.params.clone(),
+        global_params=round_ctx.global_params.clone(),
         server_lr=cfg.server.lr,
         generator=generator(cfg.seed, "attack", rnd),
         defense=copy.deepcopy(fed.defense) if aware else None,
         defense_ctx=RoundContext(rnd, torch.cat([ids[~attacked], ids[attacked]]),
                                  generator(cfg.seed, "attack", rnd, 1), round_ctx.global_params,
-                                 round_ctx.slices, round_ctx.root_update) if aware else None,
+                                 round_ctx.slices, round_ctx.root_update, round_ctx.model) if aware else None,
         previous_updates=prev,
+        own_fake=fake[attacked].clone() if fed.num_fake else None,
+        campaign_generator=generator(cfg.seed, "attack"),
     )
     crafted = check_crafted(attack.craft(ctx), int(attacked.sum()), updates.shape[1], attack=cfg.attack.name)
     out = updates.clone()
@@ -127,11 +133,39 @@ def craft_updates(
     return out
 
 
+def sequential_engine(fed: Federation) -> SequentialEngine:
+    """The run's engine when it is sequential, else a sequential one on the same model and plan."""
+    return fed.engine if isinstance(fed.engine, SequentialEngine) else SequentialEngine(fed.model, fed.spec, fed.plan)
+
+
+def train_self(fed: Federation, state: LoopState, rnd: int, job: ClientJob, slot: int,
+               global_params: Tensor) -> tuple[Tensor, float]:
+    """An attack-owned malicious client's update: :meth:`Attack.train` with the honest SGD as a tool.
+
+    ``global_params`` is the model the clients received this round.
+    """
+    attack, cfg, engine = fed.attack, fed.cfg, sequential_engine(fed)
+    assert attack is not None
+    cid = job.client_id
+    idx = fed.parts[cid]
+
+    def train(x: Tensor, y: Tensor, hooks: StepHooks | None) -> tuple[Tensor, float]:
+        g = generator(cfg.seed, "train", rnd, cid)
+        return engine.train_one(global_params, ClientJob(cid, x, y, torch.arange(len(y), device=fed.device), g), hooks)
+
+    return attack.train(MaliciousTraining(
+        round=rnd, client_id=cid, slot=slot, clean_x=fed.data.x_train[idx], clean_y=fed.data.y_train[idx],
+        x=job.x, y=job.y, global_params=global_params.clone(),
+        previous_params=None if state.previous_params is None else state.previous_params.clone(),
+        train=train, model=fed.eval_model, spec=fed.spec, generator=generator(cfg.seed, "attack", rnd, 2, cid),
+    ))
+
+
 def root_update_fn(fed: Federation, rnd: int) -> Callable[[Tensor], Tensor] | None:
     """FLTrust's server update on its root dataset, or ``None`` without root data."""
     if fed.root_index is None:
         return None
-    engine = fed.engine if isinstance(fed.engine, SequentialEngine) else SequentialEngine(fed.model, fed.spec, fed.plan)
+    engine = sequential_engine(fed)
     index = fed.root_index
 
     def root_update(global_params: Tensor) -> Tensor:
@@ -155,10 +189,11 @@ def evaluate_global(fed: Federation, params: Tensor) -> dict[str, float]:
     attack = fed.attack
     if attack is not None and attack.target_class is not None:
         target = attack.target_class
-        triggered = attack.backdoor(data.x_test[y != target])
-        if triggered is not None:
-            p, _ = evaluate(fed.eval_model, triggered, y[y != target], bs)
-            out["attack_success_rate"] = float((p == target).float().mean())
+        backdoored = attack.backdoor_inputs(data.x_test, y)
+        if backdoored is not None:
+            inputs, chosen = backdoored
+            p, _ = evaluate(fed.eval_model, inputs, y[chosen], bs)
+            out["attack_success_rate"] = float((p == target).float().mean()) if len(p) else float("nan")
         if attack.source_classes is not None:
             src = torch.isin(y, torch.tensor(attack.source_classes, device=y.device))
             out["targeted_misclassification"] = float((preds[src] == target).float().mean()) if src.any() else float("nan")
@@ -172,22 +207,37 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
     sampled = sample_clients(fed, rnd)
     admitted = fed.auditor.admit(rnd, sampled) if fed.auditor is not None else torch.ones_like(sampled, dtype=torch.bool)
     ids = sampled[admitted]
-    malicious = fed.is_malicious(ids)
     active = attack_active(cfg.attack, cfg.seed, rnd)
+    if fed.num_fake and not active:
+        ids = ids[~fed.is_fake(ids)]  # a fake client has no data: outside the schedule it sends nothing
+    fake = fed.is_fake(ids)
+    malicious = fed.is_malicious(ids)
     attacked = malicious & active
     weights = fed.sizes[ids]
-    round_ctx = RoundContext(rnd, ids, generator(cfg.seed, "defense", rnd), state.params.clone(),
-                             fed.spec.slices, root_update_fn(fed, rnd))
+    # The model the clients receive: the global one, unless the auditor plants something in it
+    # (BackdoorIndicator's indicator task); the server's step is applied to what was sent.
+    broadcast = getattr(fed.auditor, "broadcast", None)
+    sent = broadcast(rnd, state.params) if broadcast is not None else state.params
+    round_ctx = RoundContext(rnd, ids, generator(cfg.seed, "defense", rnd), sent.clone(),
+                             fed.spec.slices, root_update_fn(fed, rnd), fed.probe)
 
-    # local training (attackers that skip training send zeros into craft)
-    jobs = client_jobs(fed, state, rnd, ids, attacked)
-    skip = attacked & torch.tensor(fed.attack is not None and not fed.attack.trains, device=ids.device)
-    train_jobs = [j for j, s in zip(jobs, skip.tolist(), strict=True) if not s]
+    # local training: attackers that skip training, and fake clients, send zeros into craft; attacks
+    # that own their clients' training (owns_training) train those rows in attack.train()
+    skip = fake | (attacked & torch.tensor(fed.attack is not None and not fed.attack.trains, device=ids.device))
+    own = attacked & ~skip & torch.tensor(fed.attack is not None and fed.attack.owns_training, device=ids.device)
+    trainable = torch.nonzero(~skip).flatten().tolist()
+    job_of = dict(zip(trainable, client_jobs(fed, state, rnd, ids[~skip], attacked[~skip]), strict=True))
+    engine_rows = ~skip & ~own
+    train_jobs = [job_of[i] for i in torch.nonzero(engine_rows).flatten().tolist()]
     updates = torch.zeros(len(ids), fed.spec.dim, device=fed.device)
     losses = torch.full((len(ids),), float("nan"))
     if train_jobs:
-        u, lo = fed.engine.train(state.params, train_jobs)
-        updates[~skip], losses[~skip.cpu()] = u, lo
+        u, lo = fed.engine.train(sent, train_jobs)
+        updates[engine_rows], losses[engine_rows.cpu()] = u, lo
+    if own.any():
+        mal_slot = {int(c): i for i, c in enumerate(fed.malicious.tolist())}
+        for i in torch.nonzero(own).flatten().tolist():
+            updates[i], losses[i] = train_self(fed, state, rnd, job_of[i], mal_slot[job_of[i].client_id], sent)
     honest_clipped = 0
     if cfg.local.clip_norm is not None:
         clipped, was = clip_rows(updates[~attacked], cfg.local.clip_norm)
@@ -201,7 +251,10 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
     server = audit_and_defend(updates, weights, round_ctx, fed.defense, fed.auditor,
                               nonfinite=cfg.defense.nonfinite, on_violation=cfg.defense.on_violation)
     res, updates, keep, decision, skipped = server.result, server.updates, server.keep, server.decision, server.error
-    state.params = state.params + cfg.server.lr * res.aggregate
+    state.previous_params = state.params
+    noise_g = generator(cfg.seed, "server", rnd) if cfg.server.noise_std > 0 else None
+    state.params = server_step(sent, res.aggregate, lr=cfg.server.lr, noise_std=cfg.server.noise_std,
+                               generator=noise_g)
     t2 = time.perf_counter()
 
     diverged = not bool(torch.isfinite(state.params).all())
@@ -209,6 +262,7 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
         "round": rnd,
         "participants": len(ids),
         "malicious_participants": int(malicious.sum()),
+        **({"fake_participants": int(fake.sum())} if fed.num_fake else {}),
         "attack_active": bool(active and malicious.any()),
         "train_loss": float(losses[~losses.isnan()].mean()) if (~losses.isnan()).any() else float("nan"),
         "update_norm_mean": float(row_norms(updates).nan_to_num(posinf=3.4e38).mean()),
@@ -217,6 +271,8 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
         "nonfinite_rows": server.nonfinite,
         "aggregation_skipped": skipped,
     }
+    if cfg.server.noise_std > 0:
+        record["server_noise_std"] = cfg.server.noise_std
     for key, value in res.info.items():
         record[f"defense_{key}"] = value
     last = rnd == cfg.rounds - 1
@@ -233,6 +289,8 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
             "samples": int(weights[i]), "norm": float(norms[i]), "selected": bool(selected[i]),
             "weight": float(sel_w[i]),
         }
+        if fed.num_fake:
+            row["fake"] = bool(fake[i])
         if decision is not None:
             row["score"] = float(decision.score[i])
             row["flagged"] = bool(decision.flagged[i])
@@ -245,7 +303,8 @@ def run_round(fed: Federation, state: LoopState) -> dict[str, Any]:
         for cid in quarantined:
             state.clients.append({"round": rnd, "client": cid, "malicious": bool(fed.is_malicious(torch.tensor([cid], device=fed.device))[0]),
                                   "attacked": False, "samples": int(fed.sizes[cid]), "norm": float("nan"),
-                                  "selected": False, "weight": 0.0, "quarantined": True})
+                                  "selected": False, "weight": 0.0, "quarantined": True,
+                                  **({"fake": cid >= fed.num_clients} if fed.num_fake else {})})
     state.timings.append({"round": rnd, "train_s": t1 - t0, "aggregate_s": t2 - t1, "eval_s": t3 - t2})
     state.history.append(record)
     if diverged:

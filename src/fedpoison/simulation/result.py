@@ -75,8 +75,9 @@ class RunResult:
         """Write the run's files into ``out``, each atomically, ``summary.json`` last.
 
         The files are ``config.yaml``, ``history.csv``, ``timings.csv``,
-        ``audit.csv``, ``model.safetensors`` and ``summary.json``; the presence
-        of ``summary.json`` means the run finished.
+        ``audit.csv``, ``model.safetensors``, ``certification.csv`` (per test
+        input, when the rule certifies: ``crfl``) and ``summary.json``; the
+        presence of ``summary.json`` means the run finished.
         """
         d = Path(out)
         d.mkdir(parents=True, exist_ok=True)
@@ -88,6 +89,9 @@ class RunResult:
         atomic_write(d / "timings.csv", self.timings.to_csv(index=False))
         atomic_write(d / "audit.csv", self.clients.to_csv(index=False))
         save_model(d / "model.safetensors", self.final_params, self.config)
+        certification = self.extras.get("certification")
+        if isinstance(certification, pd.DataFrame):
+            atomic_write(d / "certification.csv", certification.to_csv(index=False))
         atomic_write(d / "summary.json", json.dumps(_jsonable(self.summary | {"versions": self.versions}), indent=2))
         return d
 
@@ -165,10 +169,20 @@ def make_result(fed: Federation, state: LoopState, *, setup_s: float = 0.0) -> R
     summary["diverged_round"] = state.diverged_round
     summary["skipped_rounds"] = sum(bool(r.get("aggregation_skipped")) for r in state.history)
     summary["setup_seconds"] = setup_s
-    try:
-        from fedpoison.metrics.detection import detection_summary
-    except ImportError:
-        pass
-    else:
-        summary.update(detection_summary(clients))
-    return RunResult(fed.cfg, history, timings, clients, summary, package_versions(), state.params.detach().cpu())
+    from fedpoison.metrics.detection import detection_summary, fake_client_detection, with_detection_columns
+
+    if fed.num_fake:
+        summary["num_fake_clients"] = fed.num_fake
+    summary.update(detection_summary(clients))
+    summary.update(fake_client_detection(clients))
+    history = with_detection_columns(history, clients)
+    from fedpoison.simulation.certify import certify_final
+
+    extras: dict[str, Any] = {}
+    if state.diverged_round is None:
+        certified, table = certify_final(fed, state.params)
+        summary.update(certified)
+        if table is not None:
+            extras["certification"] = table
+    return RunResult(fed.cfg, history, timings, clients, summary, package_versions(), state.params.detach().cpu(),
+                     extras)

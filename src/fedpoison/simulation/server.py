@@ -14,7 +14,11 @@ drift apart. The order:
    such as too few rows for its ``f``) skips the round, or raises with
    ``on_violation="raise"``;
 4. the auditor observes what the defense did, unless the round was skipped
-   (a skipped round says nothing about the clients).
+   (a skipped round says nothing about the clients);
+5. the step (:func:`server_step`): the global model moves by the server
+   learning rate times the aggregate plus, with ``server.noise_std`` > 0,
+   Gaussian noise (weak differential privacy, as in Sun et al., "Can You
+   Really Backdoor Federated Learning?", 2019).
 
 Without an auditor and without non-finite rows, the result is the defense
 called on the whole matrix.
@@ -34,6 +38,7 @@ import torch
 from torch import Tensor
 
 from fedpoison.audit.base import AuditDecision, Auditor
+from fedpoison.core.draws import gaussian_like
 from fedpoison.core.rows import finite_rows
 from fedpoison.defenses import AggregationResult, RoundContext
 from fedpoison.defenses.base import AggregationRule
@@ -200,3 +205,23 @@ def audit_and_defend(
 def _rows(t: Tensor, mask: Tensor) -> Tensor:
     """``t[mask]``, without copying ``t`` when every row is kept (the usual round)."""
     return t if bool(mask.all()) else t[mask]
+
+
+def server_step(params: Tensor, aggregate: Tensor, *, lr: float = 1.0, noise_std: float = 0.0,
+                generator: torch.Generator | None = None) -> Tensor:
+    """The next global model: :math:`\\theta + \\eta\\,(g + \\sigma\\,\\varepsilon)`, :math:`\\varepsilon \\sim N(0, I)`.
+
+    ``noise_std`` is :math:`\\sigma` (0: no noise, no draw), drawn from
+    ``generator`` (the run's ``server`` stream for the round, so a resumed run
+    draws the same noise). Returns a new tensor; the inputs are not changed.
+
+    Example
+    -------
+    >>> server_step(torch.zeros(2), torch.ones(2), lr=0.5).tolist()
+    [0.5, 0.5]
+    """
+    if noise_std > 0.0:
+        if generator is None:
+            raise ValueError("server_step: noise_std > 0 needs a generator")
+        aggregate = aggregate + gaussian_like(aggregate.shape, generator=generator, like=aggregate, std=noise_std)
+    return params + lr * aggregate

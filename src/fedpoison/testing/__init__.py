@@ -36,6 +36,7 @@ from fedpoison.testing.fakes import (
     fixed_root_update,
     make_attack_context,
     make_images,
+    make_malicious_training,
     make_round_context,
     make_updates,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "fixed_root_update",
     "make_attack_context",
     "make_images",
+    "make_malicious_training",
     "make_round_context",
     "make_updates",
     "model_checks",

@@ -105,3 +105,49 @@ def make_images(
     """``n`` seeded random images in [0, 1) of ``shape`` and labels ``0, 1, ..., num_classes - 1, 0, ...``."""
     g = torch.Generator().manual_seed(seed)
     return torch.rand(n, *shape, generator=g), torch.arange(n) % num_classes
+
+
+def make_malicious_training(
+    attack: Any,
+    x: Tensor,
+    y: Tensor,
+    *,
+    model: Any,
+    plan: Any = None,
+    round: int = 1,
+    client_id: int = 0,
+    slot: int = 0,
+    global_params: Tensor | None = None,
+    previous_params: Tensor | None = None,
+    seed: int = 0,
+) -> Any:
+    """A :class:`~fedpoison.attacks.base.MaliciousTraining` for one client, trained as the round loop trains it.
+
+    ``x, y`` are the client's clean samples (``attack.poison`` makes its
+    poisoned ones); ``model`` is a built model whose parameters are the global
+    model unless ``global_params`` is given; ``plan`` a
+    :class:`~fedpoison.training.local.LocalPlan` (default: 1 epoch, batch 16,
+    lr 0.05). The ``train`` tool is :class:`~fedpoison.training.local.SequentialEngine`'s,
+    with the generator ``(seed, round, client_id)`` fixed across calls.
+    """
+    import copy
+
+    from fedpoison.attacks.base import MaliciousTraining
+    from fedpoison.models.paramspec import ParamSpec
+    from fedpoison.training.local import ClientJob, LocalPlan, SequentialEngine, StepHooks
+
+    spec = ParamSpec.of(model)
+    start = spec.flatten(model) if global_params is None else global_params.clone()
+    engine = SequentialEngine(copy.deepcopy(model), spec, plan if plan is not None else LocalPlan(1, None, 16, 0.05))
+    px, py = attack.poison(x, y, client_id=client_id, slot=slot,
+                           generator=torch.Generator().manual_seed(seed + 1))
+
+    def train(xs: Tensor, ys: Tensor, hooks: StepHooks | None) -> tuple[Tensor, float]:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + round * 1_009 + client_id)
+        return engine.train_one(start, ClientJob(client_id, xs, ys, torch.arange(len(ys)), g), hooks)
+
+    return MaliciousTraining(
+        round=round, client_id=client_id, slot=slot, clean_x=x, clean_y=y, x=px, y=py, global_params=start.clone(),
+        previous_params=previous_params, train=train, model=copy.deepcopy(model), spec=spec,
+        generator=torch.Generator().manual_seed(seed + 2),
+    )

@@ -13,6 +13,7 @@ is ``-lr * gradient`` (the server learning rate rescales it).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -129,6 +130,32 @@ def sgd_step_(
     return buf
 
 
+@dataclass(frozen=True)
+class StepHooks:
+    """Ways a client's local SGD may depart from plain training (attacks that train themselves).
+
+    Every hook is optional; with none set, training is exactly the honest
+    clients' :meth:`SequentialEngine.train_one`.
+
+    Attributes
+    ----------
+    loss:
+        ``loss(model, x_batch, y_batch) -> scalar`` replaces the batch's mean
+        cross-entropy (e.g. extra penalty terms).
+    grads:
+        ``grads(per_parameter_grads) -> per_parameter_grads`` transforms each
+        step's gradients before the SGD step (e.g. a coordinate mask). The list
+        follows ``model.parameters()``.
+    after_step:
+        ``after_step(parameters)`` runs under ``torch.no_grad()`` after each SGD
+        step and may change the parameters in place (e.g. a projection).
+    """
+
+    loss: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None
+    grads: Callable[[list[Tensor]], list[Tensor]] | None = None
+    after_step: Callable[[Sequence[Tensor]], None] | None = None
+
+
 class Engine(Protocol):
     """What the round loop needs of a local-training engine.
 
@@ -163,10 +190,13 @@ class SequentialEngine:
         self.plan = plan
         self.params = list(model.parameters())
 
-    def train_one(self, global_params: Tensor, job: ClientJob) -> tuple[Tensor, float]:
+    def train_one(
+        self, global_params: Tensor, job: ClientJob, hooks: StepHooks | None = None
+    ) -> tuple[Tensor, float]:
         """Train one client from ``global_params``; return ``(update, mean loss)``.
 
-        The SGD step is :func:`sgd_step_` per parameter (``torch.optim.SGD``'s
+        ``hooks`` (attacks that train themselves) change the loss, the
+        gradients or the parameters after each step; ``None`` is plain SGD. The SGD step is :func:`sgd_step_` per parameter (``torch.optim.SGD``'s
         update rule; constructing a ``torch.optim.SGD`` imports ``torch._dynamo``,
         about a second per process). Momentum starts from zero every round, as on
         a fresh client.
@@ -179,12 +209,17 @@ class SequentialEngine:
         steps = batch_schedule(job.size, plan, job.generator)
         for pos in steps:
             idx = job.index[pos.to(job.index.device)]
-            loss = F.cross_entropy(model(job.x[idx]), job.y[idx])
-            grads = torch.autograd.grad(loss, params)
+            xb, yb = job.x[idx], job.y[idx]
+            loss = F.cross_entropy(model(xb), yb) if hooks is None or hooks.loss is None else hooks.loss(model, xb, yb)
+            grads = list(torch.autograd.grad(loss, params))
+            if hooks is not None and hooks.grads is not None:
+                grads = hooks.grads(grads)
             with torch.no_grad():
                 for j, (p, g) in enumerate(zip(params, grads, strict=True)):
                     bufs[j] = sgd_step_(p, g, bufs[j], lr=plan.lr, momentum=plan.momentum,
                                         weight_decay=plan.weight_decay)
+                if hooks is not None and hooks.after_step is not None:
+                    hooks.after_step(params)
             total += loss.detach()
         return self.spec.flatten(model).sub_(global_params), float(total) / max(len(steps), 1)
 

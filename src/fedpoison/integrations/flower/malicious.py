@@ -71,6 +71,10 @@ SIMULATION_ONLY_LOCAL: dict[str, str] = {
         "its partial-knowledge variant draws from the mean and spread of the updates of all "
         "attackers of the round (one row has no spread), and a Flower node sees only its own"
     ),
+    "poisoned_fl": (
+        "it remembers the global models it saw and the rows it sent across rounds, and the Flower adapter "
+        "carries only a node's last row from one round to the next"
+    ),
 }
 
 _STATE_KEY = "fedpoison.attack"
@@ -100,6 +104,11 @@ def check_deployable(section: AttackSection | Mapping[str, Any]) -> AttackSectio
             f"attack.name: '{sec.name}' is simulation-only: it needs {need.value} knowledge ({sees}), "
             f"which a Flower client never receives; {run_it}"
         )
+    if entry.meta.get("owns_training", False):
+        raise ConfigError(
+            f"attack.name: '{sec.name}' is simulation-only: it runs its clients' local training itself "
+            f"(masked, projected or jointly optimised), and a Flower node trains with the app's own loop; {run_it}"
+        )
     if sec.name in SIMULATION_ONLY_LOCAL:
         raise ConfigError(f"attack.name: '{sec.name}' is simulation-only: {SIMULATION_ONLY_LOCAL[sec.name]}; {run_it}")
     if sec.knowledge != Knowledge.LOCAL.value:
@@ -116,6 +125,11 @@ def check_deployable(section: AttackSection | Mapping[str, Any]) -> AttackSectio
         raise ConfigError(
             "attack.always_participate: expected false in a Flower deployment: the server's strategy "
             "samples the nodes, an attacker cannot make itself sampled"
+        )
+    if sec.fake_clients:
+        raise ConfigError(
+            f"attack.fake_clients: expected 0 in a Flower deployment, got {sec.fake_clients}: fake clients are "
+            "a simulation feature (fedpoison does not start Flower nodes)"
         )
     return sec
 
@@ -300,6 +314,7 @@ class MaliciousClient:
             server_lr=self.server_lr,
             generator=generator(self.seed, "attack", server_round - 1, pid),
             previous_updates=previous.reshape(1, -1),
+            campaign_generator=generator(self.seed, "attack"),
         )
         crafted = check_crafted(self.attack.craft(ctx), 1, layout.dim, attack=self.name)
         row = crafted[0].to(torch.float32)

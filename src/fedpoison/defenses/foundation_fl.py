@@ -1,0 +1,106 @@
+"""FoundationFL: synthetic updates from the received updates' extreme values, before a robust rule.
+
+Reference: Minghong Fang, Seyedsina Nabavirazavi, Zhuqing Liu, Wei Sun,
+Sundararaja Sitharama Iyengar and Haibo Yang, "Do We Really Need to Design New
+Byzantine-robust Aggregation Rules?", NDSS 2025 (arXiv:2501.17381).
+
+The server takes the coordinate-wise extremes of the ``n`` received updates,
+
+.. math:: g^{\\max}_c = \\max_i g_{ic}, \\qquad g^{\\min}_c = \\min_i g_{ic},
+
+scores each update by its distance to the nearer extreme,
+
+.. math:: s_i = \\min\\bigl(\\|g_i - g^{\\max}\\|, \\|g_i - g^{\\min}\\|\\bigr),
+
+and appends ``m`` synthetic updates, each a copy of the update farthest from
+both extremes, :math:`g_{i^*}` with :math:`i^* = \\arg\\max_i s_i`. The
+foundational rule named in ``defense.name`` (``trimmed_mean`` or ``median``, as
+in the paper) then aggregates the ``n + m`` rows. An attacker who pushes its rows
+to an extreme makes itself the nearest to that extreme and never :math:`i^*`;
+the synthetic copies move every coordinate's order statistics towards
+:math:`g_{i^*}`.
+
+Variant: ``defense.ffl_synthetic`` is ``m``; by default ``m = n`` (as many
+synthetic updates as received ones). Only rows whose entries are all finite
+take part in the extremes and the scores (the server drops the others before
+any rule runs). Each synthetic row carries the sample weight of
+:math:`g_{i^*}`; ``groups`` maps it back to that client, so the rule's weights
+trace back to it. ``info["ffl_client"]`` is the id of the client copied.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from fedpoison.core.rows import distances_to, finite_rows
+from fedpoison.defenses.base import PreResult, RoundContext
+from fedpoison.defenses.registry import PRE_AGGREGATORS
+
+
+def extreme_scores(x: Tensor) -> Tensor:
+    """``(n,)`` FoundationFL scores :math:`\\min(\\|x_i - x^{\\max}\\|, \\|x_i - x^{\\min}\\|)` over the finite rows.
+
+    Rows holding NaN or Inf score ``-inf`` (never chosen) and take no part in
+    the extremes.
+
+    Example
+    -------
+    >>> extreme_scores(torch.tensor([[0.0, 0.0], [1.0, 1.0], [4.0, 4.0]]))
+    tensor([0.0000, 1.4142, 0.0000])
+    """
+    finite = finite_rows(x)
+    scores = torch.full((x.shape[0],), float("-inf"), dtype=x.dtype, device=x.device)
+    if not bool(finite.any()):
+        return scores
+    good = x if bool(finite.all()) else x[finite]
+    hi, lo = good.amax(dim=0), good.amin(dim=0)
+    scores[finite] = torch.minimum(distances_to(good, hi), distances_to(good, lo))
+    return scores
+
+
+class FoundationFLParams(BaseModel):
+    """Parameters of the ``foundation_fl`` pre-aggregator."""
+
+    model_config = ConfigDict(extra="forbid")
+    #: m: synthetic updates appended; ``None`` appends as many as there are rows.
+    ffl_synthetic: int | None = Field(None, ge=1)
+
+
+@PRE_AGGREGATORS.register(
+    "foundation_fl",
+    description="FoundationFL: append m copies of the update farthest from the coordinate-wise max and min "
+    "vectors, then aggregate with the rule (trimmed_mean or median).",
+    params=FoundationFLParams,
+    reference="Fang et al. 2025, Do We Really Need to Design New Byzantine-robust Aggregation Rules? (NDSS).",
+    variant="synthetic rows = copies of argmax_i min(|g_i - g_max|, |g_i - g_min|); m = defense.ffl_synthetic, "
+    "default n",
+    requires="the rule's requirement holds for n + m rows",
+)
+class FoundationFL:
+    """Append ``m`` synthetic copies of the update farthest from both coordinate-wise extremes."""
+
+    def __init__(self, params: FoundationFLParams | None = None, *, f: int = 0) -> None:
+        self.params = params or FoundationFLParams()
+        self.f = f
+
+    @staticmethod
+    def rows_out(n: int, params: FoundationFLParams | None = None) -> int:
+        """``n + m`` rows."""
+        m = (params or FoundationFLParams()).ffl_synthetic
+        return n + (n if m is None else m)
+
+    def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> PreResult:
+        """Append the synthetic rows (see the module docstring)."""
+        n = updates.shape[0]
+        m = self.rows_out(n, self.params) - n
+        scores = extreme_scores(updates)
+        star = int(torch.argmax(scores))
+        rows = torch.cat([updates, updates[star].expand(m, -1)])
+        w = torch.cat([weights, weights[star].expand(m)])
+        groups = torch.zeros(n + m, n, dtype=updates.dtype, device=updates.device)
+        groups[torch.arange(n), torch.arange(n)] = 1.0
+        groups[n:, star] = 1.0
+        info = {"ffl_client": float(ctx.client_ids[star]), "ffl_synthetic": float(m)}
+        return PreResult(rows, w, 0, groups, info)

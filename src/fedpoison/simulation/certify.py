@@ -1,0 +1,100 @@
+"""Certification after the last round, for rules that certify their final model (``crfl``).
+
+The rule carries the smoothing settings; this module supplies what only the
+run knows: the test inputs, a forward pass under given parameters, and the
+constants of the attack the certificate covers (:func:`threat_of`). The
+results go to ``summary.json`` (``crfl_*`` keys) and, per test input, to
+``certification.csv``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from fedpoison.defenses.crfl import CRFL, CRFLThreat, certify_votes, smoothed_votes
+from fedpoison.seeding import generator
+from fedpoison.simulation.federation import Federation
+from fedpoison.training import evaluate
+
+#: Radii at which the summary reports certified accuracy (besides the mean and median radius).
+REPORT_RADII = (0.0, 0.001, 0.01)
+
+
+def threat_of(fed: Federation) -> CRFLThreat:
+    """The attack a CRFL certificate of this run covers, read from the run's config and clients.
+
+    :math:`R` is the number of malicious clients (1 in a run without attack, so
+    the certificate covers one attacker), :math:`p_i` their share of all
+    samples, :math:`\\gamma` the attack's ``scale`` (1 without one),
+    :math:`q_B/n_B` its ``poison_fraction`` (1 without one: every sample),
+    :math:`\\eta` and :math:`\\tau` the local learning rate and the mean local
+    steps per round, and :math:`T - t_{adv}` the rounds from the attack's
+    ``start_round`` to the end.
+    """
+    cfg = fed.cfg
+    rule = fed.defense.rule
+    lipschitz = rule.params.crfl_lipschitz if isinstance(rule, CRFL) else math.sqrt(17.0)
+    sizes = fed.sizes.double()
+    share = sizes / sizes.sum()
+    if len(fed.malicious):
+        attackers = len(fed.malicious)
+        weight_sq = float((share[fed.malicious] ** 2).sum())
+    else:
+        attackers, weight_sq = 1, float(share.max() ** 2)
+    params = cfg.attack.params_dict() if cfg.attack.name != "none" else {}
+    steps = float(sum(fed.plan.num_steps(int(n)) for n in fed.sizes.tolist()) / max(len(fed.sizes), 1))
+    return CRFLThreat(
+        attackers=attackers, weight_sq_sum=weight_sq, scale=float(params.get("scale", 1.0)), lr=cfg.local.lr,
+        local_steps=steps, poison_ratio=float(params.get("poison_fraction", 1.0)), lipschitz=lipschitz,
+        rounds_after_attack=max(cfg.rounds - cfg.attack.start_round, 1),
+    )
+
+
+def certify_final(fed: Federation, params: Tensor) -> tuple[dict[str, Any], pd.DataFrame | None]:
+    """Certify the final model when the run's rule certifies; ``({}, None)`` otherwise.
+
+    Returns the summary entries and the per-input table (``index``, ``label``,
+    ``prediction``, ``p_a``, ``p_b``, ``radius``, ``correct``).
+    """
+    rule = fed.defense.rule
+    if not isinstance(rule, CRFL) or rule.params.crfl_certify_inputs == 0 or not bool(torch.isfinite(params).all()):
+        return {}, None
+    p = rule.params
+    data = fed.data
+    k = min(p.crfl_certify_inputs, len(data.y_test))
+    x, y = data.x_test[:k], data.y_test[:k]
+    bs = fed.cfg.eval.batch_size
+
+    def predict(flat: Tensor) -> Tensor:
+        fed.spec.load_(fed.eval_model, flat)
+        preds, _ = evaluate(fed.eval_model, x, y, bs)
+        return preds
+
+    # the defense stream of "round T", the round after the last: the smoothing draws are the run's own
+    g = generator(fed.cfg.seed, "defense", fed.cfg.rounds)
+    votes = smoothed_votes(predict, params, sigma=p.crfl_sigma, samples=p.crfl_samples, generator=g,
+                           num_classes=data.num_classes)
+    fed.spec.load_(fed.eval_model, params)  # leave the evaluation model at the final parameters
+    threat = threat_of(fed)
+    cert = certify_votes(votes, y, samples=p.crfl_samples, alpha=p.crfl_alpha, sigma=p.crfl_sigma,
+                         clip=p.crfl_clip, threat=threat)
+    certified = cert.correct & (cert.radius > 0)
+    radii = cert.radius[certified]
+    summary: dict[str, Any] = {
+        "crfl_certified_inputs": int(k),
+        "crfl_samples": int(p.crfl_samples),
+        "crfl_smoothed_accuracy": float(cert.correct.mean()),
+        "crfl_certified_accuracy": cert.accuracy_at(0.0),
+        "crfl_mean_radius": float(radii.mean()) if len(radii) else 0.0,
+        "crfl_median_radius": float(pd.Series(radii).median()) if len(radii) else 0.0,
+    }
+    for r in REPORT_RADII[1:]:
+        summary[f"crfl_certified_accuracy_at_{r:g}"] = cert.accuracy_at(r)
+    table = pd.DataFrame({"index": range(k), "label": y.cpu().numpy(), "prediction": cert.prediction,
+                          "p_a": cert.p_a, "p_b": cert.p_b, "radius": cert.radius, "correct": cert.correct})
+    return summary, table
