@@ -32,6 +32,8 @@ SUMMARY_METRICS: dict[str, str] = {
     "attack_success_rate": "ASR",
     "max_attack_success_rate": "max ASR",
     "targeted_misclassification": "targeted miscl.",
+    "backdoor_lifespan_50": "rounds to ASR<0.5",
+    "backdoor_lifespan_10": "rounds to ASR<0.1",
     "detection_precision": "det. precision",
     "detection_recall": "det. recall",
     "detection_fpr": "det. FPR",
