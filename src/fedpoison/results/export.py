@@ -40,6 +40,7 @@ SUMMARY_METRICS: dict[str, str] = {
     "detection_fpr_clean": "det. FPR clean",
     "detection_auc": "det. AUC",
     "detection_delay": "det. delay",
+    "detection_undetected": "never flagged",
     "detection_exclusion_time": "time to excl.",
     "crfl_certified_accuracy": "certified acc.",
     "crfl_mean_radius": "cert. radius",

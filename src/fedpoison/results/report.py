@@ -112,6 +112,11 @@ def make_tables(results: Results, folder: Path, *, stat: str = "std") -> list[Ta
                               lambda latex, m=metric: pivot_mean_std(results, m, latex=latex, stat=stat).loc[
                                   lambda t: ~t.index.astype(str).str.startswith("none")]))
         specs.extend(_detection_timing_specs(results, spread, stat))
+    if "crfl_certified_accuracy" in runs and pd.to_numeric(runs["crfl_certified_accuracy"], errors="coerce").notna().any():
+        specs.append(("crfl_certified_accuracy", "Certified accuracy (CRFL): attack x defense",
+                      f"Share of the certified test inputs whose parameter-smoothed prediction is correct and "
+                      f"certified (radius > 0), {spread}; only runs of a certifying rule have one.",
+                      lambda latex: pivot_mean_std(results, "crfl_certified_accuracy", latex=latex, stat=stat)))
     specs.append(("summary", "All metrics per configuration",
                   f"Every summary metric per configuration, {spread}.",
                   lambda latex: label_columns_only(summary_table(results, latex=latex, stat=stat)) if latex
