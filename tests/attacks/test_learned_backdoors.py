@@ -303,6 +303,21 @@ def test_chameleon_norm_bound_keeps_features_and_update_moderate(trained, digits
     assert torch.isfinite(torch.tensor(loss)) and loss < free_ce
 
 
+def test_chameleon_classifier_lr_replaces_the_local_rate_in_the_classifier_stage(trained, digits) -> None:
+    model, spec, params = trained
+    x, y = digits
+    head = spec.slices[-2].start  # the last Linear's weight and bias are the last two slices
+
+    def head_change(classifier_lr: float | None) -> float:
+        attack = Chameleon(ChameleonParams(contrastive_epochs=1, classifier_lr=classifier_lr), num_classes=10,
+                           input_shape=(1, 8, 8))
+        px, py = attack.poison(x, y, client_id=0, slot=0, generator=torch.Generator().manual_seed(0))
+        update, _ = attack.train(job_for(attack, copy.deepcopy(model), spec, params, px, py))
+        return float(update[head:].norm())
+
+    assert head_change(1e-9) < 1e-5 < head_change(None)  # None: the job's plan, lr 0.05
+
+
 def test_chameleon_refuses_a_model_without_a_linear_head() -> None:
     with pytest.raises(ConfigError, match="Sequential ending in a Linear"):
         split_classifier(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Softmax(1)))
