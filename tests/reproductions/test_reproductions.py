@@ -91,7 +91,9 @@ def test_foundationfl_table_is_the_papers() -> None:
                                               "Krum attack", "Min-Max attack", "Min-Sum attack"]
     assert rep.numbers == {"fedavg": [0.18, 0.21, 0.21, 0.38, 0.21, 0.30, 0.32],
                            "trimmed_mean": [0.21, 0.29, 0.26, 0.47, 0.32, 0.24, 0.23],
-                           "median": [0.23, 0.27, 0.27, 0.35, 0.29, 0.31, 0.29]}
+                           "median": [0.23, 0.27, 0.27, 0.35, 0.29, 0.31, 0.29],
+                           "ffl_trimmed_mean": [0.18, 0.18, 0.18, 0.19, 0.20, 0.19, 0.18],
+                           "ffl_median": [0.18, 0.20, 0.18, 0.18, 0.21, 0.19, 0.20]}
     grid = expand_grid(reproduction_grid(rep, "paper"))
     by_cell = {cell_of_assignment(rep, r.assignment).id: r.config for r in grid.runs if r.config.seed == 0}
     trim = by_cell["fedavg/trim"]
@@ -103,6 +105,9 @@ def test_foundationfl_table_is_the_papers() -> None:
     gauss = by_cell["median/gaussian"].attack
     assert gauss.model_extra["std"] ** 2 == pytest.approx(200.0, rel=1e-6) and gauss.model_extra["mode"] == "random"
     assert by_cell["trimmed_mean/none"].defense.f == 20 and by_cell["trimmed_mean/none"].attack.name == "none"
+    ffl = by_cell["ffl_median/min_max"].defense
+    assert ffl.name == "median" and ffl.pre == ["foundation_fl"] and ffl.model_extra["ffl_synthetic"] == 50
+    assert by_cell["median/min_max"].defense.pre == []
 
 
 def test_verdicts_by_hand() -> None:
