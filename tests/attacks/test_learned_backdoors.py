@@ -274,13 +274,25 @@ FAST = {
 }
 
 
+E2E = ["dataset.name=digits", "model.name=mlp", "clients.num=20", "rounds=6", "local.epochs=2", "local.batch_size=16",
+       "local.lr=0.05", "local.momentum=0.9", "defense.name=mean", "seed=0"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(FAST))
+@pytest.mark.parametrize("name", [
+    "a3fl", "iba",
+    pytest.param("chameleon", marks=pytest.mark.xfail(strict=True, reason="Chameleon's classifier stage diverges "
+                                                       "after the contrastive stage (docs/attacks.md)")),
+])
 def test_digits_run_plants_the_backdoor_and_keeps_accuracy(name: str, tmp_path) -> None:
-    result = fedpoison.run(overrides=[*TINY, f"attack.name={name}", *FAST[name]])
+    """Under FedAvg: ASR >= 0.8 and clean accuracy within 0.05 of the run without attack."""
+    clean = fedpoison.run(overrides=E2E)
+    settings = [] if name == "a3fl" else FAST[name]  # A3FL at its defaults (a 5 x 5 trigger)
+    result = fedpoison.run(overrides=[*E2E, "attack.fraction=0.2", "attack.always_participate=true",
+                                      f"attack.name={name}", *settings])
     last = result.history.iloc[-1]
     assert last["attack_success_rate"] >= 0.8
-    assert last["test_accuracy"] >= 0.75
+    assert last["test_accuracy"] >= clean.history.iloc[-1]["test_accuracy"] - 0.05
     out = result.save(tmp_path / name)
     examples = read_examples(out / EXAMPLES_FILE)
     assert examples is not None and examples["clean"].shape == (4, 1, 8, 8)
