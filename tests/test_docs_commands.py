@@ -53,6 +53,10 @@ NOT_RUN: dict[str, str] = {
     r"^python -m pytest ": "runs this test suite",
     r"^fedpoison reproduce .*--executor ray": "needs a Ray cluster (--address auto); every reproduction's smoke "
                                               "scale runs in tests/reproductions",
+    r"(examples/defenses2021/backdoor_.*--out runs/d21|^fedpoison report runs/d21$)":
+        "Fashion-MNIST grids with CRFL's 1,000-copy certification (an hour on 2 cores); "
+        "tests/experiments/test_defenses2021_grids.py expands and validates them, and "
+        "tests/experiments/test_grid_auditors.py reports such a grid on digits",
 }
 
 #: Options appended to ``fedpoison <command>`` so that it runs at a small size.

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from fedpoison.audit import AUDITORS
-from fedpoison.defenses import PRE_AGGREGATORS, RULES, RoundContext
+from fedpoison.defenses import PRE_AGGREGATORS, RULES, ParamSlice, RoundContext
 
 try:  # only in the benchmark venv
     import byzfl  # type: ignore[import-not-found]
@@ -270,6 +270,14 @@ PARAMS: dict[str, dict[str, Any]] = {
 }
 
 
+def layout(d: int, classes: int = 10, hidden: int = 100) -> tuple[ParamSlice, ...]:
+    """A parameter layout for ``d`` entries: one body matrix, then a ``classes x hidden`` output layer and its bias."""
+    body = d - classes * hidden - classes
+    return (ParamSlice("body.weight", 0, body, (body, 1)),
+            ParamSlice("fc.weight", body, body + classes * hidden, (classes, hidden)),
+            ParamSlice("fc.bias", body + classes * hidden, d, (classes,)))
+
+
 def fedpoison_fn(name: str, family: str, x: torch.Tensor, f: int, root: torch.Tensor) -> Fn:
     registry = {"pre": PRE_AGGREGATORS, "rule": RULES, "auditor": AUDITORS}[family]
     entry = registry.get(name)
@@ -277,9 +285,12 @@ def fedpoison_fn(name: str, family: str, x: torch.Tensor, f: int, root: torch.Te
     n = x.shape[0]
     w = torch.ones(n)
 
+    slices = layout(x.shape[1])
+
     def call() -> Any:
-        # The global model is the root update's direction (alignins' TDA reference), not zero.
-        ctx = RoundContext(0, torch.arange(n), torch.Generator().manual_seed(0), root, (), lambda p: root)
+        # The global model is the root update's direction (alignins' TDA reference), not zero; the layout
+        # has an output layer (DeepSight) and weight matrices (LASA). No model: DeepSight skips its DDifs.
+        ctx = RoundContext(0, torch.arange(n), torch.Generator().manual_seed(0), root, slices, lambda p: root)
         if family == "auditor":  # a fresh auditor screening one round
             return entry.obj(params, num_clients=n).screen(x, w, ctx)
         return entry.obj(params, f=f)(x, w, ctx)  # a fresh instance: stateful rules start clean
@@ -375,21 +386,29 @@ def peak_extra_bytes(fn: Fn, interval: float = 0.002) -> int:
     return max(peak[0] - base, 0)
 
 
-def median_times(fns: dict[str, Fn], repeats: int) -> dict[str, float]:
+def median_times(fns: dict[str, Fn], repeats: int, warmup: int = 1) -> tuple[dict[str, float], dict[str, int]]:
+    """Median seconds of each contender over ``repeats`` interleaved calls, and its peak extra memory.
+
+    The memory is sampled during the timed calls themselves (a thread reading
+    the RSS every 2 ms, :func:`peak_extra_bytes`), so it costs no extra call.
+    """
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():  # warm-up (lazy imports, thread pools, allocator)
-        fn()
+    mem: dict[str, int] = {k: 0 for k in fns}
+    for _ in range(warmup):  # warm-up (lazy imports, thread pools, allocator)
+        for fn in fns.values():
+            fn()
     for _ in range(repeats):
         for k, fn in fns.items():
             gc.collect()
             t0 = time.perf_counter()
-            fn()
+            extra = peak_extra_bytes(fn)
             times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+            mem[k] = max(mem[k], extra)
+    return {k: statistics.median(v) for k, v in times.items()}, mem
 
 
-def bench_size(n: int, d: int, names: list[tuple[str, bool]], repeats: int, env: dict[str, Any],
-               json_path: str | None) -> None:
+def bench_size(n: int, d: int, names: list[tuple[str, str]], repeats: int, env: dict[str, Any],
+               json_path: str | None, warmup: int = 1) -> None:
     """Time every rule in ``names`` on one ``(n, d)`` matrix; print a row per rule."""
     f = n // 5
     x = torch.randn(n, d, generator=torch.Generator().manual_seed(1))
@@ -398,7 +417,7 @@ def bench_size(n: int, d: int, names: list[tuple[str, bool]], repeats: int, env:
     def gram_fn() -> Any:
         return x @ x.T
 
-    gram_alone = median_times({"gram": gram_fn}, repeats)["gram"]
+    gram_alone = median_times({"gram": gram_fn}, repeats, warmup)[0]["gram"]
     for name, family in names:
         fns: dict[str, Fn] = {"fedpoison": fedpoison_fn(name, family, x, f, root)}
         ref = reference_fn(name, x, f, root)
@@ -409,8 +428,8 @@ def bench_size(n: int, d: int, names: list[tuple[str, bool]], repeats: int, env:
             fns["byzfl"] = bz
         if name in GRAM_RULES:  # timed in the same rounds, for the fp/gram ratio
             fns["gram"] = gram_fn
-        t = median_times(fns, repeats)
-        mem = {f"{k}_mem_bytes": float(peak_extra_bytes(fn)) for k, fn in fns.items() if k in ("fedpoison", "reference")}
+        t, peaks = median_times(fns, repeats, warmup)
+        mem = {f"{k}_mem_bytes": float(v) for k, v in peaks.items() if k in ("fedpoison", "reference")}
         fp, gram = t["fedpoison"], t.get("gram", gram_alone)
         ratios = {k: t[k] / fp for k in ("reference", "byzfl") if k in t}
         cells = [f"{ratios[k]:7.2f}" if k in ratios else f"{'-':>7}" for k in ("reference", "byzfl")]
@@ -458,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, nargs="+", default=[50, 200])
     ap.add_argument("--d", type=float, nargs="+", default=[1e5, 1e6])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed calls of each contender first")
     ap.add_argument("--rules", nargs="*", default=None, help="rule/pre-aggregator names (default: all)")
     ap.add_argument("--json", default=None, help="append one JSON line per measurement here")
     ap.add_argument("--markdown", default=None, help="print the markdown table of this JSON file and exit")
@@ -486,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
           f" {'ref/fp':>7} {'byzfl/fp':>8} {'fp/gram':>7} {'copies':>7}", flush=True)
     for n in args.n:
         for d in (int(v) for v in args.d):
-            bench_size(n, d, names, args.repeats, env, args.json)
+            bench_size(n, d, names, args.repeats, env, args.json, args.warmup)
             gc.collect()
     return 0
 

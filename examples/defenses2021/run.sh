@@ -7,8 +7,9 @@ set -e
 OUT=${1:?output folder}; shift
 BASE="$(dirname "$0")/detection_base.yaml"
 run() { name=$1; shift; python3 -m fedpoison run "$BASE" --quiet --out "$OUT/$name" "$@"; }
-for name in ${@:-freqfed_backdoor fld_backdoor fld_trim deepsight_backdoor rflbat_backdoor}; do
+for name in ${@:-mean_backdoor freqfed_backdoor fld_backdoor fld_trim deepsight_backdoor rflbat_backdoor}; do
   case $name in
+    mean_backdoor) run $name --set defense.name=mean ;;  # no defense: the backdoor's reach
     freqfed_backdoor) run $name --set defense.name=freqfed ;;
     rflbat_backdoor) run $name --set defense.name=rflbat ;;
     deepsight_backdoor) run $name --set defense.name=deepsight --set defense.ds_samples=2000 ;;
@@ -16,6 +17,14 @@ for name in ${@:-freqfed_backdoor fld_backdoor fld_trim deepsight_backdoor rflba
     fld_backdoor) run $name --set audit.name=fldetector --set rounds=24 --set attack.start_round=14 ;;
     fld_trim) run $name --set audit.name=fldetector --set rounds=24 --set attack.start_round=14 \
                 --set attack.name=fang_trim --set defense.name=median ;;
+    # the same defenses against the boosted backdoor (model replacement, gamma = n / server lr = 30)
+    mean_mr) run $name --set defense.name=mean --set attack.name=model_replacement ;;
+    freqfed_mr) run $name --set defense.name=freqfed --set attack.name=model_replacement ;;
+    rflbat_mr) run $name --set defense.name=rflbat --set attack.name=model_replacement ;;
+    deepsight_mr) run $name --set defense.name=deepsight --set defense.ds_samples=2000 \
+                    --set attack.name=model_replacement ;;
+    fld_mr) run $name --set audit.name=fldetector --set rounds=24 --set attack.start_round=14 \
+              --set attack.name=model_replacement ;;
     *) echo "unknown run $name" >&2; exit 2 ;;
   esac
 done

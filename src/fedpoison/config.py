@@ -224,15 +224,10 @@ class ExperimentConfig(_Strict):
     @model_validator(mode="after")
     def _check_shape(self) -> ExperimentConfig:
         if self.clients.per_round is not None and self.clients.per_round > self.population:
-            fakes = f" + attack.fake_clients={self.attack.fake_clients}" if self.attack.fake_clients else ""
+            fakes = f" + attack.fake_clients={self.num_fake}" if self.num_fake else ""
             raise ConfigError(
                 f"clients.per_round: expected at most clients.num={self.clients.num}{fakes}, "
                 f"got {self.clients.per_round}"
-            )
-        if self.attack.fake_clients and self.attack.name == "none":
-            raise ConfigError(
-                f"attack.fake_clients: expected 0 for attack.name=none (fake clients only send an attack's "
-                f"rows), got {self.attack.fake_clients}"
             )
         if self.attack.count is not None and self.attack.count > self.clients.num:
             raise ConfigError(
@@ -253,8 +248,16 @@ class ExperimentConfig(_Strict):
     # ---- derived quantities -------------------------------------------------
     @property
     def population(self) -> int:
-        """Clients the server samples from: ``clients.num`` genuine plus ``attack.fake_clients`` fake ones."""
-        return self.clients.num + self.attack.fake_clients
+        """Clients the server samples from: ``clients.num`` genuine plus ``attack.fake_clients`` fake ones.
+
+        Without an attack (``attack.name: none``) there are no fake clients.
+        """
+        return self.clients.num + self.num_fake
+
+    @property
+    def num_fake(self) -> int:
+        """Fake clients: ``attack.fake_clients``, or 0 without an attack."""
+        return self.attack.fake_clients if self.attack.name != "none" else 0
 
     @property
     def participants_per_round(self) -> int:
@@ -275,7 +278,7 @@ class ExperimentConfig(_Strict):
     @property
     def num_attackers(self) -> int:
         """Every malicious client: the compromised genuine ones plus the fake ones."""
-        return self.num_malicious + (self.attack.fake_clients if self.attack.name != "none" else 0)
+        return self.num_malicious + self.num_fake
 
     @property
     def expected_malicious_per_round(self) -> int:

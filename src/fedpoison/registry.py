@@ -51,6 +51,7 @@ KNOWN_TAGS: Mapping[str, str] = {
     "stochastic": "draws from the generator it is given (results differ across seeds)",
     "stateful": "keeps state across rounds (state_dict / load_state_dict)",
     "per_client_state": "keys its state by client id, so rows must not be regrouped before it",
+    "needs_history": "an auditor that flags only after rounds of history (nothing in its first round)",
     "order_dependent": "output rows depend on the row order (random buckets)",
     "changes_scale": "may return a result that is not a combination of its input rows (clipping, noise)",
     "needs_root_data": "needs the server's own data (counted in the threat model)",

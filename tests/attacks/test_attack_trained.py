@@ -241,3 +241,12 @@ def test_neurotoxin_resumed_from_a_checkpoint_matches_the_uninterrupted_run(tmp_
         run_with_checkpoints(cfg, out=tmp_path, every=1, progress=crash_after_round_2)
     resumed = run_with_checkpoints(cfg, out=tmp_path, every=1, resume=True)
     assert torch.equal(resumed.final_params, whole.final_params)
+
+
+@pytest.mark.parametrize("name", ["neurotoxin", "pgd_backdoor", "cerberus"])
+def test_attacks_that_train_themselves_are_refused_inside_a_flower_client(name: str) -> None:
+    pytest.importorskip("flwr")
+    from fedpoison.integrations.flower.malicious import check_deployable
+
+    with pytest.raises(ConfigError, match=f"attack.name: '{name}' is simulation-only: it runs its clients' local"):
+        check_deployable({"name": name})

@@ -7,11 +7,13 @@ import dataclasses
 import pytest
 import torch
 
-from fedpoison.attacks.audit_evasion import evasion_tails, worst_z
+from fedpoison.attacks.audit_evasion import candidate, evasion_tails, worst_z
+from fedpoison.attacks.min_max import perturbation
 from fedpoison.attacks.poisoned_fl import binomial_99, got_through, sign_vector
 from fedpoison.audit import build_auditor
 from fedpoison.audit.signals import compute_signals, oriented_z
 from fedpoison.config import AuditSection
+from fedpoison.core.rows import cosine_to, row_norms
 from fedpoison.testing import build_attack, make_attack_context, make_round_context
 
 
@@ -126,10 +128,25 @@ def test_audit_evasion_rows_stay_inside_every_audited_range(direction: str) -> N
     sig = compute_signals(allrows, ["norm", "cosine", "distance", "krum", "sign_agreement"])
     for name, tail in evasion_tails(list(sig)).items():
         assert float(oriented_z(sig[name], tail)[12:].max()) <= 0.8 * 3.0 + 1e-6, name
-    # twice the deviation breaks some audited range: the search stops near the boundary
+    # the row is mu + gamma p at the honest median norm; twice gamma breaks some audited range
+    h = honest.double()
+    norm = float(row_norms(h).median())
+    pert = perturbation(h, direction)
+    torch.testing.assert_close(rows[0].double(), candidate(h.mean(dim=0), pert, attack.last_gamma, norm))
+    assert float(rows[0].norm()) == pytest.approx(norm, rel=1e-5)
+    doubled = candidate(h.mean(dim=0), pert, 2 * attack.last_gamma, norm)
+    assert worst_z(h, doubled.expand(3, 40), evasion_tails(list(sig))) > 0.8 * 3.0
+
+
+def test_audit_evasion_against_a_norm_only_auditor_turns_the_row_around_at_an_honest_norm() -> None:
+    honest = _honest()
+    ctx = dataclasses.replace(make_attack_context(m=3, k=12, d=40), honest_updates=honest)
+    attack = build_attack("audit_evasion", signals=["norm"], direction="unit_vec")
+    row = attack.craft(ctx)[0]
     mean = honest.mean(dim=0)
-    doubled = mean + 2 * (rows[0] - mean)
-    assert worst_z(honest, doubled.expand(3, 40), evasion_tails(list(sig))) > 0.8 * 3.0
+    assert attack.last_gamma == pytest.approx(20.0, abs=0.01)  # unconstrained: the search's ceiling
+    assert float(cosine_to(row[None], mean)[0]) < -0.99  # the mean's direction, reversed
+    assert float(row.norm()) == pytest.approx(float(row_norms(honest).median()), rel=1e-5)
 
 
 @pytest.mark.parametrize("auditor", ["norm_mad", "multi_signal"])

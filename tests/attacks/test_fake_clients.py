@@ -64,7 +64,6 @@ def test_config_counts_fake_clients_in_the_population_and_in_f() -> None:
 @pytest.mark.parametrize(("overrides", "needle"), [
     (["attack.name=sign_flip", "attack.fraction=0.2", "attack.fake_clients=2"],
      "attack.fake_clients: expected 0 for attack 'sign_flip', which needs its clients' data"),
-    (["attack.fake_clients=2"], "attack.fake_clients: expected 0 for attack.name=none"),
     (["attack.name=mpaf", "attack.fake_clients=-1"], "attack.fake_clients"),
     (["attack.name=mpaf", "attack.fake_clients=2", "clients.per_round=9"],
      "clients.per_round: expected at most clients.num=6 + attack.fake_clients=2, got 9"),
@@ -73,6 +72,15 @@ def test_bad_fake_client_settings_are_one_clear_error(overrides: list[str], need
     with pytest.raises(ConfigError) as err:
         fedpoison.load_config(overrides=[*TINY, *overrides])
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_fake_clients_without_an_attack_warn_that_they_do_nothing() -> None:
+    from fedpoison.config_noops import ConfigWarning, check_run_config
+
+    cfg = fedpoison.load_config(overrides=[*TINY, "attack.fake_clients=2"])
+    assert cfg.population == 6 and cfg.num_attackers == 0
+    with pytest.warns(ConfigWarning, match="attack.fake_clients=2 has no effect: attack.name is none"):
+        check_run_config(cfg)
 
 
 def test_fake_client_only_attack_is_not_an_attack_without_attackers() -> None:
@@ -180,3 +188,12 @@ def test_cli_refuses_fake_clients_for_a_data_attack_in_one_line(capsys: pytest.C
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "Traceback" not in err
     assert "attack.fake_clients: expected 0 for attack 'backdoor'" in err and "got 3" in err
+
+
+def test_flower_deployments_refuse_fake_clients() -> None:
+    pytest.importorskip("flwr")
+    from fedpoison.integrations.flower.malicious import check_deployable
+
+    assert check_deployable({"name": "mpaf"}).name == "mpaf"
+    with pytest.raises(ConfigError, match=r"attack\.fake_clients: expected 0 in a Flower deployment, got 2"):
+        check_deployable({"name": "mpaf", "fake_clients": 2})

@@ -82,9 +82,12 @@ def test_hooks_return_documented_shapes_and_leave_inputs_alone(name: str, policy
         t = getattr(dec, field)
         assert t.shape == (8,) and t.dtype == dtype, field
     assert all(v.shape == (8,) for v in dec.signals.values())
-    assert bool(dec.flagged[0]), "a row ten times as long, pointing the other way, is flagged"
-    assert not dec.flagged[1:].any()
-    assert bool(dec.keep[0]) == (policy == "flag")
+    entry = AUDITORS.get(name)
+    # fldetector has nothing to compare with in round 0; auditors that probe models need the server's side
+    if not (entry.has("needs_history") or entry.has("needs_root_data")):
+        assert bool(dec.flagged[0]), "a row ten times as long, pointing the other way, is flagged"
+        assert bool(dec.keep[0]) == (policy == "flag")
+        assert not dec.flagged[1:].any()
     assert (dec.weight >= 0).all() and torch.isfinite(dec.weight).all()
 
 

@@ -237,3 +237,17 @@ def test_history_gets_the_per_round_detection_columns() -> None:
     again = with_detection_columns(out, hand_log())  # idempotent: old detection columns replaced
     assert list(again.columns) == list(out.columns)
     assert with_detection_columns(history, pd.DataFrame()) is history
+
+
+def test_detection_delay_counts_a_flag_in_a_quiet_round_after_the_first_attack() -> None:
+    log = hand_log()
+    # client 1 attacks in round 0 (not flagged); make round 1, where it is flagged, a quiet round: delay 1
+    log.loc[(log["round"] == 1) & (log["client"] == 1), "attacked"] = False
+    assert rounds_to_detection(log).to_dict() == {0: 0.0, 1: 1.0}
+    # a flag before the first attack does not count
+    early = hand_log()
+    early.loc[(early["round"] == 0) & (early["client"] == 1), "attacked"] = False
+    early.loc[(early["round"] == 0) & (early["client"] == 1), "flagged"] = True
+    early.loc[(early["round"] == 1) & (early["client"] == 1), "flagged"] = False
+    early.loc[(early["round"] == 1) & (early["client"] == 1), ["kept", "selected"]] = True
+    assert math.isnan(rounds_to_detection(early).to_dict()[1])

@@ -173,7 +173,49 @@ def test_foundation_fl_then_trimmed_mean_is_the_trimmed_mean_of_the_augmented_ro
 
     star = int(torch.argmax(extreme_scores(x)))
     assert star >= 2
-    augmented = torch.cat([x, x[star].repeat(10, 1)])
+    augmented = torch.cat([x, x[star].repeat(5, 1)])  # m = n / 2 synthetic rows by default
     torch.testing.assert_close(res.aggregate, coordinate_trimmed_mean(augmented, 2))
     # the synthetic rows' weight traces back to the copied client
-    assert res.weights[star] == pytest.approx(11 / 20)
+    assert res.weights[star] == pytest.approx(6 / 15)
+
+
+def test_foundation_fl_scores_an_alternating_extreme_row_high_and_the_coordinate_score_zero() -> None:
+    """Six honest rows near 1; an attacker at the max of three coordinates and the min of the other three.
+
+    Eq. 4 takes the nearer of the two extreme *vectors*: the attacker is far from both and is copied.
+    The per-coordinate variant takes the nearer extreme per coordinate: the attacker scores 0.
+    """
+    from fedpoison.defenses.foundation_fl import coordinate_extreme_scores, extreme_scores
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([1.0 + 0.05 * torch.randn(6, 6, generator=g), torch.tensor([[6.0, 6.0, 6.0, -4.0, -4.0, -4.0]])])
+    hi, lo = x.max(dim=0).values, x.min(dim=0).values
+    paper = extreme_scores(x)
+    expected = torch.stack([torch.minimum(torch.dist(r, hi), torch.dist(r, lo)) for r in x])
+    torch.testing.assert_close(paper, expected)
+    assert int(torch.argmax(paper)) == 6
+    coord = coordinate_extreme_scores(x)
+    expected = torch.stack([torch.minimum((r - hi).abs(), (r - lo).abs()).norm() for r in x])
+    torch.testing.assert_close(coord, expected)
+    star = int(torch.argmax(coord))
+    assert coord[6] == 0.0 and star < 6
+    out = _build("foundation_fl", 0, pre=True, ffl_score="coordinate")(x, torch.ones(7), _make_ctx(7, 6))
+    assert torch.equal(out.updates[7:], x[star].repeat(3, 1))
+
+
+# ---- end to end on digits -------------------------------------------------------------------------
+@pytest.mark.parametrize(("rule", "extra"), [("alignins", {}), ("lasa", {}),
+                                             ("trimmed_mean", {"defense.pre": ["foundation_fl"],
+                                                               "defense.ffl_score": "coordinate"})])
+def test_end_to_end_on_digits_against_sign_flip(rule: str, extra: dict) -> None:
+    import pandas as pd
+
+    import fedpoison
+
+    res = fedpoison.run(overrides={"clients.num": 10, "rounds": 4, "attack.name": "sign_flip",
+                                   "attack.fraction": 0.2, "defense.name": rule, **extra})
+    assert res.summary["final_accuracy"] > 0.6
+    log = pd.DataFrame(res.clients)
+    if rule != "trimmed_mean":  # the filtering rules drop the sign-flipped rows
+        attacked = log[log["attacked"]]
+        assert (~attacked["selected"]).mean() >= 0.75

@@ -135,3 +135,24 @@ def test_crfl_run_on_digits_certifies_and_writes_the_table(tmp_path: Path) -> No
     assert len(table) == 100 and set(table.columns) >= {"label", "prediction", "p_a", "p_b", "radius"}
     assert ((table["radius"] > 0) == (table["p_a"] > table["p_b"])).all()
     assert s["crfl_certified_accuracy"] == pytest.approx(((table["radius"] > 0) & table["correct"]).mean())
+
+
+def test_report_of_a_grid_shows_certified_accuracy(tmp_path: Path) -> None:
+    from fedpoison.experiments.executor import InlineExecutor
+    from fedpoison.experiments.grid import expand_grid
+    from fedpoison.experiments.runner import run_grid
+    from fedpoison.experiments.store import ResultStore
+    from fedpoison.results import load
+    from fedpoison.results.report import write_report
+
+    grid = expand_grid({"name": "crfl", "base": {"rounds": 2, "clients": {"num": 5},
+                                                  "dataset": {"name": "digits", "limit": 200}},
+                        "axes": {"defense": [{"name": "mean"},
+                                             {"name": "crfl", "crfl_samples": 20, "crfl_certify_inputs": 50}]}})
+    out = tmp_path / "runs"
+    assert run_grid(grid, ResultStore(out), InlineExecutor(warm_up=False)).done == 2
+    report = write_report(out, tmp_path / "report", results=load(out))
+    tables = {t.name: t for t in report.tables}
+    frame = tables["crfl_certified_accuracy"].frame
+    assert frame.loc["none", "mean"] == "–" and frame.loc["none", "crfl"][0].isdigit()
+    assert "certified acc." in tables["summary"].frame.columns

@@ -162,3 +162,14 @@ def test_deepsight_rejects_backdoor_like_updates_and_clips_to_the_median_norm() 
 def test_deepsight_needs_an_output_layer() -> None:
     with pytest.raises(AggregationError, match="output layer"):
         output_layer((ParamSlice("w", 0, 5, (5,)), ParamSlice("b", 5, 8, (3,))))
+
+
+def test_deepsight_runs_the_models_outputs_in_a_real_run() -> None:
+    """The round loop hands DeepSight a model probe: its DDifs are computed on digits (no fallback)."""
+    import fedpoison
+
+    result = fedpoison.run(overrides=["rounds=2", "clients.num=6", "local.epochs=1", "defense.name=deepsight",
+                                      "defense.ds_samples=64", "defense.ds_seeds=1"])
+    assert result.history["defense_ddifs"].tolist() == [1.0, 1.0]
+    assert (result.history["defense_clip_bound"] > 0).all()
+    assert result.summary["final_accuracy"] > 0.3

@@ -20,7 +20,10 @@ rows (omniscient) and crafts
 
 with :math:`\\mu` the honest mean and :math:`p` the perturbation of Min-Max
 (``attack.direction``: inverse unit vector, inverse standard deviation or
-inverse sign), sent by every malicious row, with :math:`\\gamma` the largest
+inverse sign), rescaled to the honest rows' median norm
+(``attack.match_norm``, so that the norm always looks honest and
+:math:`\\gamma` buys a change of direction only), sent by every malicious
+row, with :math:`\\gamma` the largest
 value (Shejwalkar & Houmansadr's halving search) for which, on the matrix the
 server will see (honest rows and the :math:`m` crafted rows), every crafted
 row's oriented robust z-score of every signal in ``attack.signals`` stays at
@@ -51,6 +54,7 @@ from fedpoison.attacks.params import AttackParams
 from fedpoison.attacks.registry import register_attack
 from fedpoison.attacks.update_rows import benign_reference, repeat_row
 from fedpoison.audit.signals import SIGNAL_TAILS, Tail, compute_signals, oriented_z
+from fedpoison.core.rows import row_norms
 
 AuditedSignal = Literal["norm", "cosine", "distance", "krum", "sign_agreement"]
 ALL_AUDITED: tuple[AuditedSignal, ...] = ("norm", "cosine", "distance", "krum", "sign_agreement")
@@ -74,26 +78,43 @@ def worst_z(honest: Tensor, crafted: Tensor, tails: dict[str, Tail]) -> float:
     return worst
 
 
+def candidate(mean: Tensor, pert: Tensor, gamma: float, norm: float | None) -> Tensor:
+    """``(d,)`` :math:`\\mu + \\gamma p`, rescaled to L2 norm ``norm`` when given (and non-zero).
+
+    Example
+    -------
+    >>> candidate(torch.tensor([3.0, 4.0]), torch.tensor([-1.0, 0.0]), 3.0, 10.0)
+    tensor([ 0., 10.])
+    """
+    row = mean + gamma * pert
+    if norm is None:
+        return row
+    size = torch.linalg.vector_norm(row)
+    return row * (norm / size) if float(size) > 0 else row
+
+
 def evasion_update(
     honest: Tensor, m: int, *, signals: tuple[str, ...] | list[str], limit: float, direction: Direction,
-    gamma_init: float, tau: float,
+    gamma_init: float, tau: float, match_norm: bool = True,
 ) -> tuple[Tensor, float]:
-    """``(d,)`` crafted row :math:`\\mu + \\gamma p` with the largest :math:`\\gamma` the auditor accepts, and :math:`\\gamma`.
+    """``(d,)`` crafted row with the largest :math:`\\gamma` the auditor accepts, and :math:`\\gamma`.
 
-    ``limit`` is the highest oriented z-score allowed (``margin x threshold``).
-    :math:`\\gamma = 0` (the honest mean) when even that is refused.
+    The row is :func:`candidate`'s :math:`\\mu + \\gamma p`, rescaled to the
+    honest rows' median norm with ``match_norm``. ``limit`` is the highest
+    oriented z-score allowed (``margin x threshold``). :math:`\\gamma = 0`
+    (the honest mean) when even that is refused.
     """
     h = honest.double()
     mean = h.mean(dim=0)
     pert = perturbation(h, direction)
     tails = evasion_tails(signals)
+    norm = float(row_norms(h).median()) if match_norm else None
 
     def ok(gamma: float) -> bool:
-        row = mean + gamma * pert
-        return worst_z(h, repeat_row(row, m), tails) <= limit
+        return worst_z(h, repeat_row(candidate(mean, pert, gamma, norm), m), tails) <= limit
 
     gamma = search_gamma(ok, gamma_init=gamma_init, tau=tau)
-    return (mean + gamma * pert).to(honest.dtype), gamma
+    return candidate(mean, pert, gamma, norm).to(honest.dtype), gamma
 
 
 class AuditEvasionParams(AttackParams):
@@ -107,6 +128,9 @@ class AuditEvasionParams(AttackParams):
     margin: float = Field(0.8, gt=0.0, le=1.0)
     #: Perturbation direction: inverse unit vector, inverse std or inverse sign of the honest mean.
     direction: Direction = "std"
+    #: Rescale the crafted row to the honest rows' median norm (the norm then always looks honest,
+    #: and gamma buys a change of direction only).
+    match_norm: bool = True
     #: Initial gamma of the halving search.
     gamma_init: float = Field(10.0, gt=0.0, le=1e9)
     #: Stopping step of the halving search.
@@ -121,8 +145,9 @@ class AuditEvasionParams(AttackParams):
         "fedpoison's own auditor-aware attack, after Fang et al. 2020 (USENIX Security) and Shejwalkar & "
         "Houmansadr 2021 (NDSS, Min-Max): the largest deviation the auditor still accepts."
     ),
-    variant="one row mu + gamma p for every attacker; constraint: oriented median/MAD z of norm (both tails), cosine, "
-            "distance, Krum score and sign agreement <= margin x threshold over honest + crafted rows",
+    variant="one row mu + gamma p (rescaled to the honest median norm) for every attacker; constraint: oriented "
+            "median/MAD z of norm (both tails), cosine, distance, Krum score and sign agreement <= margin x threshold "
+            "over honest + crafted rows",
     tags=("fake_clients",),
 )
 class AuditEvasion(Attack):
@@ -146,5 +171,6 @@ class AuditEvasion(Attack):
         row, self.last_gamma = evasion_update(
             honest, m, signals=self.params.signals, limit=self.params.margin * self.params.threshold,
             direction=self.params.direction, gamma_init=self.params.gamma_init, tau=self.params.tau,
+            match_norm=self.params.match_norm,
         )
         return repeat_row(row.to(ctx.own_updates.dtype), m)

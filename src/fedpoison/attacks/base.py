@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from fedpoison.defenses.base import AggregationRule, RoundContext
     from fedpoison.models.paramspec import ParamSpec
-    from fedpoison.training.local import StepHooks
+    from fedpoison.training.local import LocalPlan, StepHooks
 
 
 class Knowledge(StrEnum):
@@ -178,6 +178,9 @@ class MaliciousTraining:
         The model's flat layout.
     generator:
         The attack's own generator for this client and round.
+    plan:
+        The honest clients' local SGD settings (``local.*``), for attacks that
+        run a training stage of their own (Chameleon's classifier stage).
     """
 
     round: int
@@ -193,6 +196,7 @@ class MaliciousTraining:
     model: nn.Module
     spec: ParamSpec
     generator: torch.Generator
+    plan: LocalPlan | None = None
 
 
 class Attack:

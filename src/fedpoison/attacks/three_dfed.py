@@ -241,7 +241,7 @@ class ThreeDFed(TriggerAttack):
             rows = torch.cat([rows, decoy.expand(n_decoy, d)])
         rows = rows.clone()
         markers = self.params.indicator_scale * rows.abs().amax(dim=1).clamp_min(1e-12)
-        rows[torch.arange(m), indicators] = markers
+        rows[torch.arange(m, device=rows.device), indicators] = markers
         self.last_global, self.last_n = w.clone(), ctx.num_participants
         self.indicators, self.markers = indicators.tolist(), markers.tolist()
         self.decoys = [False] * (m - n_decoy) + [True] * n_decoy

@@ -67,6 +67,7 @@ from fedpoison.audit.params import PolicyParams
 from fedpoison.audit.policies import PolicyState, admit, decide, sentence, update_reputation
 from fedpoison.audit.registry import AUDITORS
 from fedpoison.core.clustering import gap_statistic, kmeans
+from fedpoison.core.rows import finite_rows
 from fedpoison.defenses.base import AggregationResult, RoundContext
 
 
@@ -147,7 +148,7 @@ class FLDetectorParams(PolicyParams):
 
 @AUDITORS.register(
     "fldetector",
-    tags=("stateful", "per_client_state"),
+    tags=("stateful", "per_client_state", "needs_history"),
     description="FLDetector: predict each update from the client's last one with an L-BFGS Hessian estimate; "
     "flag the high cluster of the windowed prediction errors when the gap statistic finds k >= 2.",
     params=FLDetectorParams,
@@ -181,6 +182,7 @@ class FLDetector:
     # ---- hooks -------------------------------------------------------------------
     def admit(self, round: int, client_ids: Tensor) -> Tensor:
         """Bool mask over the sampled ``client_ids``: False for quarantined clients."""
+        self._check_ids(client_ids)
         if self.params.policy != "quarantine":
             return torch.ones(client_ids.shape[0], dtype=torch.bool, device=client_ids.device)
         mask, self.policy.quarantine_left = admit(self.policy.quarantine_left, client_ids)
@@ -193,9 +195,7 @@ class FLDetector:
         ids = ctx.client_ids.cpu().long()
         if ids.shape[0] != n:
             raise ValueError(f"screen: expected {n} client ids for {n} rows, got {ids.shape[0]}")
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.num_clients):
-            raise ValueError(f"client ids: expected values in [0, {self.num_clients - 1}], "
-                             f"got {ids.min().item()}..{ids.max().item()}")
+        self._check_ids(ids)
         w_now = ctx.global_params.detach()
         if self.last_update is None or self.last_update.shape[1] != d:
             self.last_update = torch.zeros(self.num_clients, d, dtype=updates.dtype, device=dev)
@@ -229,6 +229,7 @@ class FLDetector:
             g = torch.Generator().manual_seed((int(ctx.generator.initial_seed()) * 1_000_003 + 0xF1D) % (2**63))
             flagged[eligible] = flag_high_cluster(score[eligible], generator=g, k_max=self.params.fld_k_max,
                                                   refs=self.params.fld_refs)
+        flagged |= ~finite_rows(updates).cpu()  # a NaN or Inf row (defense.nonfinite: keep) is always flagged
         keep, weight = self._apply_policy(ids, flagged)
         return AuditDecision(keep=keep.to(dev), weight=weight.to(dev), score=score.to(dev, torch.float32),
                              flagged=flagged.to(dev), signals={"fld_distance": distance.to(dev, torch.float32)})
@@ -286,6 +287,11 @@ class FLDetector:
         self.pairs_y = [torch.as_tensor(t).clone() for t in state["pairs_y"]]
 
     # ---- internals -----------------------------------------------------------------
+    def _check_ids(self, ids: Tensor) -> None:
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.num_clients):
+            raise ValueError(f"client ids: expected values in [0, {self.num_clients - 1}], "
+                             f"got {ids.min().item()}..{ids.max().item()}")
+
     def _apply_policy(self, ids: Tensor, flagged: Tensor) -> tuple[Tensor, Tensor]:
         p = self.params
         rep = None

@@ -331,27 +331,43 @@ def coordinate_mean_std(rows: Tensor) -> tuple[Tensor, Tensor]:
 
 
 # ---- magnitude masks and median-centred z-scores ----------------------------------------
-def top_k_mask(values: Tensor, k: int) -> Tensor:
+def top_k_mask(values: Tensor, k: int, *, absolute: bool = False, always: Tensor | None = None,
+               block_rows: int = 16) -> Tensor:
     """``(n, m)`` bool: per row, the entries at least as large as the row's ``k``-th largest (``0 <= k <= m``).
 
-    One selection per row (``torch.kthvalue``), no sort and no ``(n, k)``
-    index tensor. Entries tied with the ``k``-th largest are all kept, so a row
-    with ties keeps a few more than ``k``; with distinct values exactly ``k``.
+    ``absolute`` ranks ``|values|``. ``always`` (``(m,)`` bool) marks columns
+    that are always in the mask and not counted in ``k`` (``k`` then ranges
+    over the other columns). One selection per row (``torch.kthvalue``), no
+    sort and no ``(n, k)`` index tensor, computed ``block_rows`` rows at a time:
+    besides the ``(n, m)`` boolean result, only a block's copy is held. Entries
+    tied with the ``k``-th largest are all kept, so a row with ties keeps a few
+    more than ``k``; with distinct values exactly ``k``.
 
     Example
     -------
     >>> top_k_mask(torch.tensor([[3.0, 1.0, 2.0]]), 2).tolist()
     [[True, False, True]]
+    >>> top_k_mask(torch.tensor([[3.0, -1.0, 2.0]]), 1, absolute=True, always=torch.tensor([False, True, False])).tolist()
+    [[True, True, False]]
     """
-    m = values.shape[1]
-    if not 0 <= k <= m:
-        raise ValueError(f"k: expected 0..{m}, got {k}")
-    if k == m:
-        return torch.ones(values.shape, dtype=torch.bool, device=values.device)
-    if k == 0:
-        return torch.zeros(values.shape, dtype=torch.bool, device=values.device)
-    thr = torch.kthvalue(values, m - k + 1, dim=1).values
-    return values >= thr[:, None]
+    n, m = values.shape
+    fixed = 0 if always is None else int(always.sum())
+    if not 0 <= k <= m - fixed:
+        raise ValueError(f"k: expected 0..{m - fixed}, got {k}")
+    out = torch.empty((n, m), dtype=torch.bool, device=values.device)
+    for start in range(0, n, block_rows):
+        v = values[start:start + block_rows]
+        v = v.abs() if absolute else v.clone()
+        if always is not None:
+            v[:, always] = float("inf")
+        if k + fixed == m:
+            out[start:start + block_rows] = True
+        elif k + fixed == 0:
+            out[start:start + block_rows] = False
+        else:
+            thr = torch.kthvalue(v, m - (k + fixed) + 1, dim=1).values
+            out[start:start + block_rows] = v >= thr[:, None]
+    return out
 
 
 def top_magnitude_mask(x: Tensor, k: int) -> Tensor:
@@ -362,7 +378,7 @@ def top_magnitude_mask(x: Tensor, k: int) -> Tensor:
     >>> top_magnitude_mask(torch.tensor([[3.0, -1.0, 2.0], [0.0, -5.0, 4.0]]), 1).tolist()
     [[True, False, False], [False, True, False]]
     """
-    return top_k_mask(x.abs(), k)
+    return top_k_mask(x, k, absolute=True)
 
 
 def median_std_scores(v: Tensor) -> Tensor:

@@ -20,8 +20,15 @@ to an extreme makes itself the nearest to that extreme and never :math:`i^*`;
 the synthetic copies move every coordinate's order statistics towards
 :math:`g_{i^*}`.
 
-Variant: ``defense.ffl_synthetic`` is ``m``; by default ``m = n`` (as many
-synthetic updates as received ones). Only rows whose entries are all finite
+``defense.ffl_score: coordinate`` (not in the paper) takes the smaller distance
+per coordinate before the norm, :math:`\\|\\min(|g_i - g^{\\max}|, |g_i - g^{\\min}|)\\|`.
+With the paper's score, a row at the maximum of some coordinates and at the
+minimum of the others (Fang et al.'s Trim attack, sign flipping, large Gaussian
+noise) is far from both extreme vectors and can be the one copied; with the
+per-coordinate score it scores 0.
+
+Variant: ``defense.ffl_synthetic`` is ``m``; by default ``m = floor(n / 2)``,
+the paper's default (Sec. VI-A 6, "the server generates n/2 synthetic updates"). Only rows whose entries are all finite
 take part in the extremes and the scores (the server drops the others before
 any rule runs). Each synthetic row carries the sample weight of
 :math:`g_{i^*}`; ``groups`` maps it back to that client, so the rule's weights
@@ -30,6 +37,8 @@ trace back to it. ``info["ffl_client"]`` is the id of the client copied.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
@@ -37,6 +46,31 @@ from torch import Tensor
 from fedpoison.core.rows import distances_to, finite_rows
 from fedpoison.defenses.base import PreResult, RoundContext
 from fedpoison.defenses.registry import PRE_AGGREGATORS
+
+
+def coordinate_extreme_scores(x: Tensor, block_rows: int = 16) -> Tensor:
+    """``(n,)`` :math:`\\|\\min(|x_i - x^{\\max}|, |x_i - x^{\\min}|)\\|` with the minimum taken per coordinate.
+
+    The ``ffl_score: coordinate`` variant (not the paper's Eq. 4): a row that sits
+    at one of the two extremes in every coordinate, the max in some and the min
+    in others, scores 0. Non-finite rows score ``-inf``. Computed a block of rows
+    at a time.
+
+    Example
+    -------
+    >>> coordinate_extreme_scores(torch.tensor([[0.0, 4.0], [1.0, 1.0], [4.0, 0.0]]))
+    tensor([0.0000, 1.4142, 0.0000])
+    """
+    finite = finite_rows(x)
+    scores = torch.full((x.shape[0],), float("-inf"), dtype=x.dtype, device=x.device)
+    if not bool(finite.any()):
+        return scores
+    good = x if bool(finite.all()) else x[finite]
+    hi, lo = good.amax(dim=0), good.amin(dim=0)
+    out = torch.cat([torch.linalg.vector_norm(torch.minimum((b - hi).abs(), (b - lo).abs()), dim=1)
+                     for b in good.split(block_rows)])
+    scores[finite] = out
+    return scores
 
 
 def extreme_scores(x: Tensor) -> Tensor:
@@ -64,8 +98,11 @@ class FoundationFLParams(BaseModel):
     """Parameters of the ``foundation_fl`` pre-aggregator."""
 
     model_config = ConfigDict(extra="forbid")
-    #: m: synthetic updates appended; ``None`` appends as many as there are rows.
+    #: m: synthetic updates appended; ``None`` appends floor(n / 2) (the paper's default), at least one.
     ffl_synthetic: int | None = Field(None, ge=1)
+    #: paper: Eq. 4, the smaller of the distances to the max and min vectors; coordinate: the per-coordinate
+    #: smaller distance, then the norm (not in the paper; see the module docstring).
+    ffl_score: Literal["paper", "coordinate"] = "paper"
 
 
 @PRE_AGGREGATORS.register(
@@ -75,7 +112,7 @@ class FoundationFLParams(BaseModel):
     params=FoundationFLParams,
     reference="Fang et al. 2025, Do We Really Need to Design New Byzantine-robust Aggregation Rules? (NDSS).",
     variant="synthetic rows = copies of argmax_i min(|g_i - g_max|, |g_i - g_min|); m = defense.ffl_synthetic, "
-    "default n",
+    "default floor(n / 2) as in the paper",
     requires="the rule's requirement holds for n + m rows",
 )
 class FoundationFL:
@@ -89,13 +126,13 @@ class FoundationFL:
     def rows_out(n: int, params: FoundationFLParams | None = None) -> int:
         """``n + m`` rows."""
         m = (params or FoundationFLParams()).ffl_synthetic
-        return n + (n if m is None else m)
+        return n + (max(1, n // 2) if m is None else m)
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> PreResult:
         """Append the synthetic rows (see the module docstring)."""
         n = updates.shape[0]
         m = self.rows_out(n, self.params) - n
-        scores = extreme_scores(updates)
+        scores = extreme_scores(updates) if self.params.ffl_score == "paper" else coordinate_extreme_scores(updates)
         star = int(torch.argmax(scores))
         rows = torch.cat([updates, updates[star].expand(m, -1)])
         w = torch.cat([weights, weights[star].expand(m)])

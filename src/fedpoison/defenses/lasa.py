@@ -79,24 +79,21 @@ def sparsify_rows(x: Tensor, keep: float, layers: Sequence[ParamSlice], *, scope
     ``scope="model"``: ``D`` counts the entries of all ``layers`` together (one
     top-k per row); ``"layer"``: one top-k per layer. Entries outside
     ``layers`` stay as they are; entries tied with the k-th largest magnitude
-    are kept. Holds one ``(n, d)`` copy of magnitudes and one boolean mask.
+    are kept. Holds the copy and one boolean mask (:func:`~fedpoison.core.rows.top_k_mask`).
     """
     d = x.shape[1]
     if scope == "layer":
         out = x.clone()
         for s in layers:
             part = out[:, s.start:s.end]
-            part.mul_(top_k_mask(part.abs(), math.floor(keep * (s.end - s.start) + 1e-9)))
+            part.masked_fill_(~top_k_mask(part, math.floor(keep * (s.end - s.start) + 1e-9), absolute=True), 0.0)
         return out
     dense = torch.ones(d, dtype=torch.bool, device=x.device)
     for s in layers:
         dense[s.start:s.end] = False
     total = d - int(dense.sum())
-    a = x.abs()
-    a[:, dense] = float("inf")  # always among the largest: shift k by their count
-    mask = top_k_mask(a, math.floor(keep * total + 1e-9) + (d - total))
-    del a
-    return x * mask
+    # masked_fill, not x * mask: multiplying by a bool mask first makes a float copy of it
+    return x.masked_fill(~top_k_mask(x, math.floor(keep * total + 1e-9), absolute=True, always=dense), 0.0)
 
 
 def positive_direction_purity(layer: Tensor) -> Tensor:

@@ -32,8 +32,11 @@ Definitions
   auditor when nobody attacks; NaN when every round held an attack (delay the
   attack with its schedule, e.g. ``attack.start``, to measure it).
 - **Detection delay** (rounds to first detection) of a malicious client: the
-  round of its first flagged attacking row minus the round of its first
-  attacking row (0 = caught on its first attack); NaN if never caught.
+  round of its first flagged row, in or after the round of its first attack,
+  minus the round of its first attacking row (0 = caught on its first
+  attack); NaN if never caught. A flag in a round the client did not attack
+  counts: the client was caught (its row there is a false positive all the
+  same in the confusion counts).
 - **Time to exclusion** of a malicious client: the first round, from its first
   attack on, in which it was kept out of the aggregate (its row not selected:
   dropped by the auditor, the server or a filtering rule; or the client
@@ -249,17 +252,21 @@ def with_detection_columns(history: pd.DataFrame, clients: pd.DataFrame) -> pd.D
 
 
 def rounds_to_detection(clients: pd.DataFrame) -> pd.Series:
-    """Per malicious client that attacked: rounds from its first attack to its first flagged attack.
+    """Per malicious client that attacked: rounds from its first attack to its first flag.
 
-    This is the detection delay. Indexed by client id; NaN for a client never
-    flagged while attacking.
+    This is the detection delay. The first flag is the client's first flagged
+    row in or after the round of its first attack, whether or not it attacked
+    in that round (an intermittent attacker flagged in a quiet round has been
+    caught all the same). Indexed by client id; NaN for a client never flagged
+    from its first attack on.
     """
     if clients is None or len(clients) == 0:
         return pd.Series(dtype=float, name="rounds_to_detection")
     df = participant_rows(clients)
-    att = df[df["positive"]]
-    first_attack = att.groupby("client")["round"].min()
-    first_flag = att[att["flag"]].groupby("client")["round"].min()
+    first_attack = _first_attack(df)
+    mine = df[df["client"].isin(first_attack.index) & df["flag"]]
+    after = mine["round"].to_numpy() >= first_attack.reindex(mine["client"]).to_numpy()
+    first_flag = mine[after].groupby("client")["round"].min()
     out = (first_flag.reindex(first_attack.index) - first_attack).astype(float)
     out.index.name = "client"
     return out.rename("rounds_to_detection")

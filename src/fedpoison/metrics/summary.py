@@ -21,7 +21,10 @@ Every number here is a pure function of ``history`` (one row per round, with
   largest drop between two consecutive evaluations;
 * **attack success rate** and **targeted misclassification**: the mean of the
   evaluations in the last ``k`` rounds and the maximum over the run;
-* **seconds per round**: training + aggregation + evaluation wall time.
+* **seconds per round**: training + aggregation + evaluation wall time;
+* **backdoor durability** (``backdoor_*``, runs with an attack success rate):
+  the rounds the backdoor outlives the attacker's last round, see
+  :mod:`fedpoison.metrics.durability`.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from fedpoison.metrics.durability import durability_metrics
 
 #: Default number of trailing evaluations averaged into "final" numbers.
 LAST_K = 3
@@ -132,6 +137,7 @@ def summarize(history: pd.DataFrame, timings: pd.DataFrame, *, last_k: int = LAS
             out[f"max_{key}"] = float(values.max())
     if "attack_success_rate" in out or "targeted_misclassification" in out:
         out["clean_accuracy"] = out["final_accuracy"]
+    out.update(durability_metrics(history))
     cols = [c for c in ("train_s", "aggregate_s", "eval_s") if c in timings]
     total = timings[cols].sum(axis=1) if len(timings) and cols else pd.Series(dtype=float)
     out["seconds_per_round"] = float(total.mean()) if len(total) else math.nan

@@ -409,10 +409,78 @@ def detection(results: Results, folder: Path) -> FigureFile | None:
     return _save(fig, folder, "detection", "Detection precision and recall", _with_fixed(caption, fixed))
 
 
+def as_image(x: np.ndarray) -> np.ndarray:
+    """One input as an image for ``imshow``: ``(H, W)`` grey or ``(H, W, 3)`` colour; vectors as a ``1 x D`` strip."""
+    if x.ndim == 3 and x.shape[0] == 1:
+        return np.asarray(x[0])
+    if x.ndim == 3:
+        return np.transpose(x, (1, 2, 0))
+    if x.ndim == 2:
+        return x
+    return x.reshape(1, -1)
+
+
+def trigger_examples(results: Results, folder: Path, *, per_attack: int = 2) -> FigureFile | None:
+    """Clean input, triggered input and their difference, for each backdoor attack of the results.
+
+    One row per attack label (its first run with examples, the lowest seed);
+    ``per_attack`` examples side by side, each as clean / triggered /
+    :math:`|x' - x|` (scaled to its own maximum, printed above it).
+    """
+    runs = results.runs
+    if not results.trigger_examples or "attack_label" not in runs:
+        return None
+    chosen: dict[str, str] = {}
+    order = runs.sort_values("seed", kind="stable") if "seed" in runs else runs
+    for key, label in zip(order["key"], order["attack_label"], strict=True):
+        if key in results.trigger_examples and label not in chosen:
+            chosen[label] = key
+    labels = [lab for lab in _order(runs["attack_label"]) if lab in chosen]
+    if not labels:
+        return None
+    cols = 3 * per_attack
+    fig, axes = plt.subplots(len(labels), cols, figsize=(TWO_COLUMNS, 1.25 * len(labels) + 0.3), squeeze=False)
+    for r, label in enumerate(labels):
+        ex = results.trigger_examples[chosen[label]]
+        for j in range(per_attack):
+            trio = axes[r, 3 * j : 3 * j + 3]
+            for ax in trio:
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.grid(False)
+            if j >= len(ex["clean"]):
+                for ax in trio:
+                    ax.set_visible(False)
+                continue
+            clean, triggered = ex["clean"][j], ex["triggered"][j]
+            diff = np.abs(triggered - clean)
+            peak = float(diff.max())
+            lo = float(min(clean.min(), triggered.min()))
+            hi = float(max(clean.max(), triggered.max()))
+            grey = clean.ndim < 3 or clean.shape[0] == 1
+            kw: dict[str, Any] = {"cmap": "gray", "vmin": lo, "vmax": hi} if grey else {}
+            img_c, img_t = as_image(clean), as_image(triggered)
+            if not grey:
+                img_c, img_t = (img_c - lo) / max(hi - lo, 1e-12), (img_t - lo) / max(hi - lo, 1e-12)
+            trio[0].imshow(img_c, **kw)
+            trio[1].imshow(img_t, **kw)
+            d = as_image(diff if grey else diff.max(axis=0, keepdims=True))
+            trio[2].imshow(d, cmap="magma", vmin=0.0, vmax=peak if peak > 0 else 1.0)
+            trio[0].set_title("clean", fontsize=6)
+            trio[1].set_title("triggered", fontsize=6)
+            trio[2].set_title(f"|diff| (max {peak:.3g})", fontsize=6)
+        axes[r, 0].set_ylabel(label, fontsize=6, rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    caption = ("Trigger examples: test inputs of classes other than the target, clean, with the attacker's "
+               "final trigger (a learned trigger as last optimised), and the absolute difference, scaled to "
+               "its maximum (printed). One row per backdoor attack, from its run with the lowest seed.")
+    return _save(fig, folder, "trigger_examples", "Trigger examples", caption)
+
+
 #: The report's figures, in order.
 FIGURES: tuple[Callable[[Results, Path], FigureFile | None], ...] = (
     accuracy_vs_round, asr_vs_round, heatmap_final_accuracy, accuracy_vs_fraction, accuracy_vs_alpha,
-    accuracy_vs_clients, detection,
+    accuracy_vs_clients, detection, trigger_examples,
 )
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from fedpoison.experiments.store import atomic_write_bytes
+from fedpoison.results.durability import durability_table, has_durability
 from fedpoison.results.export import (
     label_columns_only,
     latex_escape,
@@ -94,6 +95,13 @@ def make_tables(results: Results, folder: Path, *, stat: str = "std") -> list[Ta
                       f"Backdoor success rate (mean of the last {k} evaluations), {spread}.",
                       lambda latex: pivot_mean_std(results, "attack_success_rate", latex=latex, stat=stat).loc[
                           lambda t: t.index.isin(targeted)]))
+    if has_durability(results):
+        specs.append(("backdoor_durability", "Backdoor durability: targeted attack x defense",
+                      f"ASR (last {k} evaluations), peak ASR, ASR after the attacker's last round, rounds from "
+                      f"that round until ASR falls below 0.5 and 0.1 (a mean marked as a lower bound includes runs "
+                      f"that ended with the ASR still above), and the clean-accuracy cost against the matching no-attack run, "
+                      f"{spread}.",
+                      lambda latex: durability_table(results, latex=latex, stat=stat)))
     if "detection_recall" in runs and runs["detection_recall"].notna().any():
         for metric, what in (("detection_precision", "precision"), ("detection_recall", "recall"),
                              ("detection_fpr", "false-positive rate")):
@@ -104,6 +112,11 @@ def make_tables(results: Results, folder: Path, *, stat: str = "std") -> list[Ta
                               lambda latex, m=metric: pivot_mean_std(results, m, latex=latex, stat=stat).loc[
                                   lambda t: ~t.index.astype(str).str.startswith("none")]))
         specs.extend(_detection_timing_specs(results, spread, stat))
+    if "crfl_certified_accuracy" in runs and pd.to_numeric(runs["crfl_certified_accuracy"], errors="coerce").notna().any():
+        specs.append(("crfl_certified_accuracy", "Certified accuracy (CRFL): attack x defense",
+                      f"Share of the certified test inputs whose parameter-smoothed prediction is correct and "
+                      f"certified (radius > 0), {spread}; only runs of a certifying rule have one.",
+                      lambda latex: pivot_mean_std(results, "crfl_certified_accuracy", latex=latex, stat=stat)))
     specs.append(("summary", "All metrics per configuration",
                   f"Every summary metric per configuration, {spread}.",
                   lambda latex: label_columns_only(summary_table(results, latex=latex, stat=stat)) if latex
@@ -112,7 +125,7 @@ def make_tables(results: Results, folder: Path, *, stat: str = "std") -> list[Ta
     for name, title, caption, build in specs:
         plain = build(False)
         tex_frame = build(True)
-        has_index = name != "summary"
+        has_index = name not in ("summary", "backdoor_durability")
         md = folder / f"{name}.md"
         tex = folder / f"{name}.tex"
         atomic_write_bytes(md, (f"<!-- {title}: {caption} -->\n" + to_markdown(plain, index=has_index)).encode())

@@ -36,6 +36,8 @@ import yaml
 from fedpoison.errors import ResultsError
 from fedpoison.experiments.store import DONE, ResultStore
 from fedpoison.metrics.summary import LAST_K, TARGET_ACCURACY, summarize
+from fedpoison.metrics.triggers import EXAMPLES_FILE
+from fedpoison.metrics.triggers import read as read_examples
 from fedpoison.results.stats import STATS, spread
 from fedpoison.safe_fs import is_link
 
@@ -69,6 +71,9 @@ class Results:
         Runs in the grid's ``plan.json`` (0 without one).
     damaged:
         One row per damaged run (``key``, ``reason``); left out of every other table.
+    trigger_examples:
+        Per run key, the run's trigger examples (``clean`` and ``triggered`` arrays, see
+        :mod:`fedpoison.metrics.triggers`), for the runs of backdoor attacks.
     """
 
     runs: pd.DataFrame
@@ -81,6 +86,7 @@ class Results:
     analysis: dict[str, Any] = field(default_factory=dict)
     planned: int = 0
     damaged: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["key", "reason"]))
+    trigger_examples: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     @property
     def metric_columns(self) -> list[str]:
@@ -188,6 +194,7 @@ def load(directory: str | Path, *, last_k: int | None = None, target: float | No
     order = {entry["key"]: i for i, entry in enumerate(plan)}
     finished, damaged = store.scan()
     rows, histories = [], []
+    trigger_examples: dict[str, dict[str, np.ndarray]] = {}
     for key in sorted(finished, key=lambda k: (order.get(k, len(order)), k)):
         try:
             row, history = _read_run(store.runs_dir / key, k, tgt)
@@ -195,6 +202,10 @@ def load(directory: str | Path, *, last_k: int | None = None, target: float | No
             damaged[key] = str(exc).split(": ", 1)[-1]
             continue
         rows.append(row)
+        if (store.runs_dir / key / EXAMPLES_FILE).is_file():
+            examples = read_examples(store.runs_dir / key / EXAMPLES_FILE)
+            if examples is not None:
+                trigger_examples[key] = examples
         if len(history):
             histories.append(history.assign(key=key))
     damaged_table = pd.DataFrame(sorted(damaged.items()), columns=["key", "reason"])
@@ -231,7 +242,8 @@ def load(directory: str | Path, *, last_k: int | None = None, target: float | No
     if len(failed):
         failed["error"] = failed["error"].map(lambda e: e[0] if isinstance(e, list) else e)
     return Results(runs, rounds, failed, config_columns, axes, name, description,
-                   {"last_k": k, "target_accuracy": tgt}, planned=len(plan), damaged=damaged_table)
+                   {"last_k": k, "target_accuracy": tgt}, planned=len(plan), damaged=damaged_table,
+                   trigger_examples=trigger_examples)
 
 
 # ---- labels and baselines -------------------------------------------------------

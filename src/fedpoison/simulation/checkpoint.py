@@ -413,7 +413,8 @@ def restore_with_log(fed: Federation, path: Path) -> tuple[LoopState, AuditLog]:
             continue
         if obj is None or not _stateful(obj) or not isinstance(value, dict):
             raise ConfigError(f"{where}: {name} state given, but the run's {name} keeps none")
-        _check_state_tensors(value, where, name, dim=dim, num_clients=fed.population, per_client=per_client)
+        if name != "attack":  # an attack's state (a learned trigger, a generator) has its own shapes: it checks them
+            _check_state_tensors(value, where, name, dim=dim, num_clients=fed.population, per_client=per_client)
         try:
             obj.load_state_dict(value)  # type: ignore[union-attr]
         except (KeyError, TypeError, ValueError, AssertionError, RuntimeError, AttributeError, IndexError) as exc:

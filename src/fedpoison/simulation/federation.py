@@ -109,7 +109,7 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
                                                      generator(cfg.seed, "partition"))]
     check_split(parts, len(data.y_train), cfg.clients.num, int(cfg.partition.params_dict().get("min_samples", 1)),
                 cfg.partition.name)
-    num_fake = cfg.attack.fake_clients if cfg.attack.name != "none" else 0
+    num_fake = cfg.num_fake
     claimed = [fake_client_samples(len(data.y_train), cfg.clients.num)] * num_fake
     sizes = torch.tensor([len(p) for p in parts] + claimed, dtype=torch.float32, device=device)
 

@@ -158,6 +158,7 @@ def train_self(fed: Federation, state: LoopState, rnd: int, job: ClientJob, slot
         x=job.x, y=job.y, global_params=global_params.clone(),
         previous_params=None if state.previous_params is None else state.previous_params.clone(),
         train=train, model=fed.eval_model, spec=fed.spec, generator=generator(cfg.seed, "attack", rnd, 2, cid),
+        plan=fed.plan,
     ))
 
 

@@ -55,6 +55,9 @@ class RunResult:
         Package versions.
     final_params:
         The final global model as a flat vector.
+    extras:
+        ``trigger_examples``: for backdoor attacks, a few test inputs clean and
+        with the attacker's final trigger (:mod:`fedpoison.metrics.triggers`).
     """
 
     config: ExperimentConfig
@@ -76,8 +79,9 @@ class RunResult:
 
         The files are ``config.yaml``, ``history.csv``, ``timings.csv``,
         ``audit.csv``, ``model.safetensors``, ``certification.csv`` (per test
-        input, when the rule certifies: ``crfl``) and ``summary.json``; the
-        presence of ``summary.json`` means the run finished.
+        input, when the rule certifies: ``crfl``), ``trigger_examples.safetensors``
+        (backdoor attacks only) and ``summary.json``; the presence of
+        ``summary.json`` means the run finished.
         """
         d = Path(out)
         d.mkdir(parents=True, exist_ok=True)
@@ -92,6 +96,11 @@ class RunResult:
         certification = self.extras.get("certification")
         if isinstance(certification, pd.DataFrame):
             atomic_write(d / "certification.csv", certification.to_csv(index=False))
+        examples = self.extras.get("trigger_examples")
+        if examples is not None:
+            from fedpoison.metrics.triggers import EXAMPLES_FILE, encode
+
+            atomic_write_bytes(d / EXAMPLES_FILE, encode(examples, attack=self.config.attack.name))
         atomic_write(d / "summary.json", json.dumps(_jsonable(self.summary | {"versions": self.versions}), indent=2))
         return d
 
@@ -184,5 +193,10 @@ def make_result(fed: Federation, state: LoopState, *, setup_s: float = 0.0) -> R
         summary.update(certified)
         if table is not None:
             extras["certification"] = table
+        from fedpoison.metrics.triggers import capture
+
+        examples = capture(fed.attack, fed.data.x_test, fed.data.y_test)
+        if examples is not None:
+            extras["trigger_examples"] = examples
     return RunResult(fed.cfg, history, timings, clients, summary, package_versions(), state.params.detach().cpu(),
                      extras)

@@ -48,7 +48,13 @@ from torch import Tensor, nn
 
 from fedpoison.errors import FedPoisonError
 from fedpoison.registry import Entry, NoParams, Registry
-from fedpoison.testing.fakes import make_attack_context, make_images, make_round_context, make_updates
+from fedpoison.testing.fakes import (
+    make_attack_context,
+    make_images,
+    make_malicious_training,
+    make_round_context,
+    make_updates,
+)
 
 Check = tuple[str, Callable[[], None]]
 
@@ -415,9 +421,32 @@ def attack_checks(attack: Any, *, params: type[BaseModel] | None = None,
         if a.source_classes is not None and (a.target_class is None or a.target_class in a.source_classes):
             raise _fail(who, "backdoor_contract", "source_classes need a target_class outside them")
 
+    def train_contract() -> None:
+        if not cls.owns_training:
+            return
+        x, y = make_images(24)
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 16), nn.ReLU(),
+                              nn.Linear(16, 10))
+        x0, y0 = x.clone(), y.clone()
+        with _other_global_seed(1):
+            job = make_malicious_training(build(), x, y, model=model)
+            start = job.global_params.clone()
+            row, loss = build().train(job)
+        if not isinstance(loss, float):
+            raise _fail(who, "train_contract", f"expected (update, mean loss as a float), got a {type(loss).__name__} loss")
+        if not (torch.equal(x, x0) and torch.equal(y, y0) and torch.equal(job.global_params, start)):
+            raise _fail(who, "train_contract", "train changed its inputs")
+        if row.shape != start.shape or not torch.isfinite(row).all() or not row.abs().sum() > 0:
+            raise _fail(who, "train_contract", f"expected a finite non-zero update of shape {tuple(start.shape)}")
+        with _other_global_seed(2):
+            again, _ = build().train(make_malicious_training(build(), x, y, model=model))
+        if not torch.equal(row, again):
+            raise _fail(who, "train_contract", "same job, different update: draw from the job's generator")
+
     return [("declares_its_threat_model", declares_its_threat_model), ("craft_contract", craft_contract),
             ("craft_any_number_of_attackers", craft_any_number_of_attackers), ("poison_contract", poison_contract),
-            ("backdoor_contract", backdoor_contract)]
+            ("backdoor_contract", backdoor_contract), ("train_contract", train_contract)]
 
 
 def check_attack(attack: Any, *, params: type[BaseModel] | None = None, tags: Iterable[str] | None = None) -> None:

@@ -138,7 +138,8 @@ def make_malicious_training(
 
     spec = ParamSpec.of(model)
     start = spec.flatten(model) if global_params is None else global_params.clone()
-    engine = SequentialEngine(copy.deepcopy(model), spec, plan if plan is not None else LocalPlan(1, None, 16, 0.05))
+    plan = plan if plan is not None else LocalPlan(1, None, 16, 0.05)
+    engine = SequentialEngine(copy.deepcopy(model), spec, plan)
     px, py = attack.poison(x, y, client_id=client_id, slot=slot,
                            generator=torch.Generator().manual_seed(seed + 1))
 
@@ -149,5 +150,5 @@ def make_malicious_training(
     return MaliciousTraining(
         round=round, client_id=client_id, slot=slot, clean_x=x, clean_y=y, x=px, y=py, global_params=start.clone(),
         previous_params=previous_params, train=train, model=copy.deepcopy(model), spec=spec,
-        generator=torch.Generator().manual_seed(seed + 2),
+        generator=torch.Generator().manual_seed(seed + 2), plan=plan,
     )

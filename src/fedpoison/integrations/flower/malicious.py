@@ -71,6 +71,10 @@ SIMULATION_ONLY_LOCAL: dict[str, str] = {
         "its partial-knowledge variant draws from the mean and spread of the updates of all "
         "attackers of the round (one row has no spread), and a Flower node sees only its own"
     ),
+    "three_dfed": (
+        "it reads last round's indicators back from the global model and keeps its decoy count and noise "
+        "level across rounds, and the Flower adapter carries only a node's last row from one round to the next"
+    ),
     "poisoned_fl": (
         "it remembers the global models it saw and the rows it sent across rounds, and the Flower adapter "
         "carries only a node's last row from one round to the next"

@@ -61,6 +61,7 @@ from torch import Tensor
 from fedpoison.config import AuditSection, DefenseSection
 from fedpoison.core.rows import row_norms
 from fedpoison.defenses import Defense, RoundContext, build_defense
+from fedpoison.defenses.base import ModelProbe
 from fedpoison.errors import ConfigError, UpdateError
 from fedpoison.integrations.flower.config import audit_section, defense_section
 from fedpoison.integrations.flower.records import ArrayLayout, ReplyKind
@@ -125,6 +126,10 @@ class RobustStrategy(FedAvg):
     root_update:
         For FLTrust-style rules: the server's own update computed from a flat
         global model on its root data; passed as ``RoundContext.root_update``.
+    model:
+        The server's copy of the model as a :class:`~fedpoison.defenses.base.ModelProbe`
+        (e.g. :class:`fedpoison.models.probe.FlatModelProbe`), for rules that inspect model
+        outputs (DeepSight's DDifs); passed as ``RoundContext.model``.
     fraction_train, fraction_evaluate, min_train_nodes, min_evaluate_nodes, min_available_nodes,
     weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evaluate_metrics_aggr_fn:
         As in Flower's ``FedAvg``. ``train_metrics_aggr_fn`` aggregates the
@@ -152,6 +157,7 @@ class RobustStrategy(FedAvg):
         max_weight: float | None = None,
         claims: str = "use",
         root_update: Callable[[Tensor], Tensor] | None = None,
+        model: ModelProbe | None = None,
         fraction_train: float = 1.0,
         fraction_evaluate: float = 1.0,
         min_train_nodes: int = 2,
@@ -199,6 +205,7 @@ class RobustStrategy(FedAvg):
         self.max_weight = None if max_weight is None else float(max_weight)
         self.claims = claims
         self.root_update = root_update
+        self.model = model
         if isinstance(defense, DefenseSection | Mapping):
             section = defense_section(defense)
             self.defense_name = section.name if not section.pre else f"{'+'.join(section.pre)}+{section.name}"
@@ -348,7 +355,7 @@ class RobustStrategy(FedAvg):
         w_t = aggregation_weights(weights, max_weight=self.max_weight, ignore=self.claims == "ignore")
         ids = torch.tensor([self.node_index[n] for n in row_nodes], dtype=torch.int64)
         ctx = RoundContext(server_round - 1, ids, generator(self.seed, "defense", server_round - 1),
-                           global_flat.clone(), layout.slices, self.root_update)
+                           global_flat.clone(), layout.slices, self.root_update, self.model)
         out = audit_and_defend(updates, w_t, ctx, self.defense, self.auditor)
         info = {**out.result.info, "nonfinite_rows": float(out.nonfinite)}
         if out.error:

@@ -1,0 +1,25 @@
+"""The Fashion-MNIST grids of examples/defenses2021 (rlr, crfl and detection against backdoors) expand and validate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedpoison.experiments.grid import load_grid
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "defenses2021"
+
+
+def test_backdoor_grids_expand_to_the_documented_runs() -> None:
+    asr = load_grid(EXAMPLES / "backdoor_asr_rlr_crfl.yaml")
+    assert len(asr) == 6
+    labels = {(r.config.attack.name, r.config.defense.name) for r in asr.runs}
+    assert labels == {(a, d) for a in ("none", "backdoor") for d in ("mean", "rlr", "crfl")}
+    cfg = asr.runs[0].config
+    setting = (cfg.dataset.name, cfg.model.name, cfg.partition.name, cfg.clients.num)
+    assert setting == ("fashion-mnist", "cnn28", "fang", 30)
+    assert cfg.attack.fraction == 0.2 and cfg.attack.start_round == 3
+    grid = load_grid(EXAMPLES / "backdoor_attacks_x_defenses.yaml")
+    assert len(grid) == 5
+    pairs = {(r.config.attack.name, r.config.defense.name, r.config.audit.name) for r in grid.runs}
+    assert ("backdoor", "mean", "none") not in pairs  # that run comes from the first grid
+    assert ("backdoor", "mean", "norm_mad") in pairs and ("model_replacement", "flame", "none") in pairs
