@@ -91,19 +91,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     with RunTrackers.open(names, folder=out, config=cfg, name=out.name) as trackers, \
             round_bar(cfg.rounds, console=console, disable=args.quiet) as bar:
 
-        live: set[int] = set()
+        live: dict[int, set[str]] = {}
 
         def progress(record: dict[str, Any]) -> None:
             bar(record)
             trackers.log_record(record)
-            live.add(int(record["round"]))
+            live[int(record["round"])] = set(record)
 
         result = run_with_checkpoints(cfg, out=out, every=args.checkpoint_every, resume=args.resume is not None,
                                       progress=progress)
         result.save(out)
-        for row in result.history.to_dict("records"):  # rounds restored from a checkpoint (--resume)
-            if int(row["round"]) not in live:
+        for row in result.history.to_dict("records"):
+            logged = live.get(int(row["round"]))
+            if logged is None:  # a round restored from a checkpoint (--resume)
                 trackers.log_record(row)
+            elif late := {k: v for k, v in row.items() if k not in logged}:  # per-round detection, after the run
+                trackers.log_record({"round": row["round"], **late})
         trackers.finish(result.summary)
     console.print(summary_table(result.summary))
     filtering = bool(_registries()["defenses"].get(cfg.defense.name).meta.get("filters"))

@@ -68,8 +68,10 @@ def norms(result, rnd: int) -> pd.Series:
     return c[c["round"] == rnd].set_index("client")["norm"]
 
 
-#: Settings that make an attack's rows differ in norm from the honest ones (-u has u's norm).
-NORM_CHANGING = {"sign_flip": ["attack.scale=2"]}
+#: Settings that make an attack's rows differ in norm from the honest ones (-u has u's norm;
+#: pgd_backdoor's default ball has the radius of the attacker's own clean update, so its projected
+#: row can have exactly the honest row's norm).
+NORM_CHANGING = {"sign_flip": ["attack.scale=2"], "pgd_backdoor": ["attack.scale=2"]}
 
 
 @pytest.mark.parametrize("name", ATTACKS.names())

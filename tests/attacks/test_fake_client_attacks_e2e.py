@@ -1,7 +1,7 @@
 """``mpaf`` (on fake clients) and ``three_dfed`` through the real round loop on digits.
 
-The fast versions of the Fashion-MNIST grids ``scenarios/fake_clients_mpaf.yaml`` and
-``scenarios/three_dfed.yaml``. Measured (seed 0, 20 genuine clients, MLP, 10 rounds, 2 local epochs):
+The fast versions of the Fashion-MNIST grids ``examples/fake_clients/fake_clients_mpaf.yaml`` and
+``examples/fake_clients/three_dfed.yaml``. Measured (seed 0, 20 genuine clients, MLP, 10 rounds, 2 local epochs):
 FedAvg 0.898 without attack, 0.100 under MPAF with 2 fake clients; median 0.893 and 0.895. three_dfed with
 20% of clients: clean accuracy 0.904, attack success 0.71 (mean of the last 3 evaluations; per round from
 round 2 on: 0.85, 0.73, 0.76, 0.65, 0.68, 0.63, 0.72, 0.77); plain ``backdoor``: 0.892, 0.54. The peak

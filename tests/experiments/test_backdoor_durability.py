@@ -68,6 +68,14 @@ def test_sparse_evaluations_use_the_first_evaluated_round_below() -> None:
     assert m["backdoor_lifespan_10"] == 4.0 and m["backdoor_lifespan_10_censored"] is True
 
 
+def test_peak_asr_leaves_out_evaluations_before_the_first_attack() -> None:
+    # an untrained model sends everything to the target in round 0 (ASR 1 at chance accuracy)
+    h = history([1.0, 0.2, 0.6, 0.7, 0.3, 0.1], [False, False, True, True, False, False])
+    m = durability_metrics(h)
+    assert m["backdoor_peak_asr"] == 0.7
+    assert math.isnan(durability_metrics(history([1.0, 0.2], [False, False]))["backdoor_peak_asr"])
+
+
 def test_summary_carries_the_durability_figures() -> None:
     s = summarize(history([0.1, 0.6, 0.9, 0.95, 0.7, 0.45, 0.2, 0.05], [False, True, True, True] + [False] * 4),
                   TIMINGS)

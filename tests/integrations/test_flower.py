@@ -397,7 +397,8 @@ def test_bad_settings_fail_at_construction_naming_the_value(kwargs: dict[str, An
 
 
 # ---- the malicious client ---------------------------------------------------------------------
-SIM_ONLY = sorted({e.name for e in ATTACKS if e.meta["knowledge"] != "local"} | set(SIMULATION_ONLY_LOCAL))
+SIM_ONLY = sorted({e.name for e in ATTACKS if e.meta["knowledge"] != "local" or e.meta.get("owns_training", False)}
+                  | set(SIMULATION_ONLY_LOCAL))
 DEPLOYABLE = sorted(set(ATTACKS.names()) - set(SIM_ONLY))
 
 

@@ -47,7 +47,9 @@ def make_rows(kinds: list[str], seed: int = 0) -> torch.Tensor:
 
 def ctx_for(n: int, rnd: int = 0) -> RoundContext:
     g = torch.Generator().manual_seed(rnd)
-    return RoundContext(rnd, torch.arange(n), g, torch.zeros(D), (ParamSlice("w", 0, D, (D,)),),
+    # two tensors, like a model's output layer (weight, bias): DeepSight and LASA read the layout
+    layout = (ParamSlice("w", 0, D // 2, (D // 2,)), ParamSlice("b", D // 2, D, (D - D // 2,)))
+    return RoundContext(rnd, torch.arange(n), g, torch.zeros(D), layout,
                         root_update=lambda params: torch.full((D,), 0.01))
 
 

@@ -86,13 +86,14 @@ def sparsify_rows(x: Tensor, keep: float, layers: Sequence[ParamSlice], *, scope
         out = x.clone()
         for s in layers:
             part = out[:, s.start:s.end]
-            part.mul_(top_k_mask(part, math.floor(keep * (s.end - s.start) + 1e-9), absolute=True))
+            part.masked_fill_(~top_k_mask(part, math.floor(keep * (s.end - s.start) + 1e-9), absolute=True), 0.0)
         return out
     dense = torch.ones(d, dtype=torch.bool, device=x.device)
     for s in layers:
         dense[s.start:s.end] = False
     total = d - int(dense.sum())
-    return x * top_k_mask(x, math.floor(keep * total + 1e-9), absolute=True, always=dense)
+    # masked_fill, not x * mask: multiplying by a bool mask first makes a float copy of it
+    return x.masked_fill(~top_k_mask(x, math.floor(keep * total + 1e-9), absolute=True, always=dense), 0.0)
 
 
 def positive_direction_purity(layer: Tensor) -> Tensor:

@@ -20,7 +20,11 @@ success rate (ASR). Definitions:
   :math:`r_{last}` the last evaluated round (a lower bound on the true
   lifespan), and ``backdoor_lifespan_50_censored`` is true. A mean over seeds
   that includes a censored run is a lower bound; the tables mark it ``≥``.
-* **peak ASR** is the summary's ``max_attack_success_rate``.
+* **peak ASR** (``backdoor_peak_asr``): the largest ASR evaluated after the
+  first attack round :math:`F` (rounds :math:`r \\ge F`). Evaluations before any
+  attack are left out: a barely trained model that sends every input to one
+  class scores ASR 1 at chance accuracy (often round 0) without any backdoor.
+  The summary's ``max_attack_success_rate`` still counts every evaluation.
 * **clean-accuracy cost** needs what the model would have reached without the
   attack, which one run cannot know: it is the grid's ``accuracy_drop``
   (the matching no-attack run's final accuracy minus this run's; same config
@@ -39,12 +43,22 @@ import pandas as pd
 THRESHOLDS: dict[str, float] = {"50": 0.5, "10": 0.1}
 
 
+def _active_rounds(history: pd.DataFrame) -> pd.Series:
+    if "attack_active" not in history or "round" not in history:
+        return pd.Series([], dtype=float)
+    return history["round"][history["attack_active"].fillna(False).astype(bool)]
+
+
 def last_attack_round(history: pd.DataFrame) -> int | None:
     """The last round whose ``attack_active`` is true, or ``None``."""
-    if "attack_active" not in history or "round" not in history:
-        return None
-    active = history["round"][history["attack_active"].fillna(False).astype(bool)]
+    active = _active_rounds(history)
     return int(active.max()) if len(active) else None
+
+
+def first_attack_round(history: pd.DataFrame) -> int | None:
+    """The first round whose ``attack_active`` is true, or ``None``."""
+    active = _active_rounds(history)
+    return int(active.min()) if len(active) else None
 
 
 def lifespan(rounds: np.ndarray, asr: np.ndarray, last: int, threshold: float) -> tuple[float, bool]:
@@ -83,6 +97,9 @@ def durability_metrics(history: pd.DataFrame) -> dict[str, Any]:
     out: dict[str, Any] = {"backdoor_last_attack_round": math.nan if last is None else float(last)}
     at_last = asr[rounds == last] if last is not None else np.zeros(0)
     out["backdoor_asr_at_last_attack"] = float(at_last[0]) if len(at_last) else math.nan
+    first = first_attack_round(history)
+    since = asr[rounds >= first] if first is not None else np.zeros(0)
+    out["backdoor_peak_asr"] = float(since.max()) if len(since) else math.nan
     for suffix, threshold in THRESHOLDS.items():
         if last is None or len(rounds) == 0:
             out[f"backdoor_lifespan_{suffix}"], out[f"backdoor_lifespan_{suffix}_censored"] = math.nan, math.nan

@@ -23,7 +23,7 @@ from fedpoison.results.tables import Results, aggregate_seeds, group_columns
 #: Columns of the table: summary metric -> heading.
 DURABILITY_COLUMNS: dict[str, str] = {
     "attack_success_rate": "ASR",
-    "max_attack_success_rate": "peak ASR",
+    "backdoor_peak_asr": "peak ASR",
     "backdoor_asr_at_last_attack": "ASR at last attack",
     "backdoor_lifespan_50": "rounds to ASR < 0.5",
     "backdoor_lifespan_10": "rounds to ASR < 0.1",

@@ -29,9 +29,19 @@ class WandbTracker(Tracker):
         run.folder.mkdir(parents=True, exist_ok=True)
         self._run: Any = wandb.init(mode="offline", dir=str(run.folder), project=run.experiment, name=run.name,
                                     config=run.config, tags=[run.key], reinit="create_new")
+        self._last_step = -1
 
     def log_round(self, step: int, metrics: Mapping[str, float]) -> None:
-        """Log one round's metrics, the round as the step."""
+        """Log one round's metrics, the round as the step.
+
+        W&B's steps only go forward, so metrics of a round older than the last
+        one logged are left out: the per-round ``detection_*`` columns, which
+        are computed when the run ends, reach W&B for the last round only (and
+        in the summary); ``history.csv`` has all of them.
+        """
+        if step < self._last_step:
+            return
+        self._last_step = step
         self._run.log(dict(metrics), step=step)
 
     def log_summary(self, summary: Mapping[str, float], text: str) -> None:
