@@ -146,12 +146,17 @@ def contrastive_stage(
 
     After every step the whole model is projected onto the ball of radius
     ``params.norm_bound`` around the global model (:func:`project_to_ball_`).
+    A model without an encoder (one linear layer, e.g. ``logreg``) has no
+    features to shape: the stage does nothing and returns no losses, and the
+    attack is the classifier stage alone.
     """
     spec.load_(model, global_params)
     encoder, _ = split_classifier(model)
     every = list(model.parameters())
     anchor = list(spec.unflatten(global_params).values())  # views, in parameters() order
     enc_params = list(encoder.parameters())
+    if not enc_params:
+        return []
     bufs: list[Tensor | None] = [None] * len(enc_params)
     model.train()
     lr, losses = params.contrastive_lr, []
