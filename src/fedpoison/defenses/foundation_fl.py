@@ -37,6 +37,7 @@ trace back to it. ``info["ffl_client"]`` is the id of the client copied.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -46,6 +47,17 @@ from torch import Tensor
 from fedpoison.core.rows import distances_to, finite_rows
 from fedpoison.defenses.base import PreResult, RoundContext
 from fedpoison.defenses.registry import PRE_AGGREGATORS
+
+
+def _scores_over_finite_rows(x: Tensor, score: Callable[[Tensor, Tensor, Tensor], Tensor]) -> Tensor:
+    """``score(rows, max, min)`` of the finite rows against their coordinate-wise extremes; ``-inf`` elsewhere."""
+    finite = finite_rows(x)
+    scores = torch.full((x.shape[0],), float("-inf"), dtype=x.dtype, device=x.device)
+    if not bool(finite.any()):
+        return scores
+    good = x if bool(finite.all()) else x[finite]
+    scores[finite] = score(good, good.amax(dim=0), good.amin(dim=0))
+    return scores
 
 
 def coordinate_extreme_scores(x: Tensor, block_rows: int = 16) -> Tensor:
@@ -61,16 +73,12 @@ def coordinate_extreme_scores(x: Tensor, block_rows: int = 16) -> Tensor:
     >>> coordinate_extreme_scores(torch.tensor([[0.0, 4.0], [1.0, 1.0], [4.0, 0.0]]))
     tensor([0.0000, 1.4142, 0.0000])
     """
-    finite = finite_rows(x)
-    scores = torch.full((x.shape[0],), float("-inf"), dtype=x.dtype, device=x.device)
-    if not bool(finite.any()):
-        return scores
-    good = x if bool(finite.all()) else x[finite]
-    hi, lo = good.amax(dim=0), good.amin(dim=0)
-    out = torch.cat([torch.linalg.vector_norm(torch.minimum((b - hi).abs(), (b - lo).abs()), dim=1)
-                     for b in good.split(block_rows)])
-    scores[finite] = out
-    return scores
+
+    def score(good: Tensor, hi: Tensor, lo: Tensor) -> Tensor:
+        return torch.cat([torch.linalg.vector_norm(torch.minimum((b - hi).abs(), (b - lo).abs()), dim=1)
+                          for b in good.split(block_rows)])
+
+    return _scores_over_finite_rows(x, score)
 
 
 def extreme_scores(x: Tensor) -> Tensor:
@@ -84,14 +92,8 @@ def extreme_scores(x: Tensor) -> Tensor:
     >>> extreme_scores(torch.tensor([[0.0, 0.0], [1.0, 1.0], [4.0, 4.0]]))
     tensor([0.0000, 1.4142, 0.0000])
     """
-    finite = finite_rows(x)
-    scores = torch.full((x.shape[0],), float("-inf"), dtype=x.dtype, device=x.device)
-    if not bool(finite.any()):
-        return scores
-    good = x if bool(finite.all()) else x[finite]
-    hi, lo = good.amax(dim=0), good.amin(dim=0)
-    scores[finite] = torch.minimum(distances_to(good, hi), distances_to(good, lo))
-    return scores
+    return _scores_over_finite_rows(x, lambda good, hi, lo: torch.minimum(distances_to(good, hi),
+                                                                           distances_to(good, lo)))
 
 
 class FoundationFLParams(BaseModel):
