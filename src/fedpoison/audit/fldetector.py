@@ -64,7 +64,7 @@ from torch import Tensor
 
 from fedpoison.audit.base import AuditDecision
 from fedpoison.audit.params import PolicyParams
-from fedpoison.audit.policies import PolicyState, admit, decide, sentence, update_reputation
+from fedpoison.audit.policies import PolicyAdmission, PolicyState, decide, sentence, update_reputation
 from fedpoison.audit.registry import AUDITORS
 from fedpoison.core.clustering import gap_statistic, kmeans
 from fedpoison.core.rows import finite_rows
@@ -158,7 +158,7 @@ class FLDetectorParams(PolicyParams):
     "statistic (20 references, k <= 10) then 2-means; flags every round from a full window; policy decides",
     signals="fld_distance",
 )
-class FLDetector:
+class FLDetector(PolicyAdmission):
     """FLDetector's consistency check as an auditor (see the module docstring)."""
 
     def __init__(self, params: FLDetectorParams, *, num_clients: int) -> None:
@@ -180,14 +180,6 @@ class FLDetector:
         self._screened: Tensor | None = None  # this round's global model, for observe
 
     # ---- hooks -------------------------------------------------------------------
-    def admit(self, round: int, client_ids: Tensor) -> Tensor:
-        """Bool mask over the sampled ``client_ids``: False for quarantined clients."""
-        self._check_ids(client_ids)
-        if self.params.policy != "quarantine":
-            return torch.ones(client_ids.shape[0], dtype=torch.bool, device=client_ids.device)
-        mask, self.policy.quarantine_left = admit(self.policy.quarantine_left, client_ids)
-        return mask.to(client_ids.device)
-
     def screen(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AuditDecision:
         """Predict, score and cluster this round's rows; record each row as its client's last update."""
         n, d = updates.shape
@@ -287,10 +279,6 @@ class FLDetector:
         self.pairs_y = [torch.as_tensor(t).clone() for t in state["pairs_y"]]
 
     # ---- internals -----------------------------------------------------------------
-    def _check_ids(self, ids: Tensor) -> None:
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.num_clients):
-            raise ValueError(f"client ids: expected values in [0, {self.num_clients - 1}], "
-                             f"got {ids.min().item()}..{ids.max().item()}")
 
     def _apply_policy(self, ids: Tensor, flagged: Tensor) -> tuple[Tensor, Tensor]:
         p = self.params

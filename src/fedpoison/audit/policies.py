@@ -180,3 +180,27 @@ def decide(
         weight = r if mode == "weight" else ones
         return keep, torch.where(keep, weight, torch.zeros_like(weight))
     raise ValueError(f"decide: unknown policy {policy!r} (expected one of: {', '.join(POLICIES)})")
+
+
+class PolicyAdmission:
+    """The ``admit`` hook and the client-id check shared by auditors that keep a :class:`PolicyState`.
+
+    Subclasses set ``params`` (with a ``policy`` field), ``policy`` and ``num_clients``.
+    """
+
+    params: Any
+    policy: PolicyState
+    num_clients: int
+
+    def admit(self, round: int, client_ids: Tensor) -> Tensor:
+        """Bool mask over the sampled ``client_ids``: False for quarantined clients."""
+        self._check_ids(client_ids)
+        if self.params.policy != "quarantine":
+            return torch.ones(client_ids.shape[0], dtype=torch.bool, device=client_ids.device)
+        mask, self.policy.quarantine_left = admit(self.policy.quarantine_left, client_ids)
+        return mask.to(client_ids.device)
+
+    def _check_ids(self, ids: Tensor) -> None:
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.num_clients):
+            raise ValueError(f"client ids: expected values in [0, {self.num_clients - 1}], "
+                             f"got {ids.min().item()}..{ids.max().item()}")

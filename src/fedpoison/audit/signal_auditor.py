@@ -27,7 +27,7 @@ from torch import Tensor
 
 from fedpoison.audit.base import AuditDecision
 from fedpoison.audit.params import PolicyParams
-from fedpoison.audit.policies import PolicyState, admit, decide, sentence, update_reputation
+from fedpoison.audit.policies import PolicyAdmission, PolicyState, decide, sentence, update_reputation
 from fedpoison.audit.signals import (
     Tail,
     blend_history,
@@ -44,7 +44,7 @@ from fedpoison.defenses.base import AggregationResult, RoundContext
 HISTORY_CAP = 2.0
 
 
-class SignalAuditor:
+class SignalAuditor(PolicyAdmission):
     """Score rows by robust z-scores of signals, flag above a threshold, apply a policy.
 
     Parameters
@@ -97,14 +97,6 @@ class SignalAuditor:
         self.last_aggregate: Tensor | None = None
 
     # ---- hooks -------------------------------------------------------------------
-    def admit(self, round: int, client_ids: Tensor) -> Tensor:
-        """Bool mask over the sampled ``client_ids``: False for quarantined clients."""
-        self._check_ids(client_ids)
-        if self.params.policy != "quarantine":
-            return torch.ones(client_ids.shape[0], dtype=torch.bool, device=client_ids.device)
-        mask, self.policy.quarantine_left = admit(self.policy.quarantine_left, client_ids)
-        return mask.to(client_ids.device)
-
     def screen(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AuditDecision:
         """Signals, score, flags and the policy's keep/weight for this round's rows."""
         n = updates.shape[0]
@@ -212,11 +204,6 @@ class SignalAuditor:
             self.policy.quarantine_left, self.policy.offences, ids, flagged,
             base=p.quarantine_rounds, growth=p.quarantine_growth, cap=p.max_quarantine,
         )
-
-    def _check_ids(self, ids: Tensor) -> None:
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.num_clients):
-            raise ValueError(f"client ids: expected values in [0, {self.num_clients - 1}], "
-                             f"got {ids.min().item()}..{ids.max().item()}")
 
 
 def signal_tails(names: Sequence[str], norm_tail: Tail = "upper") -> dict[str, Tail]:
