@@ -259,11 +259,7 @@ class FLDetector(PolicyAdmission):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict`; the federation size must match."""
-        policy = PolicyState.from_state_dict(state)
-        if policy.quarantine_left.shape[0] != self.num_clients:
-            raise ValueError(f"load_state_dict: expected state for {self.num_clients} clients, "
-                             f"got {policy.quarantine_left.shape[0]}")
-        self.policy = policy
+        self._load_policy(state)
 
         def opt(key: str) -> Tensor | None:
             value = state.get(key)

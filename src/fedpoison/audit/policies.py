@@ -183,7 +183,7 @@ def decide(
 
 
 class PolicyAdmission:
-    """The ``admit`` hook and the client-id check shared by auditors that keep a :class:`PolicyState`.
+    """The ``admit`` hook, the client-id check and policy restore, shared by auditors with a :class:`PolicyState`.
 
     Subclasses set ``params`` (with a ``policy`` field), ``policy`` and ``num_clients``.
     """
@@ -204,3 +204,11 @@ class PolicyAdmission:
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.num_clients):
             raise ValueError(f"client ids: expected values in [0, {self.num_clients - 1}], "
                              f"got {ids.min().item()}..{ids.max().item()}")
+
+    def _load_policy(self, state: dict[str, Any]) -> None:
+        """Restore ``policy`` from a state dict; the federation size must match."""
+        policy = PolicyState.from_state_dict(state)
+        if policy.quarantine_left.shape[0] != self.num_clients:
+            raise ValueError(f"load_state_dict: expected state for {self.num_clients} clients, "
+                             f"got {policy.quarantine_left.shape[0]}")
+        self.policy = policy

@@ -178,11 +178,7 @@ class SignalAuditor(PolicyAdmission):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict`; the federation size must match."""
-        policy = PolicyState.from_state_dict(state)
-        if policy.quarantine_left.shape[0] != self.num_clients:
-            raise ValueError(f"load_state_dict: expected state for {self.num_clients} clients, "
-                             f"got {policy.quarantine_left.shape[0]}")
-        self.policy = policy
+        self._load_policy(state)
         self.history = torch.as_tensor(state["history"]).to("cpu", torch.float32).clone()
         self.seen = torch.as_tensor(state["seen"]).to("cpu", torch.bool).clone()
         last = state.get("last_aggregate")
