@@ -27,7 +27,10 @@ from fedpoison.experiments.runner import GridEvent, run_grid
 from fedpoison.experiments.store import CHECKPOINTS, ResultStore
 from fedpoison.simulation.checkpoint import CHECKPOINT, run_with_checkpoints
 
-LONG_ROUNDS = 40
+#: Long enough that the kill lands mid-run: the grid learns of rounds in batches (every
+#: ``LocalExecutor.POLL_S``), so the kill comes some 20 rounds after the one awaited; with 40
+#: rounds the worker sometimes finished and checkpointed round 40 first, and nothing was resumed.
+LONG_ROUNDS = 200
 EVERY = 4
 
 
