@@ -14,7 +14,7 @@ from torch.nn import functional as F
 import fedpoison
 from fedpoison.attacks.backdoor import stamp
 from fedpoison.attacks.cerberus import mean_cosine
-from fedpoison.attacks.neurotoxin import neurotoxin_mask
+from fedpoison.attacks.neurotoxin import clean_gradient, neurotoxin_mask
 from fedpoison.attacks.pgd_backdoor import tail_mask
 from fedpoison.config import DatasetSection
 from fedpoison.core.rows import bottom_k_mask, project_to_ball, row_norms
@@ -79,6 +79,37 @@ def test_neurotoxin_update_is_zero_outside_the_bottom_k_of_the_last_global_updat
     unmasked, _ = free.train(make_malicious_training(free, x, y, model=model, plan=PLAN, previous_params=previous))
     assert float(unmasked[~mask].abs().max()) > 0
     assert torch.isfinite(torch.tensor(loss))
+
+
+def test_clean_gradient_is_the_cross_entropy_gradient_on_a_hand_built_linear_model() -> None:
+    # W = 0: softmax is (1/2, 1/2), so dL/dW = mean_i (p - onehot(y_i)) x_i^T
+    #   x_1 = (1, 0, 0), y_1 = 0 -> [[-1/2, 0, 0], [1/2, 0, 0]];  x_2 = (0, 2, 0), y_2 = 0 -> [[0, -1, 0], [0, 1, 0]]
+    model = torch.nn.Linear(3, 2, bias=False)
+    spec = ParamSpec.of(model)
+    x, y = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]]), torch.tensor([0, 0])
+    grad = clean_gradient(model, spec, torch.zeros(6), x, y)
+    torch.testing.assert_close(grad, torch.tensor([-0.25, -0.5, 0.0, 0.25, 0.5, 0.0]))
+    # the top third by magnitude (coordinates 1 and 4) is what the mask drops
+    assert bottom_k_mask(grad, 1 / 3).tolist() == [True, False, True, True, False, True]
+
+
+def test_neurotoxin_clean_gradient_mask_comes_from_the_attackers_clean_data_not_the_last_update(digits) -> None:
+    x, y = digits
+    model = mlp()
+    spec = ParamSpec.of(model)
+    g = spec.flatten(model)
+    previous = g - 0.01 * torch.randn(spec.dim, generator=torch.Generator().manual_seed(3))
+    attack = build_attack("neurotoxin", top_k_percent=10.0, mask_source="clean_gradient")
+    job = make_malicious_training(attack, x, y, model=model, plan=PLAN, previous_params=previous)
+    update, _ = attack.train(job)
+    mask = bottom_k_mask(clean_gradient(mlp(), spec, g, x, y), 0.10)
+    assert int((~mask).sum()) == -(-spec.dim // 10)
+    assert torch.equal(update[~mask], torch.zeros(int((~mask).sum())))
+    assert float(update[mask].abs().max()) > 0
+    # a different set than the last global update's top 10%: the source matters
+    assert not torch.equal(mask, neurotoxin_mask(g, previous, 10.0))
+    # the attacker's clean data decides it: other samples give another mask
+    assert not torch.equal(mask, bottom_k_mask(clean_gradient(mlp(), spec, g, x[60:], y[60:]), 0.10))
 
 
 def test_neurotoxin_keeps_every_coordinate_without_a_previous_global_model() -> None:
@@ -208,9 +239,10 @@ TINY = ["dataset.name=digits", "model.name=mlp", "clients.num=8", "clients.fract
         "attack.always_participate=true"]
 
 
-@pytest.mark.parametrize("name", ["neurotoxin", "pgd_backdoor", "cerberus"])
+@pytest.mark.parametrize("name", ["neurotoxin", "neurotoxin clean_gradient", "pgd_backdoor", "cerberus"])
 def test_self_training_attacks_run_end_to_end_and_record_asr(name: str) -> None:
-    result = fedpoison.run(overrides=[*TINY, f"attack.name={name}"])
+    attack, *source = name.split()
+    result = fedpoison.run(overrides=[*TINY, f"attack.name={attack}", *(f"attack.mask_source={s}" for s in source)])
     asr = result.history["attack_success_rate"].dropna()
     assert len(asr) == 2 and asr.between(0.0, 1.0).all()
     attacked = result.clients[result.clients["attacked"]]

@@ -22,6 +22,13 @@ after the attacker stops. ``attack.norm_bound`` adds the paper's PGD step
 the end, as ``pgd_backdoor``); unset, there is none. In the first round there
 is no previous global model and the mask keeps every coordinate.
 
+``attack.mask_source: clean_gradient`` takes the benign estimate the authors'
+released code uses instead: the gradient of the global model's loss on the
+attacker's own clean data, :math:`m_j = [\\,|\\nabla_j L(G_t; D_{clean})|
+\\text{ not among the top } k\\%\\,]` (their code sums it over clean data of
+30 clients; this attacker only has its own). Unlike :math:`\\Delta`, it does
+not contain the attackers' own update of the round before.
+
 The default ``top_k_percent: 5`` is the authors' released Neurotoxin command
 (``--gradmask_ratio 0.95``: the bottom 95% of coordinates are kept).
 """
@@ -33,13 +40,15 @@ from typing import Literal
 
 import torch
 from pydantic import Field
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn import functional as F
 
 from fedpoison.attacks.backdoor import TriggerAttack, TriggerParams
 from fedpoison.attacks.base import AttackKind, Knowledge, MaliciousTraining
 from fedpoison.attacks.pgd_backdoor import ball_projector, parameter_views
 from fedpoison.attacks.registry import register_attack
 from fedpoison.core.rows import bottom_k_mask, project_to_ball
+from fedpoison.models.paramspec import ParamSpec
 from fedpoison.training.local import StepHooks
 
 
@@ -48,8 +57,11 @@ class NeurotoxinParams(TriggerParams):
 
     #: Bagdasaryan et al.'s batches of clean plus backdoored copies, as the authors' baseline.
     poison_mode: Literal["replace", "append"] = "append"
-    #: Percent of coordinates (largest |last global update|) the update must not touch.
+    #: Percent of coordinates (largest |benign estimate|) the update must not touch.
     top_k_percent: float = Field(5.0, ge=0.0, lt=100.0)
+    #: The benign estimate: ``global_update`` (G_t - G_(t-1), the paper's Algorithm 1) or
+    #: ``clean_gradient`` (the global model's gradient on the attacker's clean data, the authors' code).
+    mask_source: Literal["global_update", "clean_gradient"] = "global_update"
     #: Optional PGD radius around the global model (L2); unset: no projection.
     norm_bound: float | None = Field(None, gt=0.0)
 
@@ -67,6 +79,23 @@ def neurotoxin_mask(global_params: Tensor, previous_params: Tensor | None, top_k
     if previous_params is None:
         return torch.ones_like(global_params, dtype=torch.bool)
     return bottom_k_mask(global_params - previous_params, top_k_percent / 100.0)
+
+
+def clean_gradient(model: nn.Module, spec: ParamSpec, params: Tensor, x: Tensor, y: Tensor) -> Tensor:
+    """``(d,)`` the gradient at ``params`` of the mean cross-entropy of ``model`` on ``(x, y)``.
+
+    The model is evaluated in eval mode, so the result does not depend on
+    dropout draws. ``model``'s parameters are overwritten with ``params``.
+    """
+    spec.load_(model, params)
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        F.cross_entropy(model(x), y).backward()
+    grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in model.parameters()]
+    out = torch.cat([g.reshape(-1) for g in grads]).detach().float()
+    model.zero_grad(set_to_none=True)
+    return out
 
 
 def masker(masks: list[Tensor], centers: list[Tensor]) -> StepHooks:
@@ -89,7 +118,8 @@ def masker(masks: list[Tensor], centers: list[Tensor]) -> StepHooks:
     params=NeurotoxinParams,
     reference="Zhang et al. 2022, Neurotoxin: Durable Backdoors in Federated Learning (ICML), Algorithm 1.",
     variant=(
-        "mask = coordinates outside the top_k_percent largest |G_t - G_(t-1)| over all layers; gradients "
+        "mask = coordinates outside the top_k_percent largest |G_t - G_(t-1)| over all layers (mask_source: "
+        "clean_gradient: |gradient of G_t's loss on the attacker's clean data|, the authors' code); gradients "
         "masked and masked coordinates pinned to G_t each step; optional PGD norm_bound; BadNets trigger"
     ),
     tags=("stochastic",),
@@ -105,7 +135,11 @@ class Neurotoxin(TriggerAttack):
 
     def mask(self, job: MaliciousTraining) -> Tensor:
         """The ``(d,)`` bool mask of the round."""
-        return neurotoxin_mask(job.global_params, job.previous_params, self.params.top_k_percent)
+        k = self.params.top_k_percent
+        if self.params.mask_source == "clean_gradient":
+            grad = clean_gradient(job.model, job.spec, job.global_params, job.clean_x, job.clean_y)
+            return bottom_k_mask(grad, k / 100.0)
+        return neurotoxin_mask(job.global_params, job.previous_params, k)
 
     def train(self, job: MaliciousTraining) -> tuple[Tensor, float]:
         """Masked (and optionally projected) backdoor training; zero outside the mask."""
