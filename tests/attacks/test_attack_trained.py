@@ -112,6 +112,21 @@ def test_neurotoxin_clean_gradient_mask_comes_from_the_attackers_clean_data_not_
     assert not torch.equal(mask, bottom_k_mask(clean_gradient(mlp(), spec, g, x[60:], y[60:]), 0.10))
 
 
+def test_neurotoxin_without_a_mask_is_the_plain_backdoor_on_the_same_poisoned_data(digits) -> None:
+    # the lifespan comparison's premise: same poisoned data, trigger and SGD; only the mask differs
+    x, y = digits
+    model = mlp()
+    g = ParamSpec.of(model).flatten(model)
+    previous = g - 0.01 * torch.randn(g.numel(), generator=torch.Generator().manual_seed(5))
+    keys = {"trigger": "patch", "trigger_size": 3, "poison_mode": "append"}
+    plain = build_attack("backdoor", **keys)
+    bd = make_malicious_training(plain, x, y, model=model, plan=PLAN, previous_params=previous)
+    free = build_attack("neurotoxin", top_k_percent=0.0, **keys)
+    nt = make_malicious_training(free, x, y, model=model, plan=PLAN, previous_params=previous)
+    assert torch.equal(bd.x, nt.x) and torch.equal(bd.y, nt.y)
+    torch.testing.assert_close(free.train(nt)[0], bd.train(bd.x, bd.y, None)[0])
+
+
 def test_neurotoxin_keeps_every_coordinate_without_a_previous_global_model() -> None:
     g = torch.arange(6.0)
     assert neurotoxin_mask(g, None, 50.0).all()
