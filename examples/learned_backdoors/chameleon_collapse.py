@@ -4,7 +4,8 @@ Runs a config up to the first attacking round, captures each attacking client's 
 runs Chameleon's contrastive stage on it (in a scratch copy: the run itself is not continued), printing
 for the client's samples before and after the stage: the mean cosine between two samples' L2-normalised
 features (1.0: every feature points the same way), the median feature norm, and the global head's
-cross-entropy and accuracy on the poisoned and on the clean samples.
+cross-entropy and accuracy on the poisoned and on the clean samples; then the model's cross-entropy and
+accuracy after the classifier stage.
 
 Run (from the repository root, figures in docs/attacks.md):
     PYTHONPATH=src python3 examples/learned_backdoors/chameleon_collapse.py
@@ -112,6 +113,12 @@ def report(job: MaliciousTraining, params: chameleon.ChameleonParams) -> None:
     print("  loss per epoch: " + ", ".join(f"{x:.2f}" for x in losses))
     for key in before:
         print(f"  {key:14s} {before[key]:9.3f} -> {after[key]:9.3f}")
+    anchor = list(job.spec.unflatten(job.global_params).values())
+    chameleon.classifier_stage(model, job.x, job.y, params, torch.Generator().manual_seed(1), anchor=anchor)
+    with torch.no_grad():
+        out = model(job.x)
+    print(f"  after the classifier stage: cross-entropy {float(F.cross_entropy(out, job.y)):.3f}, accuracy "
+          f"{float((out.argmax(1) == job.y).float().mean()):.3f} on the client's (poisoned) data")
 
 if __name__ == "__main__":
     main()
