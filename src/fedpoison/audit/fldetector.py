@@ -64,7 +64,7 @@ from torch import Tensor
 
 from fedpoison.audit.base import AuditDecision
 from fedpoison.audit.params import PolicyParams
-from fedpoison.audit.policies import PolicyAdmission, PolicyState, decide, sentence, update_reputation
+from fedpoison.audit.policies import PolicyAdmission, PolicyState
 from fedpoison.audit.registry import AUDITORS
 from fedpoison.core.clustering import gap_statistic, kmeans
 from fedpoison.core.rows import finite_rows
@@ -222,7 +222,7 @@ class FLDetector(PolicyAdmission):
             flagged[eligible] = flag_high_cluster(score[eligible], generator=g, k_max=self.params.fld_k_max,
                                                   refs=self.params.fld_refs)
         flagged |= ~finite_rows(updates).cpu()  # a NaN or Inf row (defense.nonfinite: keep) is always flagged
-        keep, weight = self._apply_policy(ids, flagged)
+        keep, weight, _ = self.apply_policy(ids, flagged)
         return AuditDecision(keep=keep.to(dev), weight=weight.to(dev), score=score.to(dev, torch.float32),
                              flagged=flagged.to(dev), signals={"fld_distance": distance.to(dev, torch.float32)})
 
@@ -273,18 +273,3 @@ class FLDetector(PolicyAdmission):
         self.prev_aggregate = opt("prev_aggregate")
         self.pairs_s = [torch.as_tensor(t).clone() for t in state["pairs_s"]]
         self.pairs_y = [torch.as_tensor(t).clone() for t in state["pairs_y"]]
-
-    # ---- internals -----------------------------------------------------------------
-
-    def _apply_policy(self, ids: Tensor, flagged: Tensor) -> tuple[Tensor, Tensor]:
-        p = self.params
-        rep = None
-        if p.policy == "reputation":
-            self.policy.reputation = update_reputation(self.policy.reputation, ids, flagged,
-                                                       recovery=p.reputation_recovery, penalty=p.reputation_penalty)
-            rep = self.policy.reputation[ids]
-        if p.policy == "quarantine":
-            self.policy.quarantine_left, self.policy.offences = sentence(
-                self.policy.quarantine_left, self.policy.offences, ids, flagged,
-                base=p.quarantine_rounds, growth=p.quarantine_growth, cap=p.max_quarantine)
-        return decide(p.policy, flagged, reputation=rep, floor=p.reputation_floor, mode=p.reputation_mode)

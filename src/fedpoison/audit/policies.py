@@ -183,7 +183,9 @@ def decide(
 
 
 class PolicyAdmission:
-    """The ``admit`` hook, the client-id check and policy restore, shared by auditors with a :class:`PolicyState`.
+    """The ``admit`` hook, the policy decision, the client-id check and policy restore.
+
+    Shared by every auditor with a :class:`PolicyState`.
 
     Subclasses set ``params`` (with a ``policy`` field), ``policy`` and ``num_clients``.
     """
@@ -204,6 +206,33 @@ class PolicyAdmission:
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.num_clients):
             raise ValueError(f"client ids: expected values in [0, {self.num_clients - 1}], "
                              f"got {ids.min().item()}..{ids.max().item()}")
+
+    def apply_policy(self, ids: Tensor, flagged: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Pass a round's flags through the policy: keep, weight, and the rows' reputation (or None).
+
+        Under ``reputation`` the flagged rows lose reputation and the others
+        recover; under ``quarantine`` the flagged clients are sentenced. Every
+        auditor with a :class:`PolicyState` decides its rows here, whatever
+        computed its flags.
+        """
+        p = self.params
+        rep = None
+        if p.policy == "reputation":
+            self.policy.reputation = update_reputation(self.policy.reputation, ids, flagged,
+                                                       recovery=p.reputation_recovery, penalty=p.reputation_penalty)
+            rep = self.policy.reputation[ids]
+        if p.policy == "quarantine":
+            self._sentence(ids, flagged)
+        keep, weight = decide(p.policy, flagged, reputation=rep, floor=p.reputation_floor, mode=p.reputation_mode)
+        return keep, weight, rep
+
+    def _sentence(self, ids: Tensor, flagged: Tensor) -> None:
+        """Quarantine the flagged clients among ``ids`` (sentences grow with repeated offences)."""
+        p = self.params
+        self.policy.quarantine_left, self.policy.offences = sentence(
+            self.policy.quarantine_left, self.policy.offences, ids, flagged,
+            base=p.quarantine_rounds, growth=p.quarantine_growth, cap=p.max_quarantine,
+        )
 
     def _load_policy(self, state: dict[str, Any]) -> None:
         """Restore ``policy`` from a state dict; the federation size must match."""

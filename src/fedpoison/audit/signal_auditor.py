@@ -27,7 +27,7 @@ from torch import Tensor
 
 from fedpoison.audit.base import AuditDecision
 from fedpoison.audit.params import PolicyParams
-from fedpoison.audit.policies import PolicyAdmission, PolicyState, decide, sentence, update_reputation
+from fedpoison.audit.policies import PolicyAdmission, PolicyState, update_reputation
 from fedpoison.audit.signals import (
     Tail,
     blend_history,
@@ -130,17 +130,10 @@ class SignalAuditor(PolicyAdmission):
         Shared by every auditor built on this class, whatever computes its
         score and flags; ``signals`` are logged with the reputation added.
         """
-        p = self.params
         extra: dict[str, Tensor] = {}
-        rep = None
-        if p.policy == "reputation":
-            self.policy.reputation = update_reputation(self.policy.reputation, cpu_ids, flagged,
-                                                       recovery=p.reputation_recovery, penalty=p.reputation_penalty)
-            rep = self.policy.reputation[cpu_ids]
+        keep, weight, rep = self.apply_policy(cpu_ids, flagged)
+        if rep is not None:
             extra["reputation"] = rep.clone()
-        if p.policy == "quarantine":
-            self._sentence(cpu_ids, flagged)
-        keep, weight = decide(p.policy, flagged, reputation=rep, floor=p.reputation_floor, mode=p.reputation_mode)
         logged = {name: sig.detach().to(device) for name, sig in signals.items()}
         logged.update({name: t.to(device) for name, t in extra.items()})
         return AuditDecision(keep=keep.to(device), weight=weight.to(device), score=score.to(device),
@@ -193,13 +186,6 @@ class SignalAuditor(PolicyAdmission):
                 and self.last_aggregate.shape[0] == updates.shape[1]:
             return self.last_aggregate.to(updates.device, updates.dtype)
         return finite_median(updates)
-
-    def _sentence(self, ids: Tensor, flagged: Tensor) -> None:
-        p = self.params
-        self.policy.quarantine_left, self.policy.offences = sentence(
-            self.policy.quarantine_left, self.policy.offences, ids, flagged,
-            base=p.quarantine_rounds, growth=p.quarantine_growth, cap=p.max_quarantine,
-        )
 
 
 def signal_tails(names: Sequence[str], norm_tail: Tail = "upper") -> dict[str, Tail]:
