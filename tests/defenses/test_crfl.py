@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +193,18 @@ def test_contraction_over_a_growing_schedule_is_the_product_of_its_rounds() -> N
                    lipschitz=1.0, rounds_after_attack=3)
     r = certified_radius(np.array([0.9]), np.array([0.1]), sigma=sigma, clip=clips, threat=t)
     assert r[0] == pytest.approx(math.sqrt(math.log(5 / 3) * sigma**2 / (2 * 0.04 * want)))
+
+
+def test_a_model_far_above_the_clip_line_gets_one_warning() -> None:
+    """The MNIST line (rho_0 = 2) on a model of norm 8 shrinks it every round: say so, once."""
+    from fedpoison.errors import FedPoisonWarning
+
+    rule = CRFL(CRFLParams(crfl_sigma=0.0))
+    updates = torch.zeros(3, 16)
+    big = _ctx(torch.full((16,), 2.0))  # norm 8 against rho_0 = 2.1
+    with pytest.warns(FedPoisonWarning, match=r"defense.crfl_clip_start: the global model's norm 8 is 3.8 times"):
+        rule(updates, torch.ones(3), big)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rule(updates, torch.ones(3), big)  # only once per run
+        CRFL(CRFLParams(crfl_sigma=0.0))(updates, torch.ones(3), _ctx(torch.full((16,), 0.5)))  # norm 2: none

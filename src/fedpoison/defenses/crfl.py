@@ -83,6 +83,7 @@ Variant, and deviations from the paper:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -95,6 +96,7 @@ from fedpoison.core.draws import gaussian_like
 from fedpoison.defenses.base import AggregationResult, RoundContext
 from fedpoison.defenses.mean import weighted_mean
 from fedpoison.defenses.registry import RULES
+from fedpoison.errors import FedPoisonWarning
 
 #: The authors' fixed Lipschitz constant: sqrt(2 + 2 rho + rho^2) with rho = 3.
 PAPER_LIPSCHITZ = math.sqrt(2 + 2 * 3 + 3**2)
@@ -128,6 +130,22 @@ def clip_threshold(round_index: int, *, start: float | None, growth: float, cap:
     if start is None:
         return cap
     return min(start + growth * (round_index + 1), cap)
+
+
+def warn_if_clip_shrinks(norm: float, rho: float, start: float | None, ratio: float) -> None:
+    """Warn when the global model's ``norm`` is over ``ratio`` times the clip threshold ``rho``.
+
+    The authors start the threshold just above their model's initial norm
+    (1.83 for the MNIST defaults); a larger model clipped at that line loses
+    most of its weights every round.
+    """
+    if not (math.isfinite(norm) and norm > ratio * rho):
+        return
+    what = "crfl_clip_start" if start is not None else "crfl_clip"
+    warnings.warn(f"defense.{what}: the global model's norm {norm:.3g} is {norm / rho:.1f} times the clip "
+                  f"threshold {rho:.3g}, so every round shrinks the model; the defaults are the authors' line for "
+                  f"an MNIST model of norm 1.83: start the line near your model's initial norm "
+                  f"(defense.crfl_clip_start)", FedPoisonWarning, stacklevel=2)
 
 
 def crfl_step(params: Tensor, aggregate: Tensor, *, clip: float, sigma: float,
@@ -352,9 +370,13 @@ def check_server_lr(cfg: object) -> str | None:
 class CRFL:
     """FedAvg whose new global model is norm-clipped and noised; carries the smoothing settings."""
 
+    #: A first global model this many times the round's threshold gets a warning (the clip would shrink it).
+    WARN_RATIO = 1.5
+
     def __init__(self, params: CRFLParams, *, f: int = 0) -> None:
         self.params = params
         self.f = f
+        self._checked = False
 
     def threshold(self, round_index: int) -> float:
         """:math:`\\rho_t` of the zero-based round (:func:`clip_threshold`)."""
@@ -367,6 +389,10 @@ class CRFL:
         mean, w = weighted_mean(updates, weights)
         theta = ctx.global_params.to(device=mean.device, dtype=mean.dtype)
         rho = self.threshold(ctx.round)
+        if not self._checked:
+            self._checked = True
+            warn_if_clip_shrinks(float(torch.linalg.vector_norm(theta.double())), rho, p.crfl_clip_start,
+                                 self.WARN_RATIO)
         new = crfl_step(theta, mean, clip=rho, sigma=p.crfl_sigma, generator=ctx.generator)
         before = float(torch.linalg.vector_norm((theta + mean).double()))
         agg = torch.nan_to_num(new - theta, nan=0.0, posinf=0.0, neginf=0.0)
