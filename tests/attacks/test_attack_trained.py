@@ -7,6 +7,8 @@ each attack once through the round loop.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -196,7 +198,7 @@ def test_edge_case_mode_relabels_only_the_tail_and_measures_on_the_test_tail(dig
 def test_cerberus_trigger_tuning_lowers_the_global_models_backdoor_loss(digits) -> None:
     x, y = digits
     model = mlp()
-    attack = build_attack("cerberus", trigger="patch", trigger_steps=15, trigger_lr=0.05, trigger_bound=0.5)
+    attack = build_attack("cerberus", trigger="patch", trigger_epochs=3, trigger_lr=1.0, trigger_bound=0.8)
     start = attack.trigger
     attack.train(make_malicious_training(attack, x, y, model=model, plan=PLAN))
     tuned = attack.trigger
@@ -206,14 +208,78 @@ def test_cerberus_trigger_tuning_lowers_the_global_models_backdoor_loss(digits) 
         before = F.cross_entropy(model(stamp(x[keep], start)), torch.zeros(int(keep.sum()), dtype=torch.int64))
         after = F.cross_entropy(model(stamp(x[keep], tuned)), torch.zeros(int(keep.sum()), dtype=torch.int64))
     assert float(after) < float(before)
-    moved = (tuned.pattern - start.pattern).abs()
-    assert float(moved.max()) <= 0.5 + 1e-6 and float(moved[~start.mask].max()) == 0.0
+    moved = tuned.pattern - start.pattern
+    assert float(torch.linalg.vector_norm(moved)) <= 0.8 + 1e-5 and float(moved[~start.mask].abs().max()) == 0.0
     assert float(tuned.pattern.min()) >= 0.0 and float(tuned.pattern.max()) <= 1.0
+
+
+def _linear_two_class() -> torch.nn.Module:
+    # logits (x0, 0): for target 0 at x0 = 0, dCE/dx0 = softmax_0 - 1 = -0.5, and x1 has no effect
+    model = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
+    return model
+
+
+def test_cerberus_trigger_step_is_a_gradient_step_projected_onto_the_l2_ball_and_into_the_box() -> None:
+    from fedpoison.attacks.backdoor import Trigger
+    from fedpoison.attacks.cerberus import tune_trigger
+
+    start = Trigger(torch.tensor([True, False]), torch.tensor([0.0, 0.0]), 1.0)
+    x = torch.tensor([[0.9, 0.7]])
+    one = dict(target=0, epochs=1, batch_size=8)
+    # inside the ball: p0 = 0 - 0.1 * (-0.5) = 0.05; the unmasked entry stays 0
+    small = tune_trigger(_linear_two_class(), x, start, lr=0.1, bound=10.0, **one)
+    torch.testing.assert_close(small.pattern, torch.tensor([0.05, 0.0]))
+    # step 1.0 -> 0.5, projected onto the ball of radius 0.3 around the start
+    torch.testing.assert_close(tune_trigger(_linear_two_class(), x, start, lr=1.0, bound=0.3, **one).pattern,
+                               torch.tensor([0.3, 0.0]))
+    # step 4.0 -> 2.0, inside the ball of radius 10, then clipped to the box
+    torch.testing.assert_close(tune_trigger(_linear_two_class(), x, start, lr=4.0, bound=10.0, **one).pattern,
+                               torch.tensor([1.0, 0.0]))
+    # one step per batch: two batches of one sample, the second from 0.05 (softmax_0 = e^.05 / (e^.05 + 1))
+    two = tune_trigger(_linear_two_class(), torch.cat([x, x]), start, lr=0.1, bound=10.0, target=0, epochs=1,
+                       batch_size=1)
+    s0 = math.exp(0.05) / (math.exp(0.05) + 1.0)
+    torch.testing.assert_close(two.pattern, torch.tensor([0.05 + 0.1 * (1.0 - s0), 0.0]))
+    # starting from a given pattern instead of the start (the ball stays centred on the start)
+    cont = tune_trigger(_linear_two_class(), x, start, pattern=torch.tensor([0.25, 0.0]), lr=1.0, bound=0.3, **one)
+    torch.testing.assert_close(cont.pattern, torch.tensor([0.3, 0.0]))
+
+
+def test_cerberus_tuning_continues_from_the_last_rounds_trigger(digits) -> None:
+    from fedpoison.attacks.cerberus import tune_trigger
+
+    x, y = digits
+    model = mlp()
+    attack = build_attack("cerberus", trigger="patch", trigger_lr=1.0, trigger_bound=2.0)
+    attack.train(make_malicious_training(attack, x, y, model=model, plan=PLAN, round=1))
+    first = attack.trigger
+    attack.train(make_malicious_training(attack, x, y, model=model, plan=PLAN, round=2))
+    keep = y != 0
+    expected = tune_trigger(model, x[keep], attack.start, pattern=first.pattern, target=0, epochs=1, lr=1.0,
+                            bound=2.0, batch_size=PLAN.batch_size)
+    torch.testing.assert_close(attack.trigger.pattern, expected.pattern)
+    assert not torch.equal(first.pattern, attack.start.pattern)
+
+
+def test_cerberus_bias_term_is_the_l2_distance_with_a_unit_gradient() -> None:
+    from fedpoison.attacks.cerberus import model_distance
+
+    w = torch.tensor([3.0, 4.0], requires_grad=True)
+    d = model_distance(w, torch.zeros(2))
+    d.backward()
+    assert float(d.detach()) == 5.0
+    assert w.grad is not None
+    torch.testing.assert_close(w.grad, torch.tensor([0.6, 0.8]))
+    same = torch.tensor([1.0, 1.0], requires_grad=True)
+    model_distance(same, torch.ones(2)).backward()
+    assert same.grad is not None and torch.equal(same.grad, torch.zeros(2))
 
 
 def _two_colluders(x, y, **params):
     model = mlp()
-    attack = build_attack("cerberus", trigger_steps=0, **params)
+    attack = build_attack("cerberus", trigger_epochs=0, **params)
     first, _ = attack.train(make_malicious_training(attack, x[:60], y[:60], model=model, plan=PLAN, client_id=1))
     job = make_malicious_training(attack, x[60:], y[60:], model=model, plan=PLAN, client_id=2, slot=1)
     second, _ = attack.train(job)
@@ -241,9 +307,9 @@ def test_cerberus_bias_term_keeps_the_model_near_its_poison_free_model(digits) -
 
 def test_cerberus_state_dict_carries_the_tuned_trigger(digits) -> None:
     x, y = digits
-    a = build_attack("cerberus", trigger_steps=5)
+    a = build_attack("cerberus")
     a.train(make_malicious_training(a, x, y, model=mlp()))
-    b = build_attack("cerberus", trigger_steps=5)
+    b = build_attack("cerberus")
     b.load_state_dict(a.state_dict())
     assert torch.equal(a.backdoor(x), b.backdoor(x))
 

@@ -47,16 +47,15 @@ def test_neurotoxin_reaches_the_asr_at_little_accuracy_cost_under_fedavg() -> No
 
 
 @pytest.mark.xfail(reason="measured on digits: ASR 0.699 (clean accuracy -0.004): the PGD ball of the clean-update "
-                          "norm holds the backdoor below 0.8 under FedAvg", strict=False)
+                          "norm halves the backdoor update (its unconstrained norm is about twice the clean one)",
+                   strict=False)
 def test_pgd_backdoor_reaches_the_asr_under_fedavg() -> None:
     asr, gap = fedavg_check("pgd_backdoor")
     assert asr >= 0.8 and gap >= -0.03
 
 
-@pytest.mark.xfail(reason="measured on digits: ASR 0.161 (clean accuracy +0.001): the bias term keeps the "
-                          "poisoned models next to their poison-free ones", strict=False)
 def test_cerberus_reaches_the_asr_under_fedavg() -> None:
-    asr, gap = fedavg_check("cerberus")
+    asr, gap = fedavg_check("cerberus")  # measured: 0.956, +0.003
     assert asr >= 0.8 and gap >= -0.03
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from fedpoison.defenses.crfl import (
     certified_radius,
     certify_votes,
     clip_model_norm,
+    clip_threshold,
     contraction,
     hoeffding_bounds,
     smoothed_votes,
@@ -35,14 +37,14 @@ def _ctx(theta: torch.Tensor, seed: int = 3) -> RoundContext:
 def test_new_global_model_is_clipped_to_rho_without_noise() -> None:
     theta = torch.tensor([3.0, 0.0, 0.0, 0.0])
     updates = torch.tensor([[0.0, 4.0, 0.0, 0.0], [0.0, 4.0, 0.0, 0.0], [0.0, 4.0, 0.0, 0.0]])
-    rule = CRFL(CRFLParams(crfl_clip=1.0, crfl_sigma=0.0))
+    rule = CRFL(CRFLParams(crfl_clip=1.0, crfl_clip_start=None, crfl_sigma=0.0))
     res = rule(updates, torch.ones(3), _ctx(theta))
     new = theta + res.aggregate
     # theta + mean = (3, 4, 0, 0), norm 5, scaled to norm 1: (0.6, 0.8, 0, 0)
     torch.testing.assert_close(new, torch.tensor([0.6, 0.8, 0.0, 0.0]))
     assert res.info["crfl_model_norm"] == pytest.approx(5.0) and res.info["crfl_clipped"] == 1.0
     # under the bound nothing is clipped: plain FedAvg
-    res = CRFL(CRFLParams(crfl_clip=10.0, crfl_sigma=0.0))(updates, torch.ones(3), _ctx(theta))
+    res = CRFL(CRFLParams(crfl_clip=10.0, crfl_clip_start=None, crfl_sigma=0.0))(updates, torch.ones(3), _ctx(theta))
     torch.testing.assert_close(theta + res.aggregate, torch.tensor([3.0, 4.0, 0.0, 0.0]))
     assert res.info["crfl_clipped"] == 0.0
 
@@ -50,7 +52,7 @@ def test_new_global_model_is_clipped_to_rho_without_noise() -> None:
 def test_noise_is_sigma_times_the_generators_gaussian_after_the_clip() -> None:
     theta = torch.tensor([3.0, 0.0, 0.0, 0.0])
     updates = torch.tensor([[0.0, 4.0, 0.0, 0.0]] * 3)
-    res = CRFL(CRFLParams(crfl_clip=1.0, crfl_sigma=0.5))(updates, torch.ones(3), _ctx(theta, seed=11))
+    res = CRFL(CRFLParams(crfl_clip=1.0, crfl_clip_start=None, crfl_sigma=0.5))(updates, torch.ones(3), _ctx(theta, seed=11))
     expected_noise = gaussian_like((4,), generator=torch.Generator().manual_seed(11), like=theta, std=0.5)
     torch.testing.assert_close(theta + res.aggregate, torch.tensor([0.6, 0.8, 0.0, 0.0]) + expected_noise)
 
@@ -156,3 +158,53 @@ def test_report_of_a_grid_shows_certified_accuracy(tmp_path: Path) -> None:
     frame = tables["crfl_certified_accuracy"].frame
     assert frame.loc["none", "mean"] == "–" and frame.loc["none", "crfl"][0].isdigit()
     assert "certified acc." in tables["summary"].frame.columns
+
+
+def test_clip_threshold_grows_along_the_authors_line_and_stops_at_the_cap() -> None:
+    # the authors' MNIST schedule: rho_t = min(2 + 0.1 t) over rounds t = 1, 2, ... (fedpoison's round 0 is t = 1)
+    assert [clip_threshold(r, start=2.0, growth=0.1, cap=15.0) for r in (0, 1, 9)] == pytest.approx([2.1, 2.2, 3.0])
+    assert clip_threshold(500, start=2.0, growth=0.1, cap=15.0) == 15.0
+    assert clip_threshold(7, start=None, growth=0.1, cap=15.0) == 15.0  # no line: the constant rho
+    assert CRFLParams().crfl_clip_start == 2.0 and CRFLParams().crfl_clip_growth == 0.1
+
+
+def test_round_t_clips_the_new_model_to_its_own_threshold() -> None:
+    # theta + mean = (3, 4), norm 5. Line rho_t = 1 + 1 * (t + 1): round 0 clips to 2, round 2 to 4, round 5 not at all
+    theta = torch.tensor([3.0, 0.0])
+    updates = torch.tensor([[0.0, 4.0]] * 3)
+    rule = CRFL(CRFLParams(crfl_clip=100.0, crfl_clip_start=1.0, crfl_clip_growth=1.0, crfl_sigma=0.0))
+    for rnd, rho in ((0, 2.0), (2, 4.0)):
+        ctx = RoundContext(rnd, torch.arange(3), torch.Generator().manual_seed(0), theta, (), None)
+        res = rule(updates, torch.ones(3), ctx)
+        torch.testing.assert_close(theta + res.aggregate, torch.tensor([3.0, 4.0]) * rho / 5.0)
+        assert res.info["crfl_clip"] == rho and res.info["crfl_clipped"] == 1.0
+    ctx = RoundContext(5, torch.arange(3), torch.Generator().manual_seed(0), theta, (), None)
+    res = rule(updates, torch.ones(3), ctx)
+    torch.testing.assert_close(theta + res.aggregate, torch.tensor([3.0, 4.0]))
+    assert res.info["crfl_clip"] == 7.0 and res.info["crfl_clipped"] == 0.0
+
+
+def test_contraction_over_a_growing_schedule_is_the_product_of_its_rounds() -> None:
+    sigma = 1.0
+    clips = [0.5, 1.0, 2.0]
+    want = np.prod([2 * norm.cdf(c / sigma) - 1 for c in clips])
+    assert contraction(clips, sigma, 99) == pytest.approx(want)
+    t = CRFLThreat(attackers=1, weight_sq_sum=0.04, scale=1.0, lr=1.0, local_steps=1.0, poison_ratio=1.0,
+                   lipschitz=1.0, rounds_after_attack=3)
+    r = certified_radius(np.array([0.9]), np.array([0.1]), sigma=sigma, clip=clips, threat=t)
+    assert r[0] == pytest.approx(math.sqrt(math.log(5 / 3) * sigma**2 / (2 * 0.04 * want)))
+
+
+def test_a_model_far_above_the_clip_line_gets_one_warning() -> None:
+    """The MNIST line (rho_0 = 2) on a model of norm 8 shrinks it every round: say so, once."""
+    from fedpoison.errors import FedPoisonWarning
+
+    rule = CRFL(CRFLParams(crfl_sigma=0.0))
+    updates = torch.zeros(3, 16)
+    big = _ctx(torch.full((16,), 2.0))  # norm 8 against rho_0 = 2.1
+    with pytest.warns(FedPoisonWarning, match=r"defense.crfl_clip_start: the global model's norm 8 is 3.8 times"):
+        rule(updates, torch.ones(3), big)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rule(updates, torch.ones(3), big)  # only once per run
+        CRFL(CRFLParams(crfl_sigma=0.0))(updates, torch.ones(3), _ctx(torch.full((16,), 0.5)))  # norm 2: none

@@ -23,3 +23,15 @@ def test_backdoor_grids_expand_to_the_documented_runs() -> None:
     pairs = {(r.config.attack.name, r.config.defense.name, r.config.audit.name) for r in grid.runs}
     assert ("backdoor", "mean", "none") not in pairs  # that run comes from the first grid
     assert ("backdoor", "mean", "norm_mad") in pairs and ("model_replacement", "flame", "none") in pairs
+
+
+def test_crfl_schedule_grid_runs_the_growing_threshold_scaled_to_cnn28() -> None:
+    grid = load_grid(EXAMPLES / "backdoor_asr_crfl_schedule.yaml")
+    assert len(grid) == 12 and {r.config.seed for r in grid.runs} == {0, 1, 2}
+    crfl = [r.config.defense.params_dict() for r in grid.runs if r.config.defense.name == "crfl"]
+    assert all((p["crfl_clip_start"], p["crfl_clip_growth"], p["crfl_clip"], p["crfl_sigma"]) == (8.0, 0.4, 60.0, 0.01)
+               for p in crfl)
+    # the grid of the recorded constant-rho figures keeps its constant rho
+    old = load_grid(EXAMPLES / "backdoor_asr_rlr_crfl_patch.yaml")
+    assert all(r.config.defense.params_dict()["crfl_clip_start"] is None for r in old.runs
+               if r.config.defense.name == "crfl")

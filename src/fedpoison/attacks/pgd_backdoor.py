@@ -19,6 +19,12 @@ when :math:`\\gamma` = ``attack.scale`` = 1, the default). :math:`\\epsilon` is
 training the same global model on its own clean data: a local-knowledge
 estimate of what an honest update looks like, and of the bound a
 norm-clipping server would choose (one extra local training per round).
+Wang et al.'s code takes :math:`\\epsilon` as an absolute number, set to the
+norm bound of the clipping defense it attacks (the attacker knows the bound);
+set ``attack.radius`` for that threat model. The default ball is binding for
+a backdoor: from a fresh model the unconstrained backdoor update is about
+twice the clean one's norm, so under FedAvg this attack plants its backdoor
+more slowly than the unconstrained ``backdoor``.
 
 Data (``attack.data_mode``):
 

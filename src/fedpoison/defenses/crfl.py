@@ -7,13 +7,22 @@ code is ``AI-secure/CRFL`` (``main.py`` for training, ``smooth_*.py`` and
 
 **Training** (every round :math:`t`). The server averages the clients'
 updates (FedAvg, sample-weighted), clips the *new global model* to norm
-:math:`\\rho`, and perturbs it with Gaussian noise:
+:math:`\\rho_t`, and perturbs it with Gaussian noise:
 
 .. math::
 
-   \\theta_{t+1} = \\operatorname{clip}_\\rho(\\theta_t + \\bar u_t) + \\sigma\\,\\varepsilon_t,
+   \\theta_{t+1} = \\operatorname{clip}_{\\rho_t}(\\theta_t + \\bar u_t) + \\sigma\\,\\varepsilon_t,
    \\qquad \\operatorname{clip}_\\rho(v) = v \\cdot \\min(1, \\rho / \\lVert v \\rVert_2),
    \\quad \\varepsilon_t \\sim N(0, I).
+
+The threshold grows with the round, as in the authors' ``main.py``:
+:math:`\\rho_t = \\min(\\rho_0 + \\kappa\\,(t + 1), \\rho)` (:func:`clip_threshold`;
+their rounds count from 1, fedpoison's from 0). Their three configs start the
+line just above the norm of the freshly initialised global model (PyTorch's
+default initialisation): MNIST's linear model has norm 1.8 and
+:math:`\\rho_t = \\min(2 + 0.1\\,t, 15)`; EMNIST's, norm 4.0, :math:`\\min(4 + 0.25\\,t, 100)`;
+LOAN's, norm 1.7, :math:`\\min(2 + 0.025\\,t, 5)`. So the clip binds from the
+first round and lets the model's norm grow only along the line.
 
 As a rule, ``crfl`` returns the aggregate :math:`\\theta_{t+1} - \\theta_t`, so
 with the server step's learning rate 1 (the default, which ``crfl`` requires)
@@ -49,10 +58,14 @@ true label and certified with :math:`\\mathrm{RAD} \\ge r`.
 Variant, and deviations from the paper:
 
 - defaults are the paper's MNIST settings (``configs/mnist_params.yaml``,
-  ``mnist_smooth_params.yaml``): :math:`\\rho = 15`, :math:`\\sigma = 0.01`,
+  ``mnist_smooth_params.yaml`` and ``main.py``): :math:`\\rho_0 = 2`,
+  :math:`\\kappa = 0.1`, :math:`\\rho = 15`, :math:`\\sigma = 0.01`,
   :math:`M = 1000`, :math:`\\alpha = 0.001`; the smoothing noise is the training
-  noise (:math:`\\sigma_T = \\sigma`), and :math:`\\rho_t = \\rho` every round (the
-  paper's code also tries growing thresholds);
+  noise (:math:`\\sigma_T = \\sigma`). For another model, start the line at
+  that model's initial norm as the authors do (``defense.crfl_clip_start``);
+  ``crfl_clip_start: null`` clips at the constant :math:`\\rho`;
+- the noise is added in every round, the last one included, and the accuracy
+  is measured on the noisy model (the authors evaluate before adding it);
 - :math:`L_Z = \\sqrt{17}`: the authors' code fixes
   :math:`L_Z = \\sqrt{2 + 2\\rho_{adv} + \\rho_{adv}^2}` with
   :math:`\\rho_{adv} = 3`; ``defense.crfl_lipschitz`` changes it;
@@ -70,7 +83,8 @@ Variant, and deviations from the paper:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +96,7 @@ from fedpoison.core.draws import gaussian_like
 from fedpoison.defenses.base import AggregationResult, RoundContext
 from fedpoison.defenses.mean import weighted_mean
 from fedpoison.defenses.registry import RULES
+from fedpoison.errors import FedPoisonWarning
 
 #: The authors' fixed Lipschitz constant: sqrt(2 + 2 rho + rho^2) with rho = 3.
 PAPER_LIPSCHITZ = math.sqrt(2 + 2 * 3 + 3**2)
@@ -102,6 +117,35 @@ def clip_model_norm(params: Tensor, bound: float) -> Tensor:
     n = float(torch.linalg.vector_norm(v))
     factor = min(1.0, bound / n) if n > 0 and math.isfinite(n) else (1.0 if n == 0 else 0.0)
     return (v * factor).to(params.dtype)
+
+
+def clip_threshold(round_index: int, *, start: float | None, growth: float, cap: float) -> float:
+    """:math:`\\rho_t = \\min(\\rho_0 + \\kappa (t + 1), \\rho)` for the zero-based round ``t``; ``cap`` when ``start`` is None.
+
+    Example
+    -------
+    >>> clip_threshold(0, start=2.0, growth=0.1, cap=15.0), clip_threshold(199, start=2.0, growth=0.1, cap=15.0)
+    (2.1, 15.0)
+    """
+    if start is None:
+        return cap
+    return min(start + growth * (round_index + 1), cap)
+
+
+def warn_if_clip_shrinks(norm: float, rho: float, start: float | None, ratio: float) -> None:
+    """Warn when the global model's ``norm`` is over ``ratio`` times the clip threshold ``rho``.
+
+    The authors start the threshold just above their model's initial norm
+    (1.83 for the MNIST defaults); a larger model clipped at that line loses
+    most of its weights every round.
+    """
+    if not (math.isfinite(norm) and norm > ratio * rho):
+        return
+    what = "crfl_clip_start" if start is not None else "crfl_clip"
+    warnings.warn(f"defense.{what}: the global model's norm {norm:.3g} is {norm / rho:.1f} times the clip "
+                  f"threshold {rho:.3g}, so every round shrinks the model; the defaults are the authors' line for "
+                  f"an MNIST model of norm 1.83: start the line near your model's initial norm "
+                  f"(defense.crfl_clip_start)", FedPoisonWarning, stacklevel=2)
 
 
 def crfl_step(params: Tensor, aggregate: Tensor, *, clip: float, sigma: float,
@@ -165,26 +209,33 @@ class CRFLThreat:
     rounds_after_attack: int = 1
 
 
-def contraction(clip: float, sigma: float, rounds: int) -> float:
-    """:math:`\\prod (2\\Phi(\\rho/\\sigma) - 1)` over ``rounds`` rounds of constant :math:`\\rho`, :math:`\\sigma`.
+def contraction(clip: float | Sequence[float], sigma: float, rounds: int) -> float:
+    """:math:`\\prod_t (2\\Phi(\\rho_t/\\sigma) - 1)` over ``rounds`` rounds.
+
+    ``clip`` is a constant :math:`\\rho`, or the thresholds :math:`\\rho_t` of
+    those rounds (then ``rounds`` is ignored).
 
     Example
     -------
     >>> round(contraction(1.0, 1.0, 2), 6)  # (2 * 0.841345 - 1) ** 2
     0.466065
+    >>> round(contraction([1.0, 2.0], 1.0, 2), 6)  # (2 Phi(1) - 1)(2 Phi(2) - 1)
+    0.651627
     """
-    if rounds <= 0:
+    clips = [float(clip)] * max(rounds, 0) if isinstance(clip, (int, float)) else [float(c) for c in clip]
+    if not clips or sigma <= 0:
         return 1.0
-    if sigma <= 0:
-        return 1.0
-    return float(math.erf(clip / (sigma * math.sqrt(2.0))) ** rounds)  # 2 Phi(x) - 1 = erf(x / sqrt 2)
+    return float(np.prod([math.erf(c / (sigma * math.sqrt(2.0))) for c in clips]))  # 2 Phi(x) - 1 = erf(x/sqrt2)
 
 
-def certified_radius(p_a: np.ndarray, p_b: np.ndarray, *, sigma: float, clip: float, threat: CRFLThreat) -> np.ndarray:
+def certified_radius(p_a: np.ndarray, p_b: np.ndarray, *, sigma: float, clip: float | Sequence[float],
+                     threat: CRFLThreat) -> np.ndarray:
     """CRFL's certified trigger magnitude per input (see the module docstring); 0 where not certified.
 
     ``p_a`` and ``p_b`` are the bounds of :func:`hoeffding_bounds`. An input is
-    certified where :math:`p_A > p_B`; elsewhere the radius is 0.
+    certified where :math:`p_A > p_B`; elsewhere the radius is 0. ``clip`` is
+    the constant :math:`\\rho` or the thresholds :math:`\\rho_t` of the
+    ``threat.rounds_after_attack`` rounds (:func:`contraction`).
 
     Example
     -------
@@ -255,8 +306,8 @@ class Certification:
         return float(ok.mean()) if len(ok) else math.nan
 
 
-def certify_votes(votes: Tensor, labels: Tensor, *, samples: int, alpha: float, sigma: float, clip: float,
-                  threat: CRFLThreat) -> Certification:
+def certify_votes(votes: Tensor, labels: Tensor, *, samples: int, alpha: float, sigma: float,
+                  clip: float | Sequence[float], threat: CRFLThreat) -> Certification:
     """Certify from ``(N, C)`` votes of ``samples`` noisy models against ``(N,)`` true labels."""
     v = votes.numpy().astype(float)
     top2 = np.sort(v, axis=1)[:, ::-1][:, :2] / samples
@@ -271,8 +322,13 @@ class CRFLParams(BaseModel):
     """Parameters of ``crfl``."""
 
     model_config = ConfigDict(extra="forbid")
-    #: rho: the global model is clipped to this L2 norm every round (paper, MNIST: 15).
+    #: rho: the cap of the clip threshold rho_t (paper, MNIST: 15); the constant threshold when crfl_clip_start is None.
     crfl_clip: float = Field(15.0, gt=0.0)
+    #: rho_0: the threshold line's start, rho_t = min(rho_0 + kappa (t + 1), rho) (paper, MNIST: 2, just above the
+    #: initial model's norm); None clips at the constant crfl_clip.
+    crfl_clip_start: float | None = Field(2.0, gt=0.0)
+    #: kappa: the threshold's growth per round (paper, MNIST: 0.1).
+    crfl_clip_growth: float = Field(0.1, ge=0.0)
     #: sigma: std of the Gaussian noise added to the global model every round, and of the smoothing noise.
     crfl_sigma: float = Field(0.01, ge=0.0)
     #: M: noisy copies of the final model that vote at certification time (paper: 1000).
@@ -296,35 +352,51 @@ def check_server_lr(cfg: object) -> str | None:
 
 @RULES.register(
     "crfl",
-    description="CRFL: FedAvg, then the global model clipped to norm rho and perturbed with N(0, sigma^2); "
+    description="CRFL: FedAvg, then the global model clipped to norm rho_t (a growing line) and perturbed with "
+    "N(0, sigma^2); "
     "certified by parameter smoothing after the run.",
     params=CRFLParams,
     reference="Xie, Chen, Chen & Li 2021, CRFL: Certifiably Robust Federated Learning against Backdoor Attacks "
     "(ICML).",
-    variant="sample-weighted FedAvg; constant rho and sigma; smoothing sigma = training sigma; Hoeffding "
+    variant="sample-weighted FedAvg; growing threshold rho_t = min(rho_0 + kappa (t + 1), rho) as in the authors' "
+    "main.py (crfl_clip_start null: constant rho); constant sigma; smoothing sigma = training sigma; Hoeffding "
     "bounds; radius of the authors' cal_prob_bound with L_Z = defense.crfl_lipschitz",
     requires="none on n and f (the model's norm is clipped to rho; server.lr must be 1)",
     tags=("stochastic", "changes_scale"),
     checks=(check_server_lr,),
     filters=False,
-    quiet_params={"crfl_sigma": 0.0},
+    quiet_params={"crfl_sigma": 0.0, "crfl_clip_start": None},
 )
 class CRFL:
     """FedAvg whose new global model is norm-clipped and noised; carries the smoothing settings."""
 
+    #: A first global model this many times the round's threshold gets a warning (the clip would shrink it).
+    WARN_RATIO = 1.5
+
     def __init__(self, params: CRFLParams, *, f: int = 0) -> None:
         self.params = params
         self.f = f
+        self._checked = False
+
+    def threshold(self, round_index: int) -> float:
+        """:math:`\\rho_t` of the zero-based round (:func:`clip_threshold`)."""
+        p = self.params
+        return clip_threshold(round_index, start=p.crfl_clip_start, growth=p.crfl_clip_growth, cap=p.crfl_clip)
 
     def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> AggregationResult:
         """Aggregate one round's rows (see the module docstring)."""
         p = self.params
         mean, w = weighted_mean(updates, weights)
         theta = ctx.global_params.to(device=mean.device, dtype=mean.dtype)
-        new = crfl_step(theta, mean, clip=p.crfl_clip, sigma=p.crfl_sigma, generator=ctx.generator)
+        rho = self.threshold(ctx.round)
+        if not self._checked:
+            self._checked = True
+            warn_if_clip_shrinks(float(torch.linalg.vector_norm(theta.double())), rho, p.crfl_clip_start,
+                                 self.WARN_RATIO)
+        new = crfl_step(theta, mean, clip=rho, sigma=p.crfl_sigma, generator=ctx.generator)
         before = float(torch.linalg.vector_norm((theta + mean).double()))
         agg = torch.nan_to_num(new - theta, nan=0.0, posinf=0.0, neginf=0.0)
         info = {"crfl_model_norm": before if math.isfinite(before) else 3.4e38,
-                "crfl_clipped": float(before > p.crfl_clip), "crfl_sigma": p.crfl_sigma}
+                "crfl_clipped": float(before > rho), "crfl_clip": rho, "crfl_sigma": p.crfl_sigma}
         return AggregationResult(agg, w, torch.ones(updates.shape[0], dtype=torch.bool, device=updates.device),
                                  clipped=0, info=info)

@@ -81,8 +81,11 @@ def certify_final(fed: Federation, params: Tensor) -> tuple[dict[str, Any], pd.D
                            num_classes=data.num_classes)
     fed.spec.load_(fed.eval_model, params)  # leave the evaluation model at the final parameters
     threat = threat_of(fed)
+    # rho_t of the rounds from the attack's start to the last, whose clipping contracts the attack's effect
+    rounds = fed.cfg.rounds
+    clips = [rule.threshold(t) for t in range(rounds - threat.rounds_after_attack, rounds)]
     cert = certify_votes(votes, y, samples=p.crfl_samples, alpha=p.crfl_alpha, sigma=p.crfl_sigma,
-                         clip=p.crfl_clip, threat=threat)
+                         clip=clips, threat=threat)
     certified = cert.correct & (cert.radius > 0)
     radii = cert.radius[certified]
     summary: dict[str, Any] = {
