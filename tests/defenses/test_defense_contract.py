@@ -9,6 +9,8 @@ with pre-aggregators, non-finite rows, and the registry metadata that
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -61,7 +63,7 @@ def test_composed_defense_traces_back_to_clients(name: str, pre: list[str]) -> N
     entry = RULES.get(name)
     if entry.has("per_client_state") and "bucketing" in pre:
         pytest.skip("per-client history: rejected at config validation (test_defense_errors)")
-    quiet = [f"defense.{k}={v}" for k, v in entry.meta.get("quiet_params", {}).items()]
+    quiet = [f"defense.{k}={json.dumps(v)}" for k, v in entry.meta.get("quiet_params", {}).items()]
     cfg = fedpoison.load_config(overrides=[f"defense.name={name}", f"defense.pre=[{','.join(pre)}]", "defense.f=1",
                                            *quiet])
     defense = build_defense(cfg.defense, f=0)
