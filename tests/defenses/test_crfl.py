@@ -25,6 +25,7 @@ from fedpoison.defenses.crfl import (
     clip_threshold,
     contraction,
     hoeffding_bounds,
+    smoothed_backdoor,
     smoothed_votes,
 )
 from fedpoison.errors import ConfigError
@@ -115,6 +116,45 @@ def test_smoothed_votes_count_the_noisy_models_predictions() -> None:
     assert far[:, 1].tolist() == [50] * 4
 
 
+def test_smoothed_backdoor_of_a_linear_model_matches_the_gaussian_vote() -> None:
+    # a linear two-class model: class 1 (the target) where x . theta > 0. A noisy copy theta + sigma eps gives
+    # x . theta + N(0, sigma^2 |x|^2), so each copy votes for the target with probability Phi(margin), margin =
+    # x . theta / (sigma |x|); the majority is the target exactly where the margin is positive
+    sigma, samples = 0.1, 4000
+    theta = torch.tensor([1.0, 0.0])
+    margins = [3.0, 0.5, 0.25, -1.0]
+    x = torch.tensor([[m * sigma, math.sqrt(1 - (m * sigma) ** 2)] for m in margins])  # |x| = 1, x . theta = m sigma
+
+    def predict(p: torch.Tensor) -> torch.Tensor:
+        return (x @ p > 0).long()
+
+    votes = smoothed_votes(predict, theta, sigma=sigma, samples=samples, generator=torch.Generator().manual_seed(1),
+                           num_classes=2)
+    share = votes[:, 1].double() / samples
+    assert share.tolist() == pytest.approx(norm.cdf(margins).tolist(), abs=0.03)
+    b = smoothed_backdoor(votes, target=1)
+    assert b.prediction.tolist() == [1, 1, 1, 0]
+    assert b.attack_success_rate == 0.75
+    assert b.copy_attack_success_rate == pytest.approx(float(np.mean(norm.cdf(margins))), abs=0.015)
+    # no votes, no rate
+    assert math.isnan(smoothed_backdoor(votes[:0], target=1).attack_success_rate)
+
+
+def test_clean_and_backdoored_inputs_share_the_noisy_copies() -> None:
+    # certification votes once over [clean; backdoored] inputs: the clean rows' votes are those of a vote over
+    # the clean inputs alone with the same generator (the backdoor rows use up no draws of their own)
+    gen = torch.Generator().manual_seed(0)
+    x_clean = torch.randn(6, 3, generator=gen)
+    x_both = torch.cat([x_clean, torch.randn(4, 3, generator=gen)])
+    theta = torch.randn(3, generator=gen)
+
+    def votes_on(x: torch.Tensor) -> torch.Tensor:
+        return smoothed_votes(lambda p: (x @ p > 0).long(), theta, sigma=1.0, samples=50,
+                              generator=torch.Generator().manual_seed(7), num_classes=2)
+
+    assert torch.equal(votes_on(x_both)[:6], votes_on(x_clean))
+
+
 def test_crfl_needs_server_lr_one() -> None:
     with pytest.raises(ConfigError, match=r"server\.lr"):
         fedpoison.load_config(overrides=["defense.name=crfl", "server.lr=0.5"])
@@ -137,6 +177,13 @@ def test_crfl_run_on_digits_certifies_and_writes_the_table(tmp_path: Path) -> No
     assert len(table) == 100 and set(table.columns) >= {"label", "prediction", "p_a", "p_b", "radius"}
     assert ((table["radius"] > 0) == (table["p_a"] > table["p_b"])).all()
     assert s["crfl_certified_accuracy"] == pytest.approx(((table["radius"] > 0) & table["correct"]).mean())
+    # the smoothed classifier on the backdoored versions of the certified inputs not of the target class (0)
+    chosen = table["label"] != 0
+    assert s["crfl_backdoor_inputs"] == int(chosen.sum()) and (table.loc[~chosen, "backdoor_prediction"] == -1).all()
+    assert s["crfl_smoothed_attack_success_rate"] == pytest.approx((table.loc[chosen, "backdoor_prediction"] == 0).mean())
+    assert s["crfl_base_attack_success_rate"] == pytest.approx(
+        (table.loc[chosen, "backdoor_base_prediction"] == 0).mean())
+    assert 0.0 <= s["crfl_copy_attack_success_rate"] <= 1.0 and 0.0 <= s["crfl_base_accuracy"] <= 1.0
 
 
 def test_report_of_a_grid_shows_certified_accuracy(tmp_path: Path) -> None:

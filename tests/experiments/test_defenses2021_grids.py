@@ -35,3 +35,14 @@ def test_crfl_schedule_grid_runs_the_growing_threshold_scaled_to_cnn28() -> None
     old = load_grid(EXAMPLES / "backdoor_asr_rlr_crfl_patch.yaml")
     assert all(r.config.defense.params_dict()["crfl_clip_start"] is None for r in old.runs
                if r.config.defense.name == "crfl")
+
+
+def test_crfl_sigma_sweep_shares_the_schedule_grids_crfl_run_at_sigma_001() -> None:
+    sweep = load_grid(EXAMPLES / "backdoor_asr_crfl_sigma.yaml")
+    assert len(sweep) == 18
+    assert sorted({r.config.defense.params_dict()["crfl_sigma"] for r in sweep.runs}) == [0.01, 0.02, 0.05]
+    assert all(r.config.defense.params_dict()["crfl_clip_start"] == 8.0 for r in sweep.runs)
+    # the sigma = 0.01 runs are those of backdoor_asr_crfl_schedule.yaml, so its FedAvg runs are the comparison
+    schedule = {r.key for r in load_grid(EXAMPLES / "backdoor_asr_crfl_schedule.yaml").runs
+                if r.config.defense.name == "crfl"}
+    assert {r.key for r in sweep.runs if r.config.defense.params_dict()["crfl_sigma"] == 0.01} == schedule

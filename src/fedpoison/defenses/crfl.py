@@ -55,6 +55,14 @@ attack and :math:`\\Phi` the standard normal CDF. The certified accuracy at
 radius :math:`r` is the share of test inputs whose smoothed prediction is the
 true label and certified with :math:`\\mathrm{RAD} \\ge r`.
 
+**The deployed model** is the smoothed classifier, the majority vote of the
+:math:`M` noisy copies, not the final model itself. The accuracy and attack
+success in the run's history are those of the single final model; under a
+backdoor attack certification also lets the same :math:`M` copies vote on the
+backdoored versions of the certified inputs (:func:`smoothed_backdoor`), which
+gives the smoothed classifier's attack success rate, as the authors'
+``smooth_mnist.py`` evaluates the poisoned test inputs.
+
 Variant, and deviations from the paper:
 
 - defaults are the paper's MNIST settings (``configs/mnist_params.yaml``,
@@ -65,7 +73,13 @@ Variant, and deviations from the paper:
   that model's initial norm as the authors do (``defense.crfl_clip_start``);
   ``crfl_clip_start: null`` clips at the constant :math:`\\rho`;
 - the noise is added in every round, the last one included, and the accuracy
-  is measured on the noisy model (the authors evaluate before adding it);
+  is measured on the noisy model (the authors evaluate before adding it); the
+  smoothing copies are drawn around that noisy final model, where the authors
+  draw them around the model saved before the last noise;
+- the clip and the noise act on the flat parameter vector, every weight and
+  bias, as the authors' norm and clip do (``named_parameters``); buffers
+  (BatchNorm statistics) are not in it and get no noise, where the authors'
+  noise loop also perturbs them (their models have none);
 - :math:`L_Z = \\sqrt{17}`: the authors' code fixes
   :math:`L_Z = \\sqrt{2 + 2\\rho_{adv} + \\rho_{adv}^2}` with
   :math:`\\rho_{adv} = 3`; ``defense.crfl_lipschitz`` changes it;
@@ -276,6 +290,45 @@ def smoothed_votes(predict: PredictFn, params: Tensor, *, sigma: float, samples:
         votes = one if votes is None else votes + one
     assert votes is not None
     return votes.cpu()
+
+
+@dataclass(frozen=True)
+class SmoothedBackdoor:
+    """What the smoothed classifier does on backdoored inputs (one row per input carrying the trigger).
+
+    Attributes
+    ----------
+    prediction:
+        ``(N,)`` smoothed prediction (top class of the votes; ties go to the lower class).
+    attack_success_rate:
+        Share of the inputs whose smoothed prediction is the target class:
+        the ASR of the deployed (smoothed) classifier.
+    copy_attack_success_rate:
+        Mean over the noisy copies of each copy's ASR (the target's share of
+        all votes): what one noisy model would score on average.
+    """
+
+    prediction: np.ndarray
+    attack_success_rate: float
+    copy_attack_success_rate: float
+
+
+def smoothed_backdoor(votes: Tensor, target: int) -> SmoothedBackdoor:
+    """Smoothed ASR from ``(N, C)`` votes of the noisy copies on ``N`` backdoored inputs.
+
+    Example
+    -------
+    Three inputs, 10 copies: the target 1 wins the vote on the first two.
+
+    >>> b = smoothed_backdoor(torch.tensor([[2, 8], [4, 6], [9, 1]]), target=1)
+    >>> b.prediction.tolist(), round(b.attack_success_rate, 4), round(b.copy_attack_success_rate, 4)
+    ([1, 1, 0], 0.6667, 0.5)
+    """
+    v = votes.numpy()
+    if len(v) == 0:
+        return SmoothedBackdoor(np.zeros(0, dtype=np.int64), math.nan, math.nan)
+    pred = v.argmax(axis=1)
+    return SmoothedBackdoor(pred, float((pred == target).mean()), float(v[:, target].sum() / v.sum()))
 
 
 @dataclass(frozen=True)

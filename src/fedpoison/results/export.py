@@ -44,6 +44,7 @@ SUMMARY_METRICS: dict[str, str] = {
     "detection_exclusion_time": "time to excl.",
     "crfl_certified_accuracy": "certified acc.",
     "crfl_mean_radius": "cert. radius",
+    "crfl_smoothed_attack_success_rate": "smoothed ASR",
     "seconds_per_round": "s / round",
 }
 
