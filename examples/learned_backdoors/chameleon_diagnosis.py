@@ -23,7 +23,8 @@ the first 2,000 test images. Cases (one run each, on the same jobs):
 ``batchnorm``
     (diagnosis only: the attack cannot change the model) a ``BatchNorm1d`` inserted before the encoder's last
     ReLU, in training mode, its scale and shift set to the per-unit standard deviation and mean of that
-    layer's input on the client's samples (so the model computes about what it did).
+    layer's input on the client's samples (so the model computes about what it did); a client whose
+    last batch would hold one sample drops that sample.
 
 Then, with ``--losses``, the mean contrastive loss (the attack's settings) over one epoch of the client's
 batches for: the global model's features, fully collapsed features (all equal), one-hot features of the
@@ -183,6 +184,8 @@ def main() -> None:
             job.spec.load_(model, job.global_params)
             anchor_flat = job.global_params
             if case == "batchnorm":
+                if len(y) % params.classifier_batch_size == 1:  # BatchNorm cannot train on a batch of one
+                    x, y = x[:-1], y[:-1]
                 model = with_batchnorm(model, job.clean_x)
                 bn, cut = model[-3], job.spec.dim - sum(q.numel() for q in model[-1].parameters())
                 anchor_flat = torch.cat([job.global_params[:cut], bn.weight.detach(), bn.bias.detach(),
