@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -222,6 +223,21 @@ def test_supcon_loss_matches_a_loop_and_weights_target_anchors() -> None:
     # features already grouped by class give a lower loss than shuffled ones
     grouped = torch.eye(5)[torch.tensor([0, 0, 1, 1, 1, 2, 3])] + 0.01 * z
     assert float(supcon_loss(grouped, labels, temperature=0.5)) < float(supcon_loss(z, labels, temperature=0.5))
+
+
+def test_supcon_collapsed_features_are_a_stationary_point_below_unmoved_poisoned_ones() -> None:
+    # What docs/attacks.md measures on cnn28: half the batch relabelled to the target, target anchors weighing 6.
+    # Poisoned samples (labelled 0) still sharing their own class's feature give a higher loss than all features
+    # equal, and at all-equal features the gradient vanishes, so SGD has nothing to leave that point by.
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])  # samples 0-2 poisoned (originally class 1), 3 a clean target
+    unmoved = torch.eye(2)[torch.tensor([1, 1, 1, 0, 1, 1, 1, 1])]
+    collapsed = torch.ones(8, 2, requires_grad=True)
+    kw = {"temperature": 0.07, "target": 0, "target_weight": 6.0}
+    loss = supcon_loss(collapsed, labels, **kw)
+    torch.testing.assert_close(loss, torch.tensor((4 * 6.0 + 4) / 8 * math.log(7)))  # log(n - 1) per anchor
+    assert float(loss) < float(supcon_loss(unmoved, labels, **kw))
+    (grad,) = torch.autograd.grad(loss, collapsed)
+    assert float(grad.abs().max()) < 1e-5
 
 
 def test_chameleon_contrastive_stage_pulls_poisoned_features_to_the_target(trained, digits) -> None:

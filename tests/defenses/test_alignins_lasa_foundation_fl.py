@@ -203,6 +203,47 @@ def test_foundation_fl_scores_an_alternating_extreme_row_high_and_the_coordinate
     assert torch.equal(out.updates[7:], x[star].repeat(3, 1))
 
 
+def test_foundation_fl_score_is_the_distance_from_the_mid_range_vector() -> None:
+    """Eq. 4 in closed form: with r = g_max - g_min and mid = (g_max + g_min) / 2,
+    s_i^2 = ||r||^2 / 4 + ||g_i - mid||^2 - |<g_i - mid, r>|.
+
+    The first term is the same for every row, so the score ranks the rows by how far they lie from the
+    mid-range vector, less their tilt towards one of the two extremes.
+    """
+    from fedpoison.defenses.foundation_fl import extreme_scores
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(12, 40, generator=g) * torch.linspace(0.1, 3.0, 12)[:, None] + torch.randn(40, generator=g)
+    hi, lo = x.max(dim=0).values, x.min(dim=0).values
+    r, mid = hi - lo, (hi + lo) / 2
+    closed = (r.norm() ** 2 / 4 + ((x - mid) ** 2).sum(dim=1) - ((x - mid) @ r).abs()).sqrt()
+    torch.testing.assert_close(extreme_scores(x), closed)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_foundation_fl_copies_the_most_spread_honest_row_when_no_one_attacks(seed: int) -> None:
+    """Ten honest rows around one mean, row i with noise scale 0.2 + 0.2 i: no attacker at all.
+
+    Eq. 4 scores the most central row lowest and copies one of the most spread rows; the trimmed mean
+    over the n + m rows then follows that row's noise and lands much farther from the mean than the
+    plain trimmed mean (the one-class collapse of docs/defenses.md on a hand-built case).
+    """
+    from fedpoison.defenses.foundation_fl import extreme_scores
+
+    g = torch.Generator().manual_seed(seed)
+    mu = torch.linspace(-0.5, 0.5, 400)
+    x = mu + torch.linspace(0.2, 2.0, 10)[:, None] * torch.randn(10, 400, generator=g)
+    s = extreme_scores(x)
+    star = int(torch.argmax(s))
+    assert int(torch.argmin(s)) == 0 and star >= 7
+    out = _build("foundation_fl", 0, pre=True)(x, torch.ones(10), _make_ctx(10, 400))
+    assert torch.equal(out.updates[10:], x[star].repeat(5, 1))
+    ffl = coordinate_trimmed_mean(out.updates, 2)
+    plain = coordinate_trimmed_mean(x, 2)
+    assert (ffl - mu).norm() > 2 * (plain - mu).norm()
+    assert torch.nn.functional.cosine_similarity(ffl - mu, x[star] - mu, dim=0) > 0.9
+
+
 # ---- end to end on digits -------------------------------------------------------------------------
 @pytest.mark.parametrize(("rule", "extra"), [("alignins", {}), ("lasa", {}),
                                              ("trimmed_mean", {"defense.pre": ["foundation_fl"],

@@ -46,6 +46,14 @@ poisoned once. Their classifier stage also stops early once the backdoor loss
 on their test images is below 1e-4; here it runs its epochs. Needs a
 model whose last layer is a ``Linear`` classifier in an ``nn.Sequential``
 (every model of the zoo but the ResNet).
+
+On the zoo's models, which have no BatchNorm in the encoder (unlike the
+authors' ResNet-18), the contrastive stage collapses the features onto one
+shared direction within a few SGD steps and the attack plants no backdoor:
+with half of every batch relabelled to the target, all-equal features are a
+stationary point of :func:`supcon_loss` whose value is no higher than that of
+a working backdoor's features (measured in docs/attacks.md, "What causes the
+collapse").
 """
 
 from __future__ import annotations

@@ -20,6 +20,13 @@ to an extreme makes itself the nearest to that extreme and never :math:`i^*`;
 the synthetic copies move every coordinate's order statistics towards
 :math:`g_{i^*}`.
 
+With :math:`r = g^{\\max} - g^{\\min}` and the mid-range vector
+:math:`\\mu = (g^{\\max} + g^{\\min}) / 2` the score is exactly
+:math:`s_i^2 = \\|r\\|^2 / 4 + \\|g_i - \\mu\\|^2 - |\\langle g_i - \\mu, r\\rangle|`: it ranks the
+updates by their distance from the mid-range vector, less their tilt towards one extreme. The most
+central update scores lowest. Without an attacker the copy is the most outlying honest update, and on
+non-IID data that is one client's class-biased update (docs/defenses.md measures the consequence).
+
 ``defense.ffl_score: coordinate`` (not in the paper) takes the smaller distance
 per coordinate before the norm, :math:`\\|\\min(|g_i - g^{\\max}|, |g_i - g^{\\min}|)\\|`.
 With the paper's score, a row at the maximum of some coordinates and at the
