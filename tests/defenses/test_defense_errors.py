@@ -10,6 +10,7 @@ import torch
 import fedpoison
 from fedpoison.defenses import RULES, ParamSlice
 from fedpoison.errors import AggregationError, ConfigError
+from fedpoison.plugins.resolve import validate_config
 from fedpoison.testing import build_defense_step as _build
 from fedpoison.testing import make_round_context as _make_ctx
 
@@ -105,6 +106,19 @@ def test_shared_clip_keys_reach_both_plug_ins() -> None:
 
     defense = build_defense(cfg.defense, f=0)
     assert defense.pre[0].params.clip_norm == 2.5 and defense.rule.params.clip_norm == 2.5
+
+
+@pytest.mark.parametrize("rule", ["norm_bound", "mean"])
+def test_a_fixed_clip_bound_survives_the_resolved_config(rule: str) -> None:
+    """A resolved config carries clip_quantile's default beside the user's clip_norm; validating it again
+    (what a grid worker and ``fedpoison run saved/config.yaml`` do) must not call the two keys a clash.
+    """
+    pre = ["defense.pre=[clip]"] if rule == "mean" else []
+    cfg = fedpoison.load_config(overrides=[f"defense.name={rule}", *pre, "defense.clip_norm=1.5"])
+    again = validate_config(cfg.to_dict())
+    assert again == cfg and again.defense.params_dict()["clip_norm"] == 1.5
+    with pytest.raises(ConfigError, match="not both"):
+        fedpoison.load_config(cfg, overrides=["defense.clip_quantile=0.9"])
 
 
 def test_fltrust_without_root_update_says_what_is_missing() -> None:

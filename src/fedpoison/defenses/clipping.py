@@ -34,6 +34,9 @@ from fedpoison.defenses.base import PreResult, RoundContext
 from fedpoison.defenses.registry import PRE_AGGREGATORS
 from fedpoison.defenses.requirements import requirement_error
 
+#: The adaptive bound's default quantile: the median of the round's norms.
+DEFAULT_CLIP_QUANTILE = 0.5
+
 
 class ClipBoundParams(BaseModel):
     """The clipping bound shared by ``clip`` and ``norm_bound``."""
@@ -42,11 +45,13 @@ class ClipBoundParams(BaseModel):
     #: Fixed L2 bound on each update (per layer with clip_scope: layer); unset means adaptive.
     clip_norm: float | None = Field(default=None, gt=0.0)
     #: Adaptive bound: this quantile of the round's update norms (0.5 = median); used when clip_norm is unset.
-    clip_quantile: float = Field(default=0.5, gt=0.0, le=1.0)
+    clip_quantile: float = Field(default=DEFAULT_CLIP_QUANTILE, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _one_bound(self) -> ClipBoundParams:
-        if self.clip_norm is not None and "clip_quantile" in self.model_fields_set:
+        # A resolved config carries every default, so clip_quantile at its default beside a clip_norm is what
+        # a saved config (or a grid's task) holds when the user set clip_norm alone: only another value clashes.
+        if self.clip_norm is not None and self.clip_quantile != DEFAULT_CLIP_QUANTILE:
             raise ValueError(
                 f"set either clip_norm (fixed bound) or clip_quantile (adaptive bound), not both: "
                 f"got clip_norm={self.clip_norm} and clip_quantile={self.clip_quantile}"
