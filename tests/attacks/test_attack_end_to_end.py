@@ -70,8 +70,9 @@ def norms(result, rnd: int) -> pd.Series:
 
 #: Settings that make an attack's rows differ in norm from the honest ones (-u has u's norm;
 #: pgd_backdoor's default ball has the radius of the attacker's own clean update, so its projected
-#: row can have exactly the honest row's norm).
-NORM_CHANGING = {"sign_flip": ["attack.scale=2"], "pgd_backdoor": ["attack.scale=2"]}
+#: row has exactly the honest row's norm whenever the ball binds, scaled or not: a fixed radius far
+#: below the honest norms makes it differ).
+NORM_CHANGING = {"sign_flip": ["attack.scale=2"], "pgd_backdoor": ["attack.radius=0.001"]}
 
 
 @pytest.mark.parametrize("name", ATTACKS.names())
