@@ -60,6 +60,17 @@ def test_gap_statistic_counts_well_separated_clusters() -> None:
     assert gap_statistic(torch.ones(10, 1, dtype=torch.float64), generator=torch.Generator()) == 1
 
 
+def test_gap_statistic_takes_rounding_noise_for_one_cluster() -> None:
+    """Scores equal up to float64 rounding (FLDetector's honest-only rounds) are one cluster, while a real
+    spread just above the tolerance is still scaled and clustered.
+    """
+    noise = torch.tensor([-1.44e-15, 1.55e-15, 1.78e-15, -1.67e-15, -5.6e-16], dtype=torch.float64)
+    for seed in range(10):
+        assert gap_statistic((1.0 + noise)[:, None], generator=torch.Generator().manual_seed(seed)) == 1
+    two = torch.tensor([1.0, 1.0, 1.0, 1.0 + 1e-6, 1.0 + 1e-6, 1.0 + 1e-6], dtype=torch.float64)[:, None]
+    assert gap_statistic(two, generator=torch.Generator().manual_seed(1)) == 2
+
+
 def test_minmax_scale_maps_columns_to_the_unit_interval() -> None:
     x = torch.tensor([[1.0, 5.0], [3.0, 5.0], [2.0, 5.0]], dtype=torch.float64)
     assert minmax_scale(x).tolist() == [[0.0, 0.0], [1.0, 0.0], [0.5, 0.0]]

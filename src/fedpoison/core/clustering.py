@@ -99,6 +99,10 @@ def minmax_scale(x: Tensor) -> Tensor:
     return torch.where(span > 0, (x - lo) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(x))
 
 
+#: Relative spread below which :func:`gap_statistic` takes points as equal (float64 rounding is ~1e-16).
+EQUAL_RTOL = 1e-9
+
+
 def gap_statistic(x: Tensor, *, generator: torch.Generator, k_max: int = 10, refs: int = 20,
                   n_init: int = 10) -> int:
     """The number of clusters in ``(m, p)`` points by the gap statistic.
@@ -114,13 +118,20 @@ def gap_statistic(x: Tensor, *, generator: torch.Generator, k_max: int = 10, ref
     the smallest :math:`k` with :math:`\\mathrm{Gap}(k) \\ge \\mathrm{Gap}(k+1) - s_{k+1}`
     (``k_max`` if none), Tibshirani, Walther & Hastie 2001, 'Estimating the
     number of clusters in a data set via the gap statistic'. Fewer than three
-    points, or points that are all equal, are one cluster.
+    points, or points that are all equal, are one cluster; so are points
+    whose spread in every coordinate is within ``EQUAL_RTOL`` of their
+    magnitude: the min-max scaling would otherwise blow rounding noise up to
+    the unit cube and find clusters in it.
     """
     m = x.shape[0]
-    xs = minmax_scale(x.to(torch.float64))
+    x64 = x.to(torch.float64)
     k_max = min(k_max, m)
-    if m < 3 or not bool((xs.max(0).values > 0).any()):
+    if m < 3:
         return 1
+    span = x64.max(0).values - x64.min(0).values
+    if not bool((span > EQUAL_RTOL * x64.abs().max(0).values).any()):
+        return 1
+    xs = minmax_scale(x64)
     ref = torch.rand(refs, m, xs.shape[1], generator=generator, dtype=torch.float64)
     tiny = 1e-12
     gaps, sds = [], []
